@@ -1,0 +1,62 @@
+# testum — see README.md. `make run` starts testum; `make test` checks everything.
+SHELL := /bin/bash
+GO      ?= go
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+SQLC    := $(GOBIN)/sqlc
+MINIO   := $(GOBIN)/minio
+SQLC_VERSION  := v1.31.1
+MINIO_VERSION := latest
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Debian packages the tests drive for real: OpenSSH, PostgreSQL, Chromium.
+TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: all build run test deps deps-apt deps-go generate check-generated vet bench clean help
+
+all: build
+
+help:
+	@echo "make run    build and start testum serve with its defaults (http://127.0.0.1:8000)"
+	@echo "make test   install what is missing (apt-get, go install), check generated code, vet, test -race"
+	@echo "make build  build bin/testum"
+	@echo "make bench  measure fan-out, streaming, latency and memory against pdsh, pssh, clush, ansible"
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/testum ./services/testum
+
+run: build
+	./bin/testum serve
+
+# deps installs what the tests need and the machine lacks. The Go tools build
+# while apt works (they need the CPU, apt the network).
+deps:
+	@set -e; \
+	( $(MAKE) --no-print-directory deps-go > /tmp/testum-deps-go.log 2>&1; echo $$? > /tmp/testum-deps-go.rc ) & \
+	$(MAKE) --no-print-directory deps-apt; \
+	wait; cat /tmp/testum-deps-go.log; exit $$(cat /tmp/testum-deps-go.rc)
+
+deps-apt:
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing; fi
+
+deps-go:
+	@test -x $(SQLC) || { echo "building sqlc $(SQLC_VERSION)"; $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION); }
+	@test -x $(MINIO) || { echo "building minio"; $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
+
+generate:
+	$(SQLC) generate
+
+# The generated code is committed; regeneration must not change it.
+check-generated:
+	$(SQLC) diff
+
+vet:
+	$(GO) vet ./...
+
+test: deps check-generated vet
+	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,179 @@
+package logstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/logstore/logstoretest"
+)
+
+func TestDisk(t *testing.T) {
+	t.Parallel()
+	logstoretest.Run(t, func(t *testing.T) logstore.Store {
+		d, err := logstore.NewDisk(filepath.Join(t.TempDir(), "logs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	})
+}
+
+func TestS3(t *testing.T) {
+	t.Parallel()
+	cfg := logstoretest.StartMinIO(t)
+	logstoretest.Run(t, func(t *testing.T) logstore.Store {
+		c := cfg
+		c.Bucket = logstoretest.NewBucketName(t)
+		s, err := logstore.NewS3(t.Context(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+
+	t.Run("ExistingBucket", func(t *testing.T) {
+		for range 2 { // the second call finds the bucket already there
+			if _, err := logstore.NewS3(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	t.Run("WrongSecretNotInError", func(t *testing.T) {
+		c := cfg
+		c.SecretKey = "wrong-secret-" + cfg.SecretKey
+		c.Bucket = logstoretest.NewBucketName(t)
+		_, err := logstore.NewS3(t.Context(), c)
+		if err == nil {
+			t.Fatal("NewS3 with a wrong secret key succeeded")
+		}
+		if strings.Contains(err.Error(), c.SecretKey) || strings.Contains(err.Error(), cfg.SecretKey) {
+			t.Fatalf("error contains the secret key: %v", err)
+		}
+	})
+	t.Run("ConfigFormatting", func(t *testing.T) {
+		var sb strings.Builder
+		slog.New(slog.NewTextHandler(&sb, nil)).Info("cfg", "s3", cfg)
+		for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%s", cfg), sb.String()} {
+			if strings.Contains(s, cfg.SecretKey) {
+				t.Fatalf("formatted config contains the secret key: %s", s)
+			}
+		}
+	})
+	t.Run("FromEnv", func(t *testing.T) {
+		env := map[string]string{
+			"MINIO_ENDPOINT":   "http://" + cfg.Endpoint,
+			"MINIO_ACCESS_KEY": cfg.AccessKey,
+			"MINIO_SECRET_KEY": cfg.SecretKey,
+			"MINIO_SECURE":     "false",
+		}
+		s, err := logstore.FromEnv(func(k string) string { return env[k] }, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s3, ok := s.(*logstore.S3)
+		if !ok {
+			t.Fatalf("FromEnv returned %T, want *logstore.S3", s)
+		}
+		if s3.Bucket() != logstore.DefaultBucket {
+			t.Fatalf("bucket = %q, want %q", s3.Bucket(), logstore.DefaultBucket)
+		}
+		if err := s.Put(t.Context(), "runs/1/1.log", strings.NewReader("ok"), 2); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestFromEnvDisk(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := logstore.FromEnv(func(string) string { return "" }, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := s.(*logstore.Disk)
+	if !ok {
+		t.Fatalf("FromEnv returned %T, want *logstore.Disk", s)
+	}
+	if want := filepath.Join(dir, "logs"); d.Dir() != want {
+		t.Fatalf("Dir = %q, want %q", d.Dir(), want)
+	}
+	st, err := os.Stat(d.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := st.Mode().Perm(); perm != 0o700 {
+		t.Fatalf("mode = %o, want 700", perm)
+	}
+}
+
+func TestFromEnvErrors(t *testing.T) {
+	t.Parallel()
+	cases := map[string]map[string]string{
+		"missing credentials": {"MINIO_ENDPOINT": "127.0.0.1:1"},
+		"bad secure":          {"MINIO_ENDPOINT": "127.0.0.1:1", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "topsecretvalue", "MINIO_SECURE": "maybe"},
+	}
+	for name, env := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := logstore.FromEnv(func(k string) string { return env[k] }, t.TempDir())
+			if err == nil {
+				t.Fatal("FromEnv succeeded")
+			}
+			if strings.Contains(err.Error(), "topsecretvalue") {
+				t.Fatalf("error contains the secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestDiskAtomicPutLeavesNoTempFiles(t *testing.T) {
+	t.Parallel()
+	d, err := logstore.NewDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := d.Put(ctx, "runs/1/1.log", strings.NewReader("abc"), 3); err != nil {
+		t.Fatal(err)
+	}
+	// A failed Put (short reader) and a cancelled Put leave nothing behind.
+	if err := d.Put(ctx, "runs/1/2.log", strings.NewReader("ab"), 3); err == nil {
+		t.Fatal("short Put succeeded")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := d.Put(cctx, "runs/1/3.log", strings.NewReader("abc"), 3); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Put error = %v, want context.Canceled", err)
+	}
+	entries, err := os.ReadDir(filepath.Join(d.Dir(), "runs", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "1.log" {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("directory holds %v, want only 1.log", names)
+	}
+}
+
+func TestValidateKey(t *testing.T) {
+	t.Parallel()
+	for _, k := range []string{"runs/12/3.log", "a", "runs/12/3.log.gz", "a/b/c/d", "runs/..x/y", "x.tmp-"} {
+		if err := logstore.ValidateKey(k); err != nil {
+			t.Errorf("ValidateKey(%q) = %v, want nil", k, err)
+		}
+	}
+	for _, k := range logstoretest.InvalidKeys {
+		if err := logstore.ValidateKey(k); !errors.Is(err, logstore.ErrInvalidKey) {
+			t.Errorf("ValidateKey(%q) = %v, want ErrInvalidKey", k, err)
+		}
+	}
+}

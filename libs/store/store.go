@@ -1,0 +1,194 @@
+// Package store is the hand-written layer over the sqlc code in libs/db: the
+// connection pool, transactions, migrations under an advisory lock, rows
+// turned into domain types and PostgreSQL errors turned into testum errors.
+// No other package imports libs/db.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/testum/testum/libs/db"
+	"github.com/testum/testum/libs/testum"
+	"github.com/testum/testum/schema"
+)
+
+// Sealer encrypts secrets at rest (libs/secrets implements it). The store
+// binds each ciphertext to its row and column through the associated data.
+type Sealer interface {
+	Seal(plaintext, ad []byte) ([]byte, error)
+	Open(ciphertext, ad []byte) ([]byte, error)
+	CurrentKeyID() string
+}
+
+// Store is the database of testum.
+type Store struct {
+	pool   *pgxpool.Pool
+	q      *db.Queries
+	sealer Sealer
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// Config for Open.
+type Config struct {
+	URL      string
+	MaxConns int32
+	Sealer   Sealer
+	Logger   *slog.Logger
+	Now      func() time.Time // injected clock; time.Now by default
+}
+
+// Open connects to PostgreSQL. It does not migrate: call Migrate first.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", redactURLError(err))
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	} else if pc.MaxConns < 16 {
+		pc.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{pool: pool, q: db.New(pool), sealer: cfg.Sealer, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// Close releases the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Now is the store's clock.
+func (s *Store) Now() time.Time { return s.now() }
+
+// Pool exposes the pool to tests that inspect tables directly.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Migrate applies the embedded migrations. Concurrent callers (several
+// gateways starting at once) serialize on a PostgreSQL advisory lock.
+func Migrate(ctx context.Context, url string, log *slog.Logger) error {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", redactURLError(err))
+	}
+	sqldb := stdlib.OpenDB(*cc)
+	defer sqldb.Close()
+	return migrateDB(ctx, sqldb, log)
+}
+
+func migrateDB(ctx context.Context, sqldb *sql.DB, log *slog.Logger) error {
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqldb, schema.Migrations,
+		goose.WithSessionLocker(locker), goose.WithVerbose(false))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	res, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if log != nil {
+		for _, r := range res {
+			log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path)
+		}
+	}
+	return nil
+}
+
+// Tx is a transaction: the generated queries bound to it, plus the store.
+type Tx struct {
+	q  *db.Queries
+	s  *Store
+	tx pgx.Tx
+}
+
+// InTx runs fn in a transaction, committing when it returns nil.
+func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
+		return fn(&Tx{q: s.q.WithTx(ptx), s: s, tx: ptx})
+	})
+}
+
+// Once runs fn in a transaction only if no other process is running the job
+// of that name right now (a transaction-level advisory lock): periodic jobs
+// run once per tick across the cluster, however many replicas tick. It
+// reports whether fn ran.
+func (s *Store) Once(ctx context.Context, job string, fn func(tx *Tx) error) (bool, error) {
+	h := fnv.New64a()
+	h.Write([]byte("testum.job." + job))
+	key := int64(h.Sum64())
+	ran := false
+	err := s.InTx(ctx, func(tx *Tx) error {
+		var got bool
+		if err := tx.tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", key).Scan(&got); err != nil {
+			return err
+		}
+		if !got {
+			return nil
+		}
+		ran = true
+		return fn(tx)
+	})
+	return ran, err
+}
+
+// wrap maps PostgreSQL errors to testum errors; what names the thing.
+func wrap(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &testum.Error{Code: testum.CodeNotFound, Message: what + " not found"}
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505": // unique_violation
+			return &testum.Error{Code: testum.CodeConflict, Message: what + " already exists", Err: err}
+		case "23503": // foreign_key_violation
+			return &testum.Error{Code: testum.CodeConflict, Message: what + " is referenced by or refers to something that does not exist", Err: err}
+		case "23514", "22P02", "22003": // check_violation, invalid_text_representation, out of range
+			return &testum.Error{Code: testum.CodeInvalid, Message: what + " is invalid", Err: err}
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// IsNotFound reports whether err is a not-found error.
+func IsNotFound(err error) bool { return testum.CodeOf(err) == testum.CodeNotFound }
+
+// redactURLError drops the URL (which may hold a password) from pgx parse
+// errors.
+func redactURLError(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return errors.New("cannot parse the connection string (value not shown)")
+	}
+	return err
+}

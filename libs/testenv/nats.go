@@ -1,0 +1,61 @@
+package testenv
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATSServer is a nats-server with JetStream on loopback.
+type NATSServer struct {
+	URL    string
+	Server *server.Server
+	opts   server.Options
+}
+
+// NATS starts a NATS server with JetStream (file store in a temporary
+// directory) on a random loopback port; it shuts down when the test ends.
+func NATS(t testing.TB) *NATSServer {
+	t.Helper()
+	n := &NATSServer{opts: server.Options{
+		Host: "127.0.0.1", Port: FreePort(t), JetStream: true, StoreDir: t.TempDir(),
+		NoSigs: true, NoLog: true, ServerName: "testenv-" + randomHex(3),
+	}}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.Server.Shutdown()
+		n.Server.WaitForShutdown()
+	})
+	return n
+}
+
+func (n *NATSServer) start() error {
+	opts := n.opts
+	s, err := server.NewServer(&opts)
+	if err != nil {
+		return fmt.Errorf("testenv: nats: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return fmt.Errorf("testenv: nats not ready")
+	}
+	n.Server = s
+	n.URL = s.ClientURL()
+	return nil
+}
+
+// Restart shuts the server down and starts it again on the same port and
+// store: streams survive, clients reconnect.
+func (n *NATSServer) Restart(t testing.TB) {
+	t.Helper()
+	n.Server.Shutdown()
+	n.Server.WaitForShutdown()
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,349 @@
+// Package executor pulls host tasks from JetStream, runs each over SSH and
+// streams its output back; it also hosts the run coordinators and the reaper
+// of dead executors. Any number of executors may run side by side: PostgreSQL
+// decides which of them starts a host.
+package executor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+// Config tunes an executor. Zero fields take defaults.
+type Config struct {
+	ID                string        // unique per process; default hostname-pid-random
+	Slots             int           // concurrent host sessions (default 256)
+	MaxHandshakes     int           // SSH handshakes in flight at once (default 64): sshd costs ~90 ms CPU each
+	ConnectTimeout    time.Duration // TCP dial + SSH handshake + auth (default 10s)
+	KeepAlive         time.Duration // SSH keepalive interval during commands (default 15s)
+	HostKeyPolicy     testum.HostKeyPolicy
+	OutputCap         int64         // per-host output kept (default 64 MiB)
+	SpoolDir          string        // where each host's output is spooled until archived
+	HeartbeatInterval time.Duration // default 5s
+	DeadAfter         time.Duration // an executor silent this long is dead (default 30s)
+	ReapInterval      time.Duration // how often the reaper looks (default 5s)
+	AckWait           time.Duration // must equal the consumers' AckWait (default 30s)
+	DrainTimeout      time.Duration // soft stop: how long running commands may finish (default 30s)
+	Logger            *slog.Logger
+}
+
+// CheckAndSetDefaults validates c and fills zero fields.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if c.Slots == 0 {
+		c.Slots = 256
+	}
+	if c.Slots < 1 {
+		return fmt.Errorf("executor slots %d: want at least 1", c.Slots)
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 64
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 15 * time.Second
+	}
+	if c.HostKeyPolicy == "" {
+		c.HostKeyPolicy = testum.HostKeyAutoAdd
+	}
+	if !c.HostKeyPolicy.Valid() {
+		return fmt.Errorf("host key policy %q: want auto_add or strict", c.HostKeyPolicy)
+	}
+	if c.OutputCap == 0 {
+		c.OutputCap = 64 << 20
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = os.TempDir()
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = 6 * c.HeartbeatInterval
+	}
+	if c.DeadAfter <= c.HeartbeatInterval {
+		return fmt.Errorf("executor dead-after %s must exceed the heartbeat interval %s", c.DeadAfter, c.HeartbeatInterval)
+	}
+	if c.ReapInterval == 0 {
+		c.ReapInterval = c.HeartbeatInterval
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Deps are what an executor talks to.
+type Deps struct {
+	Store *store.Store
+	NATS  *nats.Conn
+	Logs  logstore.Store // archive of each host's full output
+}
+
+// Executor runs host tasks and coordinates runs.
+type Executor struct {
+	cfg  Config
+	st   *store.Store
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	logs logstore.Store
+	log  *slog.Logger
+
+	slots      chan struct{} // a token per free session slot
+	handshakes chan struct{} // a token per handshake allowed in flight
+
+	mu     sync.Mutex
+	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
+
+	runs *runCache
+}
+
+// New builds an executor; Run starts it.
+func New(cfg Config, deps Deps) (*Executor, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil || deps.NATS == nil || deps.Logs == nil {
+		return nil, errors.New("executor: store, NATS and log store are required")
+	}
+	js, err := jetstream.New(deps.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool dir: %w", err)
+	}
+	e := &Executor{
+		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
+		log:        cfg.Logger.With("component", "executor", "executor", cfg.ID),
+		slots:      make(chan struct{}, cfg.Slots),
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		active:     map[uuid.UUID]map[*hostTask]struct{}{},
+		runs:       newRunCache(1024),
+	}
+	for range cfg.Slots {
+		e.slots <- struct{}{}
+	}
+	return e, nil
+}
+
+// ID is the executor's id.
+func (e *Executor) ID() string { return e.cfg.ID }
+
+// Run registers the executor and works until ctx ends. Then it stops taking
+// work, lets running commands finish for up to DrainTimeout, ends what is
+// left (its hosts end lost, so nothing runs twice unless the run retries),
+// and returns.
+func (e *Executor) Run(ctx context.Context) error {
+	host, _ := os.Hostname()
+	if err := e.st.ExecutorRegister(ctx, e.cfg.ID, host, os.Getpid(), e.cfg.Slots); err != nil {
+		return err
+	}
+	e.log.Info("executor started", "slots", e.cfg.Slots)
+
+	// work ends when ctx does; hard ends DrainTimeout later.
+	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+
+	cancelSub, err := e.nc.Subscribe(bus.CancelAll, e.onCancel)
+	if err != nil {
+		return fmt.Errorf("subscribe cancel: %w", err)
+	}
+	defer cancelSub.Unsubscribe() //nolint:errcheck
+	advSubs, err := e.subscribeAdvisories(hardCtx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range advSubs {
+			_ = s.Unsubscribe()
+		}
+	}()
+
+	var tasks sync.WaitGroup // every host task and coordinator; they run on hardCtx
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.heartbeat(gctx, hardCtx) })
+	g.Go(func() error { return e.pullTasks(gctx, hardCtx, &tasks) })
+	g.Go(func() error { return e.pullRuns(gctx, hardCtx, &tasks) })
+	g.Go(func() error { return e.reap(gctx) })
+	acksDone := make(chan struct{})
+	go func() { defer close(acksDone); e.progressAcks(hardCtx) }()
+	defer func() { hardStop(); <-acksDone }()
+	err = g.Wait()
+
+	// Soft stop: nothing new is pulled; let running commands finish.
+	done := make(chan struct{})
+	go func() { tasks.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.cfg.DrainTimeout):
+		e.log.Warn("drain timeout: ending the sessions still running", "timeout", e.cfg.DrainTimeout)
+		e.cancelAll(errShutdown)
+		hardStop()
+		<-done
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := e.st.ExecutorStop(stopCtx, e.cfg.ID); serr != nil {
+		e.log.Warn("recording executor stop", "err", serr)
+	}
+	e.log.Info("executor stopped")
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// heartbeat proves the executor alive, and keeps proving it while it drains
+// after ctx ended, until hardCtx ends.
+func (e *Executor) heartbeat(ctx, hardCtx context.Context) error {
+	t := time.NewTicker(e.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(hardCtx, e.cfg.HeartbeatInterval)
+		ok, err := e.st.ExecutorHeartbeat(hctx, e.cfg.ID)
+		cancel()
+		switch {
+		case err != nil:
+			e.log.Warn("heartbeat failed", "err", err)
+		case !ok:
+			// Declared stopped (or the row vanished): announce again.
+			host, _ := os.Hostname()
+			if err := e.st.ExecutorRegister(hardCtx, e.cfg.ID, host, os.Getpid(), e.cfg.Slots); err != nil {
+				e.log.Warn("re-register failed", "err", err)
+			}
+		}
+	}
+}
+
+// register adds a running task to the active set.
+func (e *Executor) register(t *hostTask) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.active[t.run.ID]
+	if m == nil {
+		m = map[*hostTask]struct{}{}
+		e.active[t.run.ID] = m
+	}
+	m[t] = struct{}{}
+}
+
+func (e *Executor) unregister(t *hostTask) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m := e.active[t.run.ID]; m != nil {
+		delete(m, t)
+		if len(m) == 0 {
+			delete(e.active, t.run.ID)
+		}
+	}
+}
+
+// snapshot returns the active tasks.
+func (e *Executor) snapshot() []*hostTask {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*hostTask
+	for _, m := range e.active {
+		for t := range m {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+var (
+	errCanceled = errors.New("canceled by request")
+	errShutdown = errors.New("executor shut down before the command finished")
+)
+
+// onCancel ends every session this executor runs for the run.
+func (e *Executor) onCancel(m *nats.Msg) {
+	run, err := bus.ParseCancelSubject(m.Subject)
+	if err != nil {
+		return
+	}
+	e.cancelRun(run)
+}
+
+func (e *Executor) cancelRun(run uuid.UUID) {
+	e.mu.Lock()
+	var ts []*hostTask
+	for t := range e.active[run] {
+		ts = append(ts, t)
+	}
+	e.mu.Unlock()
+	for _, t := range ts {
+		t.cancel(errCanceled)
+	}
+}
+
+func (e *Executor) cancelAll(cause error) {
+	for _, t := range e.snapshot() {
+		t.cancel(cause)
+	}
+}
+
+// progressAcks keeps every held task from being redelivered while its
+// command runs (in-progress acks at a third of the ack wait), and re-checks
+// the cancel flag of their runs in case a cancel broadcast was missed.
+func (e *Executor) progressAcks(hardCtx context.Context) {
+	t := time.NewTicker(e.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-hardCtx.Done():
+			return
+		case <-t.C:
+		}
+		canceled := map[uuid.UUID]bool{}
+		for _, task := range e.snapshot() {
+			if err := task.msg.InProgress(); err != nil {
+				e.log.Debug("in-progress ack failed", "run", task.run.ID, "host", task.host.Name, "err", err)
+			}
+			id := task.run.ID
+			if _, seen := canceled[id]; !seen {
+				r, err := e.st.Run(hardCtx, id)
+				canceled[id] = err == nil && (r.CancelRequested || r.State.Final())
+			}
+			if canceled[id] {
+				task.cancel(errCanceled)
+			}
+		}
+	}
+}

@@ -1,0 +1,439 @@
+package executor
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/testum"
+)
+
+// maxQueued is how much output may wait for NATS before the SSH reader
+// blocks, which in turn stops the remote through SSH flow control: memory
+// per session stays bounded however fast the host writes.
+const maxQueued = 256 << 10
+
+// publishGiveUp bounds how long one transcript message is retried while NATS
+// is away; the archive keeps the bytes either way.
+const publishGiveUp = 2 * time.Minute
+
+type outItem struct {
+	typ   bus.Type
+	data  []byte
+	at    time.Time
+	state string // status, exit: the state; exit: also exit and signal below
+	exit  string
+	sig   string
+}
+
+func isOutput(t bus.Type) bool { return t == bus.TypeStdout || t == bus.TypeStderr }
+
+// transcript is one host attempt's transcript: output chunks and control
+// messages, published in order on the host's output subject with a
+// per-host sequence, while the raw output is spooled for the archive.
+type transcript struct {
+	e       *Executor
+	ctx     context.Context // publishing gives up when it ends
+	run     uuid.UUID
+	idx     int
+	attempt int
+	host    string
+	subj    string
+	cap     int64
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	cond     sync.Cond
+	queue    []outItem
+	queued   int // output bytes in queue
+	draining bool
+	ended    bool // output ended: no more writes, no holding back
+	seq      int
+	pubErr   error
+
+	accepted  int64
+	truncated bool
+	hash      hash.Hash
+
+	spoolPath string
+	spool     *os.File
+	index     *os.File
+	indexW    *bufio.Writer
+	spoolErr  error
+	lastIdx   indexEntry
+}
+
+type indexEntry struct {
+	at     time.Time
+	typ    bus.Type
+	offset int64
+	length int64
+}
+
+func newTranscript(e *Executor, ctx context.Context, run uuid.UUID, idx, attempt int, host string, capBytes int64) *transcript {
+	t := &transcript{
+		e: e, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
+		subj: bus.OutputSubject(run, idx), cap: capBytes, hash: sha256.New(),
+		log:       e.log.With("run", run, "host", host),
+		spoolPath: filepath.Join(e.cfg.SpoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
+	}
+	t.cond.L = &t.mu
+	return t
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// writer returns the io.Writer of one output stream.
+func (t *transcript) writer(typ bus.Type) io.Writer {
+	return writerFunc(func(p []byte) (int, error) { return t.write(typ, p) })
+}
+
+// write accepts output up to the cap. Past the cap the bytes are read and
+// discarded (the command keeps running) and a marker says so. It blocks
+// while too much output waits for NATS.
+func (t *transcript) write(typ bus.Type, p []byte) (int, error) {
+	n := len(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ended {
+		return n, nil
+	}
+	if room := t.cap - t.accepted; int64(len(p)) > room {
+		p = p[:max(room, 0)]
+		if !t.truncated {
+			t.truncated = true
+			t.queue = append(t.queue, outItem{typ: bus.TypeError, at: time.Now(),
+				data: fmt.Appendf(nil, "output truncated at %d bytes (the per-host cap); the command kept running and the rest was discarded", t.cap)})
+		}
+	}
+	if len(p) > 0 {
+		t.spoolLocked(typ, p)
+		t.hash.Write(p)
+		t.accepted += int64(len(p))
+		t.enqueueOutputLocked(typ, p)
+	}
+	t.kickLocked()
+	for t.queued > maxQueued && !t.ended && t.pubErr == nil && t.ctx.Err() == nil {
+		t.cond.Wait()
+	}
+	return n, nil
+}
+
+// enqueueOutputLocked appends p, merging with the last item of the same
+// stream up to the chunk size, copying (the caller reuses p).
+func (t *transcript) enqueueOutputLocked(typ bus.Type, p []byte) {
+	now := time.Now()
+	t.queued += len(p)
+	for len(p) > 0 {
+		if k := len(t.queue); k > 0 && t.queue[k-1].typ == typ && len(t.queue[k-1].data) < bus.MaxChunk {
+			last := &t.queue[k-1]
+			take := min(len(p), bus.MaxChunk-len(last.data))
+			last.data = append(last.data, p[:take]...)
+			p = p[take:]
+			continue
+		}
+		take := min(len(p), bus.MaxChunk)
+		buf := make([]byte, take, min(bus.MaxChunk, max(take, 4096)))
+		copy(buf, p[:take])
+		t.queue = append(t.queue, outItem{typ: typ, data: buf, at: now})
+		p = p[take:]
+	}
+}
+
+// control queues a non-output message (status, error, exit).
+func (t *transcript) control(it outItem) {
+	it.at = time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.queue = append(t.queue, it)
+	t.kickLocked()
+}
+
+func (t *transcript) status(s testum.HostState) {
+	t.control(outItem{typ: bus.TypeStatus, data: []byte(s), state: string(s)})
+}
+
+func (t *transcript) errorText(msg string) {
+	t.control(outItem{typ: bus.TypeError, data: []byte(msg)})
+}
+
+func (t *transcript) exit(s testum.HostState, code *int, signal string) {
+	it := outItem{typ: bus.TypeExit, state: string(s), sig: signal, data: []byte(s)}
+	if code != nil {
+		it.exit = strconv.Itoa(*code)
+		it.data = []byte(it.exit)
+	}
+	t.control(it)
+	t.status(s)
+}
+
+func (t *transcript) kickLocked() {
+	if !t.draining && len(t.queue) > 0 {
+		t.draining = true
+		go t.drain()
+	}
+}
+
+// drain publishes queued items in order, one at a time: a synchronous
+// publish per chunk keeps the stream's order equal to the host's, and the
+// bytes that arrive meanwhile coalesce into the next chunk. It exits when
+// the queue is empty, so an idle session costs no goroutine.
+func (t *transcript) drain() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(t.queue) > 0 {
+		it := t.queue[0]
+		if isOutput(it.typ) && len(t.queue) == 1 && !t.ended {
+			// Never split a UTF-8 character across chunks while more may come.
+			k := incompleteTail(it.data)
+			if k == len(it.data) {
+				break
+			}
+			if k > 0 {
+				t.queue[0].data = append([]byte(nil), it.data[len(it.data)-k:]...)
+				it.data = it.data[:len(it.data)-k]
+			} else {
+				t.queue = t.queue[1:]
+			}
+		} else {
+			t.queue = t.queue[1:]
+		}
+		t.seq++
+		seq, failed := t.seq, t.pubErr != nil
+		t.mu.Unlock()
+		var err error
+		if !failed {
+			err = t.publish(it, seq)
+		}
+		t.mu.Lock()
+		if err != nil && t.pubErr == nil {
+			t.pubErr = err
+			t.log.Error("output no longer reaches NATS; the archive still keeps it", "err", err)
+		}
+		if isOutput(it.typ) {
+			t.queued -= len(it.data)
+		}
+		t.cond.Broadcast()
+	}
+	if len(t.queue) == 0 {
+		t.queue = nil
+	}
+	t.draining = false
+	t.cond.Broadcast()
+}
+
+func (t *transcript) publish(it outItem, seq int) error {
+	m := &nats.Msg{Subject: t.subj, Data: it.data, Header: nats.Header{}}
+	m.Header.Set(bus.HdrType, string(it.typ))
+	m.Header.Set(bus.HdrHost, t.host)
+	m.Header.Set(bus.HdrSeq, strconv.Itoa(seq))
+	m.Header.Set(bus.HdrAttempt, strconv.Itoa(t.attempt))
+	m.Header.Set(bus.HdrAt, it.at.UTC().Format(time.RFC3339Nano))
+	if it.state != "" {
+		m.Header.Set(bus.HdrState, it.state)
+	}
+	if it.exit != "" {
+		m.Header.Set(bus.HdrExit, it.exit)
+	}
+	if it.sig != "" {
+		m.Header.Set(bus.HdrSignal, it.sig)
+	}
+	id := fmt.Sprintf("%s/%d/%d/%d", t.run, t.idx, t.attempt, seq)
+	deadline := time.Now().Add(publishGiveUp)
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+		_, err := t.e.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if t.ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("publish %s seq %d: %w", t.subj, seq, err)
+		}
+		select {
+		case <-t.ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// waitIdleLocked waits until every queued item is published (or given up).
+func (t *transcript) waitIdleLocked() {
+	t.kickLocked()
+	for len(t.queue) > 0 || t.draining {
+		t.cond.Wait()
+	}
+}
+
+type outputStats struct {
+	bytes     int64
+	truncated bool
+	digest    string
+}
+
+// close ends the output: everything written is published and spooled.
+func (t *transcript) close() outputStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended = true
+	t.cond.Broadcast()
+	t.waitIdleLocked()
+	t.closeSpoolLocked()
+	return outputStats{bytes: t.accepted, truncated: t.truncated, digest: hex.EncodeToString(t.hash.Sum(nil))}
+}
+
+// closeControl waits for the control messages queued after close.
+func (t *transcript) closeControl() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.waitIdleLocked()
+}
+
+// spoolLocked appends output to the host's spool file and its index.
+func (t *transcript) spoolLocked(typ bus.Type, p []byte) {
+	if t.spoolErr != nil {
+		return
+	}
+	if t.spool == nil {
+		f, err := os.OpenFile(t.spoolPath+".log", os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+		if err != nil {
+			t.spoolErr = err
+			return
+		}
+		x, err := os.OpenFile(t.spoolPath+".idx", os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+		if err != nil {
+			f.Close()
+			t.spoolErr = err
+			return
+		}
+		t.spool, t.index, t.indexW = f, x, bufio.NewWriterSize(x, 4096)
+	}
+	if _, err := t.spool.Write(p); err != nil {
+		t.spoolErr = err
+		return
+	}
+	now := time.Now()
+	// Consecutive writes of one stream within 10ms share an index line.
+	if l := &t.lastIdx; l.length > 0 && l.typ == typ && now.Sub(l.at) < 10*time.Millisecond {
+		l.length += int64(len(p))
+		return
+	}
+	t.flushIndexLocked()
+	t.lastIdx = indexEntry{at: now, typ: typ, offset: t.accepted, length: int64(len(p))}
+}
+
+func (t *transcript) flushIndexLocked() {
+	if l := t.lastIdx; l.length > 0 && t.indexW != nil {
+		fmt.Fprintf(t.indexW, "%s %s %d %d\n", l.at.UTC().Format(time.RFC3339Nano), l.typ, l.offset, l.length)
+	}
+	t.lastIdx = indexEntry{}
+}
+
+func (t *transcript) closeSpoolLocked() {
+	if t.spool == nil {
+		return
+	}
+	t.flushIndexLocked()
+	if t.truncated && t.indexW != nil {
+		fmt.Fprintf(t.indexW, "%s truncated %d 0\n", time.Now().UTC().Format(time.RFC3339Nano), t.accepted)
+	}
+	if t.indexW != nil {
+		if err := t.indexW.Flush(); err != nil && t.spoolErr == nil {
+			t.spoolErr = err
+		}
+	}
+}
+
+// archive stores the spooled log and index and removes the spool. A host
+// without output has nothing to archive and gets no key.
+func (t *transcript) archive(ctx context.Context) (string, error) {
+	t.mu.Lock()
+	spool, index, spoolErr := t.spool, t.index, t.spoolErr
+	t.spool, t.index = nil, nil
+	t.mu.Unlock()
+	if spool == nil {
+		return "", spoolErr
+	}
+	defer func() {
+		spool.Close()
+		index.Close()
+		os.Remove(spool.Name())
+		os.Remove(index.Name())
+	}()
+	if spoolErr != nil {
+		return "", fmt.Errorf("spooling output: %w", spoolErr)
+	}
+	key := LogKey(t.run, t.idx)
+	for _, part := range []struct {
+		f   *os.File
+		key string
+	}{{spool, key}, {index, IndexKey(t.run, t.idx)}} {
+		err := retry(ctx, t.log, "archive log", func(ctx context.Context) error {
+			size, err := part.f.Seek(0, io.SeekEnd)
+			if err != nil {
+				return err
+			}
+			if _, err := part.f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			return t.e.logs.Put(ctx, part.key, part.f, size)
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	return key, nil
+}
+
+// LogKey is where a host's raw log is archived.
+func LogKey(run uuid.UUID, idx int) string { return fmt.Sprintf("runs/%s/%d.log", run, idx) }
+
+// IndexKey is where a host's log index (timestamps and streams) is archived.
+func IndexKey(run uuid.UUID, idx int) string { return fmt.Sprintf("runs/%s/%d.idx", run, idx) }
+
+// incompleteTail returns how many trailing bytes of b begin a UTF-8
+// character that is not complete yet (0 when b ends on a boundary).
+func incompleteTail(b []byte) int {
+	for k := 1; k <= 3 && k <= len(b); k++ {
+		c := b[len(b)-k]
+		if c < 0x80 {
+			return 0 // ASCII: a boundary
+		}
+		if c >= 0xC0 { // a lead byte
+			var need int
+			switch {
+			case c >= 0xF0:
+				need = 4
+			case c >= 0xE0:
+				need = 3
+			default:
+				need = 2
+			}
+			if need > k && utf8.FullRune(b[len(b)-k:]) == false {
+				return k
+			}
+			return 0
+		}
+	}
+	return 0
+}

@@ -1,0 +1,132 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+// reap runs the reaper every ReapInterval, once across all executors per
+// tick. A host held by an executor that stopped heartbeating ends lost
+// within DeadAfter + ReapInterval of its last heartbeat (or is requeued when
+// its run asked for retries), and a run that no live executor coordinates
+// is published again, so no run stays running forever.
+func (e *Executor) reap(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := e.st.Once(ctx, "reaper", func(*store.Tx) error { return e.reapOnce(ctx) }); err != nil && ctx.Err() == nil {
+			e.log.Warn("reaper pass failed", "err", err)
+		}
+	}
+}
+
+func (e *Executor) reapOnce(ctx context.Context) error {
+	aliveAfter := time.Now().Add(-e.cfg.DeadAfter)
+	dead, err := e.st.ExecutorsDeadHolding(ctx, aliveAfter)
+	if err != nil {
+		return err
+	}
+	for _, id := range dead {
+		lost, err := e.st.RunHostsLoseExecutor(ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, h := range lost {
+			e.log.Warn("host lost with its executor", "executor", id, "run", h.RunID, "host", h.Name, "attempt", h.Attempt)
+			msg := fmt.Sprintf("executor %s stopped responding; the command may or may not have finished", id)
+			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostLost, msg)
+			run, err := e.runs.get(ctx, e.st, h.RunID)
+			if err == nil && run.Spec.RetryLost && !run.CancelRequested {
+				if ok, err := e.st.RunHostRequeue(ctx, h.RunID, h.Idx, h.Attempt); err != nil {
+					return err
+				} else if ok {
+					e.log.Info("lost host requeued for another attempt (retry_lost)", "run", h.RunID, "host", h.Name)
+					e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostQueued, "")
+				}
+			}
+		}
+	}
+	orphans, err := e.st.RunsOrphaned(ctx, time.Now().Add(-2*e.cfg.AckWait), aliveAfter)
+	if err != nil {
+		return err
+	}
+	for _, id := range orphans {
+		e.log.Info("republishing a run no live executor coordinates", "run", id)
+		if err := e.publishRun(ctx, id, fmt.Sprintf("%s/%d", id, time.Now().UnixNano())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Executor) publishRun(ctx context.Context, run uuid.UUID, msgID string) error {
+	return bus.PublishJSON(ctx, e.js, bus.RunSubject(run), msgID, bus.RunMsg{RunID: run})
+}
+
+// subscribeAdvisories handles messages that reached MaxDeliver: a task whose
+// host never started ends lost (it could not be delivered); a run message
+// is dropped and its coordinator cleared, so the reaper republishes it.
+func (e *Executor) subscribeAdvisories(ctx context.Context) ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	for _, a := range []struct{ stream, consumer string }{
+		{bus.StreamTasks, bus.ConsumerExecutors},
+		{bus.StreamRuns, bus.ConsumerCoordinators},
+	} {
+		s, err := e.nc.QueueSubscribe(bus.MaxDeliveriesAdvisory(a.stream, a.consumer), "testum-executors", func(m *nats.Msg) {
+			e.onMaxDeliveries(ctx, m)
+		})
+		if err != nil {
+			return subs, fmt.Errorf("subscribe advisory: %w", err)
+		}
+		subs = append(subs, s)
+	}
+	return subs, nil
+}
+
+func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
+	var adv bus.MaxDeliveries
+	if err := json.Unmarshal(m.Data, &adv); err != nil {
+		return
+	}
+	stream, err := e.js.Stream(ctx, adv.Stream)
+	if err != nil {
+		return
+	}
+	raw, err := stream.GetMsg(ctx, adv.StreamSeq)
+	if err != nil {
+		return
+	}
+	switch adv.Stream {
+	case bus.StreamTasks:
+		var tm bus.TaskMsg
+		if json.Unmarshal(raw.Data, &tm) == nil {
+			msg := "the task could not be delivered to an executor (delivery limit reached)"
+			if ok, err := e.st.RunHostEndUnstarted(ctx, tm.RunID, tm.Idx, testum.HostLost, msg); err == nil && ok {
+				h, _ := e.st.RunHost(ctx, tm.RunID, tm.Idx)
+				e.publishHostControl(ctx, tm.RunID, tm.Idx, h.Name, testum.HostLost, msg)
+			}
+		}
+	case bus.StreamRuns:
+		var rm bus.RunMsg
+		if json.Unmarshal(raw.Data, &rm) == nil {
+			e.log.Warn("run message reached its delivery limit; the reaper will republish it", "run", rm.RunID)
+		}
+	}
+	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil {
+		e.log.Debug("deleting undeliverable message", "seq", adv.StreamSeq, "err", err)
+	}
+}

@@ -1,0 +1,374 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+// hostTask is one host of a run on this executor: claimed, connected,
+// executed, streamed, archived and recorded.
+type hostTask struct {
+	e       *Executor
+	msg     jetstream.Msg
+	run     testum.Run
+	host    testum.RunHost
+	attempt int
+	log     *slog.Logger
+
+	ctx      context.Context
+	cancelFn context.CancelCauseFunc
+	out      *transcript
+}
+
+func newHostTask(e *Executor, msg jetstream.Msg, run testum.Run, host testum.RunHost, attempt int) *hostTask {
+	return &hostTask{
+		e: e, msg: msg, run: run, host: host, attempt: attempt,
+		log: e.log.With("run", run.ID, "host", host.Name, "idx", host.Idx, "attempt", attempt),
+	}
+}
+
+// cancel ends the task's session with a cause (canceled or shutdown).
+func (t *hostTask) cancel(cause error) {
+	if t.cancelFn != nil {
+		t.cancelFn(cause)
+	}
+}
+
+// outcome is how a host ended.
+type outcome struct {
+	state  testum.HostState
+	exit   *int
+	signal string
+	err    string
+}
+
+// execute runs the host to a final state. hardCtx ends only when the
+// executor gives up draining.
+func (t *hostTask) execute(hardCtx context.Context) {
+	t.ctx, t.cancelFn = context.WithCancelCause(hardCtx)
+	defer t.cancelFn(nil)
+	t.out = newTranscript(t.e, hardCtx, t.run.ID, t.host.Idx, t.attempt, t.host.Name, t.outputCap())
+	t.e.register(t)
+	defer t.e.unregister(t)
+
+	oc := t.connectAndRun()
+	t.finish(hardCtx, oc)
+}
+
+func (t *hostTask) outputCap() int64 {
+	if c := t.run.Spec.OutputCapBytes; c > 0 {
+		return c
+	}
+	return t.e.cfg.OutputCap
+}
+
+func (t *hostTask) connectAndRun() outcome {
+	ctx := t.ctx
+	if t.run.CancelRequested || t.run.State.Final() {
+		return outcome{state: testum.HostCanceled, err: "the run was canceled before the host started"}
+	}
+	t.out.status(testum.HostConnecting)
+
+	target, platform, err := t.target(ctx)
+	if err != nil {
+		return outcome{state: testum.HostFailed, err: err.Error()}
+	}
+
+	select {
+	case t.e.handshakes <- struct{}{}:
+	case <-ctx.Done():
+		return t.interrupted(ctx, nil)
+	}
+	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive})
+	<-t.e.handshakes
+	if err != nil {
+		if ctx.Err() != nil {
+			return t.interrupted(ctx, nil)
+		}
+		return t.dialFailed(ctx, platform, err)
+	}
+	defer client.Close()
+
+	if err := t.pinHostKey(ctx, platform, client); err != nil {
+		return outcome{state: testum.HostHostKeyRejected, err: err.Error()}
+	}
+	t.recordContact(platform.ID, "reachable", "")
+
+	ok, err := t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID)
+	if err != nil || !ok {
+		// The reaper took the host from us (we looked dead), or the database is
+		// gone: do not start a command nobody would account for.
+		return outcome{state: testum.HostLost, err: "the host was no longer assigned to this executor when the command was about to start"}
+	}
+	t.out.status(testum.HostRunning)
+
+	timeout := time.Duration(t.run.Spec.TimeoutSeconds) * time.Second
+	cmdCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := client.Run(cmdCtx, sshx.Command{
+		Cmd:    t.run.Spec.Command,
+		Stdout: t.out.writer(bus.TypeStdout),
+		Stderr: t.out.writer(bus.TypeStderr),
+	})
+	switch {
+	case err == nil && res.Signal != "":
+		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
+	case err == nil && res.ExitCode == 0:
+		return outcome{state: testum.HostOK, exit: intp(0)}
+	case err == nil:
+		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode)}
+	case ctx.Err() != nil:
+		return t.interrupted(ctx, &res)
+	case cmdCtx.Err() != nil:
+		return outcome{state: testum.HostTimeout, signal: res.Signal,
+			err: fmt.Sprintf("command timed out after %s; the remote process was killed", timeout)}
+	case errors.Is(err, sshx.ErrConnectionLost):
+		return outcome{state: testum.HostUnreachable, err: "connection lost while the command was running: " + err.Error()}
+	default:
+		return outcome{state: testum.HostFailed, err: err.Error()}
+	}
+}
+
+// interrupted maps the end of ctx to canceled (by request) or lost
+// (the executor shut down before the command finished).
+func (t *hostTask) interrupted(ctx context.Context, res *sshx.Result) outcome {
+	oc := outcome{state: testum.HostCanceled, err: "canceled"}
+	if !errors.Is(context.Cause(ctx), errCanceled) {
+		oc = outcome{state: testum.HostLost, err: errShutdown.Error()}
+	}
+	if res != nil {
+		oc.signal = res.Signal
+	}
+	return oc
+}
+
+// dialFailed maps a dial error to a host state and remembers an offered
+// host key for an extended_admin to accept.
+func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error) outcome {
+	var de *sshx.DialError
+	if !errors.As(err, &de) {
+		t.recordContact(p.ID, string(testum.HostUnreachable), err.Error())
+		return outcome{state: testum.HostUnreachable, err: err.Error()}
+	}
+	state := testum.HostState(de.Failure)
+	if !state.Valid() {
+		state = testum.HostUnreachable
+	}
+	if state == testum.HostHostKeyRejected && de.Hop == "" && de.Offered != nil && p.HostKey != "" {
+		key := string(ssh.MarshalAuthorizedKey(de.Offered))
+		if err := t.e.st.PlatformOfferHostKey(ctx, p.ID, trimNL(key), sshx.Fingerprint(de.Offered)); err != nil {
+			t.log.Warn("recording offered host key", "err", err)
+		}
+	}
+	t.recordContact(p.ID, string(state), de.Error())
+	return outcome{state: state, err: de.Error()}
+}
+
+// pinHostKey pins the key seen on first contact (auto_add). If another
+// executor pinned a different key in the meantime, this one is refused.
+func (t *hostTask) pinHostKey(ctx context.Context, p testum.Platform, c *sshx.Client) error {
+	if !c.FirstContact() {
+		return nil
+	}
+	key := trimNL(string(ssh.MarshalAuthorizedKey(c.HostKey())))
+	fp := sshx.Fingerprint(c.HostKey())
+	pinned, err := t.e.st.PlatformPinHostKey(ctx, p.ID, key, fp)
+	if err != nil {
+		return fmt.Errorf("pinning the host key: %w", err)
+	}
+	if pinned {
+		t.log.Info("host key pinned on first contact", "fingerprint", fp)
+		return nil
+	}
+	now, err := t.e.st.Platform(ctx, p.ID)
+	if err != nil {
+		return fmt.Errorf("re-reading the pinned host key: %w", err)
+	}
+	if now.HostKey != key {
+		return fmt.Errorf("host key %s differs from %s, pinned meanwhile by another contact", fp, now.HostKeyFingerprint)
+	}
+	return nil
+}
+
+func (t *hostTask) recordContact(platform int64, state, detail string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 5*time.Second)
+	defer cancel()
+	if err := t.e.st.PlatformRecordContact(ctx, platform, state, detail); err != nil {
+		t.log.Debug("recording platform contact", "err", err)
+	}
+}
+
+// target builds the SSH target of the host's platform, with its jump chain.
+func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, error) {
+	if t.host.PlatformID == nil {
+		return sshx.Target{}, testum.Platform{}, errors.New("the platform of this host was deleted")
+	}
+	p, err := t.e.st.Platform(ctx, *t.host.PlatformID)
+	if err != nil {
+		return sshx.Target{}, p, fmt.Errorf("reading platform: %w", err)
+	}
+	tgt, err := t.e.targetOf(ctx, p, 0)
+	return tgt, p, err
+}
+
+const maxJumps = 8
+
+func (e *Executor) targetOf(ctx context.Context, p testum.Platform, depth int) (sshx.Target, error) {
+	if depth > maxJumps {
+		return sshx.Target{}, fmt.Errorf("jump host chain longer than %d (a loop?)", maxJumps)
+	}
+	policy := p.HostKeyPolicy
+	if policy == "" {
+		policy = e.cfg.HostKeyPolicy
+	}
+	tgt := sshx.Target{
+		Addr:    net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
+		User:    p.Username,
+		HostKey: sshx.HostKeyCheck{Policy: policy},
+	}
+	if p.HostKey != "" {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(p.HostKey))
+		if err != nil {
+			return tgt, fmt.Errorf("platform %s: stored host key unreadable: %w", p.Name, err)
+		}
+		tgt.HostKey.Pinned = k
+	}
+	if p.CredentialID == nil {
+		return tgt, fmt.Errorf("platform %s has no credential", p.Name)
+	}
+	sec, err := e.st.CredentialOpen(ctx, *p.CredentialID)
+	if err != nil {
+		return tgt, fmt.Errorf("platform %s: %w", p.Name, err)
+	}
+	switch sec.Kind {
+	case testum.AuthPassword:
+		tgt.Password = string(sec.Secret)
+	case testum.AuthPrivateKey:
+		tgt.PrivateKey, tgt.Passphrase = sec.Secret, sec.Passphrase
+	}
+	if p.JumpPlatformID != nil {
+		jp, err := e.st.Platform(ctx, *p.JumpPlatformID)
+		if err != nil {
+			return tgt, fmt.Errorf("platform %s: jump host: %w", p.Name, err)
+		}
+		jt, err := e.targetOf(ctx, jp, depth+1)
+		if err != nil {
+			return tgt, err
+		}
+		tgt.Jump = &jt
+	}
+	return tgt, nil
+}
+
+// finish records the outcome: output first, then the row, then the
+// transcript's exit and status, then the event, then the ack. A host is
+// acknowledged only once its result is in PostgreSQL.
+func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
+	if oc.err != "" && oc.state != testum.HostOK {
+		t.out.errorText(oc.err)
+	}
+	stats := t.out.close()
+	logKey, archErr := t.out.archive(hardCtx)
+	if archErr != nil {
+		t.log.Error("archiving the host's log failed", "err", archErr)
+		if oc.err == "" {
+			oc.err = "output could not be archived: " + archErr.Error()
+		}
+	}
+	res := store.HostResult{
+		State: oc.state, ExitCode: oc.exit, Signal: oc.signal, Error: oc.err,
+		OutputBytes: stats.bytes, Truncated: stats.truncated, OutputDigest: stats.digest, LogKey: logKey,
+	}
+	var recorded bool
+	err := retry(hardCtx, t.log, "record host result", func(ctx context.Context) error {
+		var err error
+		_, recorded, err = t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, res)
+		return err
+	})
+	if err != nil {
+		// The executor is going away without recording: the reaper will
+		// declare the host lost once the heartbeat stops. Hand the message back.
+		_ = t.msg.Nak()
+		return
+	}
+	if !recorded {
+		t.log.Warn("host was no longer this executor's to finish (declared lost meanwhile)", "state", oc.state)
+	} else {
+		t.out.exit(oc.state, oc.exit, oc.signal)
+		t.out.closeControl()
+		t.e.publishEvent(hardCtx, bus.Event{RunID: t.run.ID, Kind: "host", Idx: t.host.Idx, Host: t.host.Name, State: string(oc.state), ExitCode: oc.exit})
+	}
+	if err := t.msg.Ack(); err != nil {
+		t.log.Debug("ack failed", "err", err)
+	}
+	t.log.Debug("host finished", "state", oc.state)
+}
+
+// finishEarly ends a claimed host that could not even be prepared.
+func (t *hostTask) finishEarly(hardCtx context.Context, state testum.HostState, msg string) {
+	_ = retry(hardCtx, t.e.log, "record host result", func(ctx context.Context) error {
+		_, _, err := t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, store.HostResult{State: state, Error: msg})
+		return err
+	})
+	t.e.publishEvent(hardCtx, bus.Event{RunID: t.run.ID, Kind: "host", Idx: t.host.Idx, Host: t.host.Name, State: string(state)})
+	_ = t.msg.Ack()
+}
+
+// publishEvent announces a transition on the run's event subject; the
+// coordinator wakes on it. Best effort: coordinators also poll.
+func (e *Executor) publishEvent(ctx context.Context, ev bus.Event) {
+	ev.At = time.Now().UTC()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := bus.PublishJSON(pctx, e.js, bus.EventSubject(ev.RunID), "", ev); err != nil {
+		e.log.Debug("publishing event", "run", ev.RunID, "err", err)
+	}
+}
+
+// retry calls fn until it succeeds or ctx ends, backing off up to 5s: a
+// database restart must not lose a result.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for i := 0; ; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		if i%10 == 0 {
+			log.Warn(what+" failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func intp(v int) *int { return &v }
+
+func trimNL(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}

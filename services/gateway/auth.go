@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/testum/testum/libs/auth"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+// Cookie names. The session cookie is HttpOnly; the CSRF cookie is read by
+// the console, which echoes it in the X-CSRF-Token header.
+const (
+	SessionCookie = "testum_session"
+	CSRFCookie    = "testum_csrf"
+	CSRFHeader    = "X-CSRF-Token"
+)
+
+// Principal is who makes a request.
+type Principal struct {
+	UserID    int64
+	Username  string
+	Role      auth.Role
+	SessionID uuid.UUID
+	csrf      string
+	viaCookie bool
+}
+
+const principalKey = "testum.principal"
+
+// principal returns the request's principal, or nil for anonymous.
+func principal(c *fiber.Ctx) *Principal {
+	p, _ := c.Locals(principalKey).(*Principal)
+	return p
+}
+
+// bearer returns the token of a request: the Authorization header for API
+// clients, else the session cookie.
+func bearer(c *fiber.Ctx) (token string, viaCookie bool) {
+	if h := c.Get(fiber.HeaderAuthorization); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t), false
+		}
+		return "", false
+	}
+	return c.Cookies(SessionCookie), true
+}
+
+// safeMethod is a method that changes nothing.
+func safeMethod(m string) bool { return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions }
+
+// authenticate establishes who is calling: the token names a server-side
+// session, which must be active, not idle and not past its absolute end;
+// checking it records activity. Public routes skip it. A cookie-borne
+// session must prove a state-changing request came from the console.
+func (g *Gateway) authenticate(action auth.Action) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if need, known := auth.Required(action); known && need == auth.Public {
+			return c.Next()
+		}
+		token, viaCookie := bearer(c)
+		if token == "" {
+			return testum.Errorf(testum.CodeUnauthorized, "login required")
+		}
+		p, err := g.checkToken(c.UserContext(), token, true)
+		if err != nil {
+			return err
+		}
+		p.viaCookie = viaCookie
+		if viaCookie && !safeMethod(c.Method()) && !auth.SameCSRF(p.csrf, c.Get(CSRFHeader)) {
+			return testum.Errorf(testum.CodeForbidden, "missing or wrong %s header", CSRFHeader)
+		}
+		c.Locals(principalKey, p)
+		return c.Next()
+	}
+}
+
+// checkToken verifies a token and its session; touch records activity.
+func (g *Gateway) checkToken(ctx context.Context, token string, touch bool) (*Principal, error) {
+	v, err := g.tokens.Verify(token)
+	if err != nil {
+		return nil, testum.Errorf(testum.CodeUnauthorized, "invalid or expired session")
+	}
+	idleSince := g.now().Add(-g.cfg.SessionIdle)
+	var s testum.Session
+	if touch {
+		s, err = g.st.SessionTouch(ctx, v.SessionID, v.TokenHash, idleSince)
+	} else {
+		s, err = g.st.SessionCheck(ctx, v.SessionID, idleSince)
+	}
+	if store.IsNotFound(err) {
+		return nil, testum.Errorf(testum.CodeUnauthorized, "invalid or expired session")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Principal{UserID: s.UserID, Username: s.Username, Role: auth.Role(s.Role), SessionID: v.SessionID, csrf: v.CSRF}, nil
+}
+
+// authorize refuses what the permission table does not allow; an action
+// missing from the table is refused for everyone. Refusals of a known
+// caller are audited.
+func (g *Gateway) authorize(action auth.Action) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		need, known := auth.Required(action)
+		if !known {
+			return testum.Errorf(testum.CodeForbidden, "this route has no permission entry")
+		}
+		if need == auth.Public {
+			return c.Next()
+		}
+		p := principal(c)
+		if p == nil {
+			return testum.Errorf(testum.CodeUnauthorized, "login required")
+		}
+		if !auth.Allowed(p.Role, action) {
+			g.auditAlone(c, "access.denied", c.Method()+" "+c.Path(), map[string]any{"action": string(action), "role": string(p.Role)}, "denied")
+			return testum.Errorf(testum.CodeForbidden, "role %s may not %s", p.Role, action)
+		}
+		return c.Next()
+	}
+}
+
+// audit writes an audit entry for the request in tx, so that it commits
+// with the change it records. details must hold no secret.
+func (g *Gateway) audit(ctx context.Context, c *fiber.Ctx, tx *store.Tx, action, target string, details map[string]any) error {
+	return tx.Audit(ctx, g.auditEntry(c, action, target, details, "ok"))
+}
+
+// auditAlone writes an entry that records no change (a refusal, a failed
+// login); a failure to write it is logged, not returned.
+func (g *Gateway) auditAlone(c *fiber.Ctx, action, target string, details map[string]any, outcome string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.UserContext()), 5*time.Second)
+	defer cancel()
+	if err := g.st.Audit(ctx, g.auditEntry(c, action, target, details, outcome)); err != nil {
+		g.log.Error("audit write failed", "action", action, "err", err)
+	}
+}
+
+func (g *Gateway) auditEntry(c *fiber.Ctx, action, target string, details map[string]any, outcome string) testum.AuditEntry {
+	e := testum.AuditEntry{Action: action, Target: target, Details: details, IP: c.IP(), Outcome: outcome}
+	if p := principal(c); p != nil {
+		id := p.UserID
+		e.ActorID, e.Actor = &id, p.Username
+	}
+	return e
+}
+
+// checkOrigin refuses a WebSocket upgrade from a page of another site: a
+// browser sends the session cookie with any cross-site WebSocket, so the
+// Origin is the only proof. Non-browser clients send no Origin.
+func (g *Gateway) checkOrigin(c *fiber.Ctx) error {
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" {
+		return c.Next()
+	}
+	u, err := url.Parse(origin)
+	if err == nil && u.Host != "" {
+		if u.Host == c.Hostname() {
+			return c.Next()
+		}
+		for _, a := range g.cfg.AllowedOrigins {
+			if strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+				return c.Next()
+			}
+		}
+	}
+	g.auditAlone(c, "access.denied", c.Path(), map[string]any{"reason": "websocket origin not allowed", "origin": origin}, "denied")
+	return testum.Errorf(testum.CodeForbidden, "origin %s is not allowed", origin)
+}
+
+// retryAfter sets the Retry-After of a 429.
+func retryAfter(c *fiber.Ctx, d time.Duration) {
+	secs := int(d.Round(time.Second) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	c.Locals("retry_after", strconv.Itoa(secs))
+}
+
+// recoverPanics turns a handler panic into a 500 without the panic's text.
+func (g *Gateway) recoverPanics(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.Error("handler panic", "method", c.Method(), "path", c.Path(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fiber.NewError(fiber.StatusInternalServerError, "internal error")
+		}
+	}()
+	return c.Next()
+}
+
+var errNoUser = errors.New("no such user")

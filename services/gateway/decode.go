@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/testum/testum/libs/testum"
+)
+
+// decode reads a JSON body into v, with a clear error for what is wrong.
+// Unknown fields are ignored (older clients send extra ones).
+func decode(c *fiber.Ctx, v any) error {
+	body := c.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return testum.Invalid("request body is empty: expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return testum.Invalid("malformed JSON at byte %d: %v", se.Offset, se)
+		case errors.As(err, &te):
+			if te.Field != "" {
+				return testum.Invalid("field %q: expected %s, got JSON %s", te.Field, te.Type, te.Value)
+			}
+			return testum.Invalid("expected a JSON object, got JSON %s", te.Value)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return testum.Invalid("malformed JSON: unexpected end of input")
+		default:
+			return testum.Invalid("malformed JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return testum.Invalid("malformed JSON: more than one value in the body")
+	}
+	return nil
+}
+
+// paramID reads a positive integer path parameter.
+func paramID(c *fiber.Ctx, name string) (int64, error) {
+	s := c.Params(name)
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, testum.NotFound("%s %q not found: ids are positive integers", strings.TrimSuffix(name, "id"), s)
+	}
+	return id, nil
+}
+
+// page reads ?limit= and ?offset= (limit 1..1000, default 100).
+func page(c *fiber.Ctx) (limit, offset int, err error) {
+	limit, offset = 100, 0
+	if s := c.Query("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 1000 {
+			return 0, 0, testum.Invalid("limit %q: want 1 to 1000", s)
+		}
+	}
+	if s := c.Query("offset"); s != "" {
+		if offset, err = strconv.Atoi(s); err != nil || offset < 0 {
+			return 0, 0, testum.Invalid("offset %q: want 0 or more", s)
+		}
+	}
+	return limit, offset, nil
+}
+
+// sendPage answers a list as a JSON array (the seed's shape) with the total
+// in X-Total-Count and the next page in a Link header.
+func sendPage[T any](c *fiber.Ctx, items []T, total, limit, offset int) error {
+	c.Set("X-Total-Count", strconv.Itoa(total))
+	if offset+len(items) < total {
+		q := c.Request().URI().QueryArgs()
+		q.Set("offset", strconv.Itoa(offset+limit))
+		q.Set("limit", strconv.Itoa(limit))
+		c.Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, c.Path(), q.String()))
+	}
+	if items == nil {
+		items = []T{}
+	}
+	return c.JSON(items)
+}
+
+var (
+	nameRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
+	userRE      = regexp.MustCompile(`^[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}\$?$`)
+	labelKeyRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+	labelValRE  = regexp.MustCompile(`^[A-Za-z0-9._/:@-]{0,128}$`)
+)
+
+func validName(kind, s string) error {
+	if !nameRE.MatchString(s) {
+		if s == "" {
+			return testum.Invalid("%s name is required", kind)
+		}
+		return testum.Invalid("%s name %q: use letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit)", kind, s)
+	}
+	return nil
+}
+
+// validHost accepts an IP address or a DNS name.
+func validHost(s string) error {
+	if s == "" {
+		return testum.Invalid("host is required")
+	}
+	if net.ParseIP(strings.Trim(s, "[]")) != nil {
+		return nil
+	}
+	if len(s) > 253 || strings.ContainsAny(s, " \t\r\n") {
+		return testum.Invalid("host %q is not a valid host name or IP address (no spaces allowed)", s)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if !hostLabelRE.MatchString(l) {
+			return testum.Invalid("host %q is not a valid host name or IP address", s)
+		}
+	}
+	return nil
+}
+
+func validUser(s string) error {
+	if !userRE.MatchString(s) {
+		if s == "" {
+			return testum.Invalid("username is required")
+		}
+		return testum.Invalid("username %q is not a valid user name", s)
+	}
+	return nil
+}
+
+func validPort(p int) error {
+	if p < 1 || p > 65535 {
+		return testum.Invalid("port %d out of range: want 1 to 65535", p)
+	}
+	return nil
+}
+
+// parseLabels reads labels given as a JSON object or as "k=v,k2=v2".
+func parseLabels(raw json.RawMessage) (map[string]string, error) {
+	out := map[string]string{}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return out, nil
+	}
+	var m map[string]string
+	if raw[0] == '{' {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, testum.Invalid("labels: want an object of strings or \"key=value,...\": %v", err)
+		}
+	} else {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, testum.Invalid("labels: want an object of strings or \"key=value,...\"")
+		}
+		var err error
+		if m, err = ParseLabelList(s); err != nil {
+			return nil, err
+		}
+	}
+	for k, v := range m {
+		if !labelKeyRE.MatchString(k) {
+			return nil, testum.Invalid("label key %q: use letters, digits, '.', '_', '/' and '-'", k)
+		}
+		if !labelValRE.MatchString(v) {
+			return nil, testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// ParseLabelList reads "k=v,k2=v2"; every pair needs its '='.
+func ParseLabelList(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, testum.Invalid("label %q: want key=value", part)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if k == "" {
+			return nil, testum.Invalid("label %q: the key is empty", part)
+		}
+		m[k] = v
+	}
+	return m, nil
+}

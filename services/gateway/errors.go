@@ -1,0 +1,55 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/testum"
+)
+
+// statusOf maps an error code to its HTTP status, once for the whole API.
+var statusOf = map[testum.Code]int{
+	testum.CodeInvalid:      http.StatusBadRequest,
+	testum.CodeUnauthorized: http.StatusUnauthorized,
+	testum.CodeForbidden:    http.StatusForbidden,
+	testum.CodeNotFound:     http.StatusNotFound,
+	testum.CodeConflict:     http.StatusConflict,
+	testum.CodeTooMany:      http.StatusTooManyRequests,
+	testum.CodeUnavailable:  http.StatusServiceUnavailable,
+	testum.CodeInternal:     http.StatusInternalServerError,
+}
+
+// errorHandler turns every error a handler returns into {"error": "..."}
+// with the status of its code. Internal errors are logged and shown as a
+// generic message: their text may name internals.
+func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		msg := fe.Message
+		if fe.Code == fiber.StatusRequestEntityTooLarge {
+			msg = "request body too large"
+		}
+		return c.Status(fe.Code).JSON(api.Error{Error: msg})
+	}
+	var te *testum.Error
+	if errors.As(err, &te) {
+		status := statusOf[te.Code]
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+		if status >= 500 {
+			g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+		}
+		if status == http.StatusTooManyRequests {
+			if ra, ok := c.Locals("retry_after").(string); ok {
+				c.Set(fiber.HeaderRetryAfter, ra)
+			}
+		}
+		return c.Status(status).JSON(api.Error{Error: te.Message})
+	}
+	g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+	return c.Status(http.StatusInternalServerError).JSON(api.Error{Error: "internal error"})
+}

@@ -1,0 +1,190 @@
+// Package gateway serves testum's REST API, its WebSockets and the console.
+// It is stateless: it writes runs to PostgreSQL, publishes them to
+// JetStream and relays transcripts from JetStream to WebSocket clients, so
+// any number of gateways can serve any run.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/testum/testum/libs/auth"
+	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/store"
+)
+
+// Config tunes a gateway. Zero fields take defaults.
+type Config struct {
+	RequestTimeout    time.Duration // per-request deadline (default 30s); WebSockets are exempt
+	DefaultTimeout    int           // per-host command timeout when a run gives none, seconds (default 600)
+	MaxTimeout        int           // largest per-host timeout accepted, seconds (default 7 days)
+	DefaultParallel   int           // hosts in flight when a run gives no parallelism (default 256)
+	MaxBodyBytes      int           // request body limit (default 8 MiB)
+	ExecutorDeadAfter time.Duration // executors silent this long are shown offline (default 30s)
+
+	SecretKey      string        // signs session tokens (SECRET_KEY)
+	SessionIdle    time.Duration // a session ends after this long without a request (default 15m)
+	SessionMax     time.Duration // and this long after login whatever happens (default 24h)
+	SessionSweep   time.Duration // how often expired sessions are deactivated (default 5m)
+	LoginWindow    time.Duration // failed logins count within this window (default 1m)
+	LoginPerIP     int           // failed logins allowed per client address in the window (default 10)
+	LoginPerUser   int           // failed logins allowed per username in the window (default 50)
+	TrustedProxies []string      // addresses whose X-Forwarded-For is believed
+	AllowedOrigins []string      // WebSocket origins besides the gateway's own host
+	Now            func() time.Time
+
+	Logger *slog.Logger
+}
+
+// CheckAndSetDefaults fills zero fields.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 600
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = 7 * 24 * 3600
+	}
+	if c.DefaultParallel == 0 {
+		c.DefaultParallel = 256
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	if c.ExecutorDeadAfter == 0 {
+		c.ExecutorDeadAfter = 30 * time.Second
+	}
+	if c.SessionIdle == 0 {
+		c.SessionIdle = 15 * time.Minute
+	}
+	if c.SessionMax == 0 {
+		c.SessionMax = 24 * time.Hour
+	}
+	if c.SessionSweep == 0 {
+		c.SessionSweep = 5 * time.Minute
+	}
+	if c.LoginWindow == 0 {
+		c.LoginWindow = time.Minute
+	}
+	if c.LoginPerIP == 0 {
+		c.LoginPerIP = 10
+	}
+	if c.LoginPerUser == 0 {
+		c.LoginPerUser = 50
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Deps are what a gateway talks to.
+type Deps struct {
+	Store *store.Store
+	NATS  *nats.Conn
+	Logs  logstore.Store
+}
+
+// Gateway is the HTTP side of testum.
+type Gateway struct {
+	cfg  Config
+	st   *store.Store
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	logs logstore.Store
+	log  *slog.Logger
+	app  *fiber.App
+
+	tokens *auth.Tokens
+	now    func() time.Time
+
+	table []Route // the API surface, in registration order
+}
+
+// New builds a gateway with every route of routes.go.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil || deps.NATS == nil || deps.Logs == nil {
+		return nil, errors.New("gateway: store, NATS and log store are required")
+	}
+	js, err := jetstream.New(deps.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	tokens, err := auth.NewTokens(cfg.SecretKey, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
+		log: cfg.Logger.With("component", "gateway"), tokens: tokens, now: cfg.Now}
+	g.app = fiber.New(fiber.Config{
+		AppName:               "testum",
+		DisableStartupMessage: true,
+		BodyLimit:             cfg.MaxBodyBytes,
+		ErrorHandler:          g.errorHandler,
+		ReadTimeout:           60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		// X-Forwarded-For is believed only from the configured proxies.
+		EnableTrustedProxyCheck: true,
+		TrustedProxies:          cfg.TrustedProxies,
+		ProxyHeader:             proxyHeader(cfg.TrustedProxies),
+	})
+	g.routes()
+	return g, nil
+}
+
+// App exposes the Fiber app (tests drive it with app.Test).
+func (g *Gateway) App() *fiber.App { return g.app }
+
+// Serve serves HTTP on ln until ctx ends, then shuts down gracefully.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.app.Listener(ln) }()
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go g.sweepLoop(sweepCtx)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.app.ShutdownWithContext(sctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return <-errc
+}
+
+// withDeadline gives each request a context with a deadline, cancelled when
+// the handler returns (Fiber's UserContext is Background otherwise).
+func (g *Gateway) withDeadline(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+	defer cancel()
+	c.SetUserContext(ctx)
+	return c.Next()
+}
+
+// proxyHeader is the header that names the client when proxies are
+// trusted; none otherwise.
+func proxyHeader(trusted []string) string {
+	if len(trusted) == 0 {
+		return ""
+	}
+	return fiber.HeaderXForwardedFor
+}

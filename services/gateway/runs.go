@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+const maxCommandBytes = 64 << 10
+
+func (g *Gateway) runCreate(c *fiber.Ctx) error {
+	var req api.RunRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	run, err := g.createRun(c, req, nil)
+	if err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusCreated).JSON(api.RunCreated{
+		ID: run.ID.String(), TaskID: run.ID.String(), State: string(run.State), Hosts: run.HostCount,
+	})
+}
+
+// platformRunCommand is the seed's single-host run: {"command","timeout"}
+// → {"task_id"}, a run of one host.
+func (g *Gateway) platformRunCommand(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	var req api.RunCommandRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if _, err := g.st.Platform(c.UserContext(), id); err != nil {
+		return err
+	}
+	run, err := g.createRun(c, api.RunRequest{
+		Command: req.Command, Timeout: req.Timeout, Targets: api.Targets{PlatformIDs: []int64{id}},
+	}, nil)
+	if err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusCreated).JSON(api.TaskResponse{TaskID: run.ID.String(), ID: run.ID.String()})
+}
+
+// createRun validates a run request, resolves its targets and stores the
+// run with its hosts and the audit entry in one transaction; then it
+// publishes the run for a coordinator. A run whose publish fails is still
+// accepted: it is in PostgreSQL, and the reaper publishes it again.
+func (g *Gateway) createRun(c *fiber.Ctx, req api.RunRequest, parent *uuid.UUID) (testum.Run, error) {
+	spec, err := g.runSpec(req)
+	if err != nil {
+		return testum.Run{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return testum.Run{}, err
+	}
+	ctx := c.UserContext()
+	nr := store.NewRun{ID: id, Kind: "command", Command: spec.Command, Spec: spec, ParentRunID: parent,
+		Targets: targetsJSON(req.Targets)}
+	if spec.Script != nil {
+		nr.Kind = "script"
+		nr.Command = scriptTitle(spec.Script)
+	}
+	if p := principal(c); p != nil {
+		id := p.UserID
+		nr.CreatedBy, nr.CreatedByName = &id, p.Username
+	}
+	var run testum.Run
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		hosts, err := g.resolveTargets(ctx, tx, req.Targets)
+		if err != nil {
+			return err
+		}
+		nr.Hosts = hosts
+		if run, err = tx.RunCreate(ctx, nr); err != nil {
+			return err
+		}
+		return g.audit(ctx, c, tx, "run.create", "run:"+id.String(), map[string]any{
+			"kind": nr.Kind, "command": nr.Command, "hosts": len(hosts), "targets": nr.Targets,
+		})
+	})
+	if err != nil {
+		return testum.Run{}, err
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := bus.PublishJSON(pctx, g.js, bus.RunSubject(id), id.String(), bus.RunMsg{RunID: id}); err != nil {
+		g.log.Warn("run stored but not published yet; the reaper will publish it", "run", id, "err", err)
+	}
+	return run, nil
+}
+
+// runSpec validates what runs and how.
+func (g *Gateway) runSpec(req api.RunRequest) (testum.RunSpec, error) {
+	spec := testum.RunSpec{RetryLost: req.RetryLost, Env: req.Env, Dir: req.Dir, Sudo: req.Sudo}
+	cmd := strings.TrimSpace(req.Command)
+	switch {
+	case cmd != "" && req.Script != nil:
+		return spec, testum.Invalid("give either command or script, not both")
+	case req.Script != nil:
+		return spec, testum.Invalid("scripts are not supported yet: send a command")
+	case cmd == "":
+		return spec, testum.Invalid("command is required and must not be empty")
+	case len(req.Command) > maxCommandBytes:
+		return spec, testum.Invalid("command is longer than %d bytes: send a script instead", maxCommandBytes)
+	case strings.ContainsRune(req.Command, 0):
+		return spec, testum.Invalid("command contains a NUL byte")
+	}
+	spec.Command = req.Command
+
+	spec.TimeoutSeconds = g.cfg.DefaultTimeout
+	if req.Timeout != nil {
+		if *req.Timeout <= 0 {
+			return spec, testum.Invalid("timeout %d: want a positive number of seconds", *req.Timeout)
+		}
+		if *req.Timeout > g.cfg.MaxTimeout {
+			return spec, testum.Invalid("timeout %d: at most %d seconds", *req.Timeout, g.cfg.MaxTimeout)
+		}
+		spec.TimeoutSeconds = *req.Timeout
+	}
+	spec.Parallelism = g.cfg.DefaultParallel
+	if req.Parallelism != nil {
+		if *req.Parallelism < 1 || *req.Parallelism > 100000 {
+			return spec, testum.Invalid("parallelism %d: want 1 to 100000", *req.Parallelism)
+		}
+		spec.Parallelism = *req.Parallelism
+	}
+	if req.Deadline != nil {
+		if *req.Deadline <= 0 {
+			return spec, testum.Invalid("deadline %d: want a positive number of seconds", *req.Deadline)
+		}
+		spec.DeadlineSecs = *req.Deadline
+	}
+	var err error
+	if spec.Batch, err = amountField("batch", req.Batch, 1); err != nil {
+		return spec, err
+	}
+	if spec.MaxFailures, err = amountField("max_failures", req.MaxFailures, 0); err != nil {
+		return spec, err
+	}
+	return spec, nil
+}
+
+// amountField reads a count or percentage given as a JSON number or string.
+func amountField(name string, raw json.RawMessage, least int) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", testum.Invalid("%s: want a number or a percentage string", name)
+		}
+	} else {
+		s = string(raw)
+	}
+	a, err := testum.ParseAmount(s)
+	if err != nil {
+		return "", testum.Invalid("%s: %v", name, err)
+	}
+	if (a.IsPercent && least > 0 && a.Percent <= 0) || (!a.IsPercent && a.Count < least) {
+		return "", testum.Invalid("%s %s: must be at least %d", name, a, least)
+	}
+	return a.String(), nil
+}
+
+// resolveTargets turns the request's selectors into the run's hosts, in
+// the order given, each platform once.
+func (g *Gateway) resolveTargets(ctx context.Context, tx *store.Tx, t api.Targets) ([]store.NewRunHost, error) {
+	if len(t.PlatformIDs) == 0 && strings.TrimSpace(t.Labels) == "" && strings.TrimSpace(t.Hosts) == "" {
+		return nil, testum.Invalid("targets are empty: give platform_ids, labels or hosts")
+	}
+	if strings.TrimSpace(t.Labels) != "" || strings.TrimSpace(t.Hosts) != "" {
+		return nil, testum.Invalid("targeting by labels or host expression is not supported yet: give platform_ids")
+	}
+	ps, err := tx.PlatformsByIDs(ctx, t.PlatformIDs)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[int64]testum.Platform, len(ps))
+	for _, p := range ps {
+		byID[p.ID] = p
+	}
+	var missing []string
+	seen := map[int64]bool{}
+	var hosts []store.NewRunHost
+	for _, id := range t.PlatformIDs {
+		p, ok := byID[id]
+		if !ok {
+			missing = append(missing, fmt.Sprint(id))
+			continue
+		}
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		hosts = append(hosts, store.NewRunHost{PlatformID: id, Name: p.Name, Address: fmt.Sprintf("%s:%d", p.Host, p.Port)})
+	}
+	if len(missing) > 0 {
+		return nil, testum.Invalid("unknown platform id(s): %s", strings.Join(missing, ", "))
+	}
+	return hosts, nil
+}
+
+func targetsJSON(t api.Targets) map[string]any {
+	m := map[string]any{}
+	if len(t.PlatformIDs) > 0 {
+		m["platform_ids"] = t.PlatformIDs
+	}
+	if t.Labels != "" {
+		m["labels"] = t.Labels
+	}
+	if t.Hosts != "" {
+		m["hosts"] = t.Hosts
+	}
+	return m
+}
+
+func scriptTitle(s *testum.Script) string {
+	first, _, _ := strings.Cut(strings.TrimSpace(s.Body), "\n")
+	return fmt.Sprintf("[%s script] %s", s.Interpreter, first)
+}
+
+func (g *Gateway) runGet(c *fiber.Ctx) error {
+	id, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return testum.NotFound("run %q not found", c.Params("id"))
+	}
+	ctx := c.UserContext()
+	run, err := g.st.Run(ctx, id)
+	if err != nil {
+		return err
+	}
+	hosts, err := g.st.RunHosts(ctx, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(runJSON(run, hosts))
+}
+
+func (g *Gateway) runList(c *fiber.Ctx) error {
+	limit, offset, err := page(c)
+	if err != nil {
+		return err
+	}
+	runs, total, err := g.st.RunList(c.UserContext(), limit, offset)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Run, len(runs))
+	for i, r := range runs {
+		out[i] = runJSON(r, nil)
+	}
+	return sendPage(c, out, total, limit, offset)
+}
+
+// runJSON renders a run; with hosts, also per-host rows and counts.
+func runJSON(r testum.Run, hosts []testum.RunHost) api.Run {
+	out := api.Run{
+		ID: r.ID.String(), TaskID: r.ID.String(), State: string(r.State), Kind: r.Kind, Command: r.Command,
+		Targets: r.Targets, Parallelism: r.Parallelism, Timeout: r.TimeoutSeconds, Batch: r.Spec.Batch,
+		MaxFailures: r.Spec.MaxFailures, Deadline: r.Spec.DeadlineSecs, RetryLost: r.Spec.RetryLost,
+		HostCount: r.HostCount, CreatedBy: r.CreatedByName, AbortReason: r.AbortReason, Error: r.Error,
+		CancelRequested: r.CancelRequested, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	}
+	if r.Spec.Script != nil {
+		out.Script = &api.Script{Interpreter: r.Spec.Script.Interpreter, Body: r.Spec.Script.Body, Args: r.Spec.Script.Args}
+	}
+	if r.ParentRunID != nil {
+		s := r.ParentRunID.String()
+		out.ParentRunID = &s
+	}
+	if hosts != nil {
+		out.Counts = map[string]int{}
+		out.Hosts = make([]api.RunHost, len(hosts))
+		for i, h := range hosts {
+			out.Counts[string(h.State)]++
+			out.Hosts[i] = runHostJSON(h)
+		}
+	}
+	return out
+}
+
+func runHostJSON(h testum.RunHost) api.RunHost {
+	out := api.RunHost{
+		Idx: h.Idx, PlatformID: h.PlatformID, Name: h.Name, Address: h.Address, State: string(h.State),
+		ExitCode: h.ExitCode, Signal: h.Signal, Error: h.Error, Attempt: h.Attempt, Executor: h.ExecutorID,
+		OutputBytes: h.OutputBytes, Truncated: h.Truncated, StartedAt: h.StartedAt, FinishedAt: h.FinishedAt,
+	}
+	if h.StartedAt != nil && h.FinishedAt != nil {
+		d := h.FinishedAt.Sub(*h.StartedAt).Milliseconds()
+		out.DurationMS = &d
+	}
+	return out
+}

@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/auth"
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+const (
+	wsRunKey   = "testum.ws.run"
+	wsSinceKey = "testum.ws.since"
+	// wsCheckEvery is how often an open WebSocket re-checks that its run is
+	// still going (and, with sessions, that the session is still valid).
+	wsCheckEvery = 2 * time.Second
+	wsWriteWait  = 10 * time.Second
+)
+
+// wsUpgrade validates a WebSocket request before the upgrade, so that a bad
+// run id or cursor gets a JSON error with the right status.
+func (g *Gateway) wsUpgrade(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		return fiber.NewError(fiber.StatusUpgradeRequired, "this endpoint speaks WebSocket only")
+	}
+	id, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return testum.NotFound("task %q not found", c.Params("id"))
+	}
+	if _, err := g.st.Run(c.UserContext(), id); err != nil {
+		if testum.CodeOf(err) == testum.CodeNotFound {
+			return testum.NotFound("task %s not found", id)
+		}
+		return err
+	}
+	var since uint64
+	for _, name := range []string{"since", "after", "seq", "last_seq"} {
+		if s := c.Query(name); s != "" {
+			if since, err = strconv.ParseUint(s, 10, 64); err != nil {
+				return testum.Invalid("%s %q: want the last seq received (a non-negative integer)", name, s)
+			}
+			break
+		}
+	}
+	c.Locals(wsRunKey, id)
+	c.Locals(wsSinceKey, since)
+	return c.Next()
+}
+
+// wsTask relays a run's transcript: everything from the start, or after
+// the given cursor, then live messages until the run is done. seq is the
+// transcript stream's sequence: unique and increasing within a run.
+func (g *Gateway) wsTask(conn *websocket.Conn) {
+	run := conn.Locals(wsRunKey).(uuid.UUID)
+	since := conn.Locals(wsSinceKey).(uint64)
+	p, _ := conn.Locals(principalKey).(*Principal)
+	log := g.log.With("run", run)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The client may only close or ping; reading also notices a vanished peer.
+	// The reader must be gone before wsTask returns: fasthttp reuses the
+	// connection's buffers once the handler is done.
+	readerDone := make(chan struct{})
+	defer func() {
+		_ = conn.SetReadDeadline(time.Now())
+		<-readerDone
+	}()
+	go func() {
+		defer close(readerDone)
+		defer cancel()
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.OutputFilter(run)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if since > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, since+1
+	}
+	cons, err := g.js.OrderedConsumer(ctx, bus.StreamOutput, cfg)
+	if err != nil {
+		log.Warn("websocket: cannot read the transcript", "err", err)
+		g.wsClose(conn, websocket.CloseInternalServerErr, "transcript unavailable")
+		return
+	}
+	iter, err := cons.Messages()
+	if err != nil {
+		g.wsClose(conn, websocket.CloseInternalServerErr, "transcript unavailable")
+		return
+	}
+	defer iter.Stop()
+	go func() { <-ctx.Done(); iter.Stop() }()
+
+	msgs := make(chan jetstream.Msg, 256)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := iter.Next()
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	check := time.NewTicker(wsCheckEvery)
+	defer check.Stop()
+	last := since
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			out, seq := wsMessage(m)
+			last = seq
+			if err := g.wsWrite(conn, out); err != nil {
+				return
+			}
+			if out.Type == string(bus.TypeDone) {
+				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
+				return
+			}
+		case <-check.C:
+			if !g.wsStillAllowed(ctx, p) {
+				g.wsClose(conn, websocket.ClosePolicyViolation, "session ended")
+				return
+			}
+			// A finished run whose "done" is gone from the stream (expired):
+			// end once everything that remains was sent.
+			if done, state := g.wsRunEnded(ctx, run, cons, last); done {
+				_ = g.wsWrite(conn, api.WSMessage{Type: string(bus.TypeDone), Seq: last, Payload: state, State: state})
+				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
+				return
+			}
+		}
+	}
+}
+
+// wsRunEnded reports whether the run is final and nothing is pending.
+func (g *Gateway) wsRunEnded(ctx context.Context, run uuid.UUID, cons jetstream.Consumer, last uint64) (bool, string) {
+	r, err := g.st.Run(ctx, run)
+	if err != nil || !r.State.Final() || r.FinishedAt == nil || time.Since(*r.FinishedAt) < 2*wsCheckEvery {
+		return false, ""
+	}
+	info := cons.CachedInfo()
+	if info == nil || info.NumPending > 0 {
+		return false, ""
+	}
+	return true, string(r.State)
+}
+
+// wsStillAllowed re-checks the caller's session on an open WebSocket:
+// logout, expiry, a rotated key, a deleted or demoted user close it within
+// wsCheckEvery. Watching does not count as activity.
+func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
+	if p == nil {
+		return false
+	}
+	s, err := g.st.SessionCheck(ctx, p.SessionID, g.now().Add(-g.cfg.SessionIdle))
+	if err != nil {
+		return !store.IsNotFound(err) && ctx.Err() == nil // a database hiccup does not log anyone out
+	}
+	return auth.Allowed(auth.Role(s.Role), "run.watch")
+}
+
+// wsMessage renders a transcript message for the WebSocket.
+func wsMessage(m jetstream.Msg) (api.WSMessage, uint64) {
+	h := m.Headers()
+	var seq uint64
+	if md, err := m.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	out := api.WSMessage{
+		Type: h.Get(bus.HdrType), Host: h.Get(bus.HdrHost), Seq: seq,
+		State: h.Get(bus.HdrState), Signal: h.Get(bus.HdrSignal), At: h.Get(bus.HdrAt),
+	}
+	out.HostSeq, _ = strconv.Atoi(h.Get(bus.HdrSeq))
+	out.Attempt, _ = strconv.Atoi(h.Get(bus.HdrAttempt))
+	if _, idx, err := parseOutputSubject(m.Subject()); err == nil {
+		out.Idx = &idx
+	}
+	if e := h.Get(bus.HdrExit); e != "" {
+		if v, err := strconv.Atoi(e); err == nil {
+			out.ExitCode = &v
+		}
+	}
+	data := m.Data()
+	if utf8.Valid(data) {
+		out.Payload = string(data)
+	} else {
+		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(data), "base64"
+	}
+	return out, seq
+}
+
+func parseOutputSubject(subj string) (string, int, error) {
+	// testum.out.<run>.<idx|run>
+	i := len(subj) - 1
+	for i >= 0 && subj[i] != '.' {
+		i--
+	}
+	idx, err := strconv.Atoi(subj[i+1:])
+	if err != nil {
+		return "", 0, errors.New("not a host subject")
+	}
+	return subj[:i], idx, nil
+}
+
+func (g *Gateway) wsWrite(conn *websocket.Conn, m api.WSMessage) error {
+	_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+	return conn.WriteJSON(m)
+}
+
+func (g *Gateway) wsClose(conn *websocket.Conn, code int, text string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// Config is every setting, read once from the environment (named as in the
+// seed where it has one) and overridden by flags.
+type Config struct {
+	DatabaseURL   string
+	NATSURL       string
+	NATSListen    string
+	Listen        string
+	DataDir       string
+	SecretKey     string
+	FernetKey     string
+	HostKeyPolicy string
+	LogLevel      string
+	LogFormat     string
+
+	Slots          int
+	MaxHandshakes  int
+	ConnectTimeout time.Duration
+	OutputCap      int64
+	Heartbeat      time.Duration
+	DeadAfter      time.Duration
+	AckWait        time.Duration
+	DrainTimeout   time.Duration
+
+	AdminUsername  string
+	AdminPassword  string
+	SessionIdle    time.Duration
+	SessionMax     time.Duration
+	TrustedProxies string
+	AllowedOrigins string
+
+	StreamReplicas int
+	OutputMaxAge   time.Duration
+	OutputMaxBytes int64
+}
+
+// setting is one configurable value: its flag, its variable, its default.
+type setting struct {
+	flag, env, def, help string
+	set                  func(string) error
+}
+
+// settings lists what a command reads; groups select the ones it needs.
+func (c *Config) settings(groups ...string) []setting {
+	all := map[string][]setting{
+		"common": {
+			{"data-dir", "TESTUM_DATA_DIR", "./data", "directory for keys, the embedded NATS store, the private PostgreSQL and logs", str(&c.DataDir)},
+			{"log-level", "TESTUM_LOG_LEVEL", "info", "debug, info, warn or error", str(&c.LogLevel)},
+			{"log-format", "TESTUM_LOG_FORMAT", "text", "text or json", str(&c.LogFormat)},
+		},
+		"db": {
+			{"database-url", "DATABASE_URL", "", "PostgreSQL URL; serve starts a private cluster in the data dir when empty", str(&c.DatabaseURL)},
+		},
+		"nats": {
+			{"nats-url", "NATS_URL", "", "NATS server URL; serve embeds one when empty", str(&c.NATSURL)},
+			{"stream-replicas", "TESTUM_STREAM_REPLICAS", "1", "JetStream replicas of testum's streams (3 on a 3-node cluster)", num(&c.StreamReplicas)},
+			{"ack-wait", "TESTUM_ACK_WAIT", "30s", "how long a delivered task may go unacknowledged", dur(&c.AckWait)},
+			{"output-max-age", "TESTUM_OUTPUT_MAX_AGE", "24h", "how long live transcripts stay replayable", dur(&c.OutputMaxAge)},
+			{"output-max-bytes", "TESTUM_OUTPUT_MAX_BYTES", "8GiB", "size limit of the transcript stream", size(&c.OutputMaxBytes)},
+		},
+		"embed": {
+			{"nats-listen", "TESTUM_NATS_LISTEN", "", "expose the embedded NATS on this loopback address (credentials go to the data dir)", str(&c.NATSListen)},
+		},
+		"keys": {
+			{"secret-key", "SECRET_KEY", "", "signs session tokens; serve generates one into the data dir when empty", str(&c.SecretKey)},
+			{"fernet-key", "FERNET_KEY", "", "encrypts credentials at rest (comma-separated, newest first); generated when empty", str(&c.FernetKey)},
+		},
+		"gateway": {
+			{"listen", "TESTUM_LISTEN", "127.0.0.1:8000", "HTTP address", str(&c.Listen)},
+			{"admin-username", "ADMIN_USERNAME", "admin", "name of the first super_admin, created when there is no user", str(&c.AdminUsername)},
+			{"admin-password", "ADMIN_PASSWORD", "", "master key of the first super_admin; generated and printed once when empty", str(&c.AdminPassword)},
+			{"session-idle", "TESTUM_SESSION_IDLE", "15m", "a session ends after this long without a request", dur(&c.SessionIdle)},
+			{"session-max", "TESTUM_SESSION_MAX", "24h", "a session ends this long after login", dur(&c.SessionMax)},
+			{"trusted-proxies", "TESTUM_TRUSTED_PROXIES", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed", str(&c.TrustedProxies)},
+			{"allowed-origins", "TESTUM_ALLOWED_ORIGINS", "", "comma-separated extra origins (https://console.example.org) allowed to open WebSockets", str(&c.AllowedOrigins)},
+		},
+		"executor": {
+			{"host-key-policy", "SSH_HOST_KEY_POLICY", "auto_add", "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
+			{"slots", "TESTUM_EXECUTOR_SLOTS", "256", "concurrent SSH sessions per executor", num(&c.Slots)},
+			{"max-handshakes", "TESTUM_MAX_HANDSHAKES", "64", "SSH handshakes in flight per executor", num(&c.MaxHandshakes)},
+			{"connect-timeout", "TESTUM_CONNECT_TIMEOUT", "10s", "TCP dial + SSH handshake + authentication", dur(&c.ConnectTimeout)},
+			{"output-cap", "TESTUM_OUTPUT_CAP", "64MiB", "output kept per host; the rest is discarded with a marker", size(&c.OutputCap)},
+			{"heartbeat", "TESTUM_HEARTBEAT", "5s", "executor heartbeat interval", dur(&c.Heartbeat)},
+			{"dead-after", "TESTUM_DEAD_AFTER", "30s", "an executor silent this long is dead and its hosts end lost", dur(&c.DeadAfter)},
+			{"drain-timeout", "TESTUM_DRAIN_TIMEOUT", "30s", "on stop, how long running commands may finish", dur(&c.DrainTimeout)},
+		},
+	}
+	var out []setting
+	for _, g := range append([]string{"common"}, groups...) {
+		out = append(out, all[g]...)
+	}
+	return out
+}
+
+// load reads the settings of groups from getenv, then from args.
+func (c *Config) load(cmd string, args []string, getenv func(string) string, stderr io.Writer, groups ...string) error {
+	fs := flag.NewFlagSet("testum "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sets := c.settings(groups...)
+	for _, s := range sets {
+		v := s.def
+		if e := getenv(s.env); e != "" {
+			v = e
+		}
+		if err := s.set(v); err != nil {
+			return fmt.Errorf("%s=%q: %w", s.env, redact(s.env, v), err)
+		}
+		fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), s.set)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: testum %s [flags]\n\nEvery flag can also be set by its environment variable.\n\n", cmd)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	return nil
+}
+
+// redact hides values of variables that hold secrets in error messages.
+func redact(env, v string) string {
+	switch env {
+	case "SECRET_KEY", "FERNET_KEY", "DATABASE_URL", "NATS_URL", "ADMIN_PASSWORD", "MINIO_SECRET_KEY":
+		return "<hidden>"
+	}
+	return v
+}
+
+func str(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+
+func num(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("want a whole number")
+		}
+		*p = n
+		return nil
+	}
+}
+
+func dur(p *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return errors.New(`want a positive duration like "10s" or "5m"`)
+		}
+		*p = d
+		return nil
+	}
+}
+
+func size(p *int64) func(string) error {
+	return func(v string) error {
+		n, err := humanize.ParseBytes(strings.TrimSpace(v))
+		if err != nil || n == 0 || n > 1<<50 {
+			return errors.New(`want a size like "64MiB"`)
+		}
+		*p = int64(n)
+		return nil
+	}
+}
+
+// logger builds the process logger.
+func (c *Config) logger(stderr io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("TESTUM_LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("TESTUM_LOG_FORMAT=%q: want text or json", c.LogFormat)
+}

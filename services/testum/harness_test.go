@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
+
+// waitLimit bounds every wait in these tests.
+const waitLimit = 90 * time.Second
+
+// urlWatcher is an io.Writer that captures a process's output and finds the
+// URL it says it serves on.
+type urlWatcher struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	found chan string
+	once  sync.Once
+	re    *regexp.Regexp
+}
+
+func newURLWatcher() *urlWatcher {
+	return &urlWatcher{found: make(chan string, 1), re: regexp.MustCompile(`serving on (http://\S+)`)}
+}
+
+func (w *urlWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if m := w.re.FindSubmatch(w.buf.Bytes()); m != nil {
+		w.once.Do(func() { w.found <- string(m[1]) })
+	}
+	return len(p), nil
+}
+
+func (w *urlWatcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// server is a testum serve started in-process through run().
+type server struct {
+	URL  string
+	DB   string
+	logs *urlWatcher
+}
+
+// startServe runs `testum serve` in-process on a throwaway database and
+// data dir, with env overriding the defaults, and waits for its URL.
+func startServe(t *testing.T, env map[string]string) *server {
+	t.Helper()
+	dbURL := testenv.Postgres(t)
+	vars := map[string]string{
+		"DATABASE_URL":           dbURL,
+		"TESTUM_DATA_DIR":        t.TempDir(),
+		"TESTUM_LISTEN":          "127.0.0.1:0",
+		"TESTUM_LOG_LEVEL":       "warn",
+		"TESTUM_CONNECT_TIMEOUT": "15s",
+		"TESTUM_MAX_HANDSHAKES":  "8",
+		"TESTUM_HEARTBEAT":       "500ms",
+		"TESTUM_DEAD_AFTER":      "3s",
+		"TESTUM_DRAIN_TIMEOUT":   "5s",
+		"ADMIN_USERNAME":         testAdmin,
+		"ADMIN_PASSWORD":         testAdminKey,
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	getenv := func(k string) string { return vars[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errw := newURLWatcher(), newURLWatcher()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, getenv, strings.NewReader(""), out, errw) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve ended with %v", err)
+			}
+		case <-time.After(waitLimit):
+			t.Errorf("serve did not stop within %s", waitLimit)
+		}
+		if t.Failed() {
+			t.Logf("serve log:\n%s", errw.String())
+		}
+	})
+	select {
+	case u := <-out.found:
+		s := &server{URL: u, DB: dbURL, logs: errw}
+		s.login(t)
+		return s
+	case err := <-done:
+		t.Fatalf("serve ended before serving: %v\n%s", err, errw.String())
+	case <-time.After(waitLimit):
+		t.Fatalf("serve printed no URL within %s\n%s", waitLimit, errw.String())
+	}
+	return nil
+}
+
+// call sends a JSON request and decodes a JSON answer into out (if not nil).
+func call(t *testing.T, method, u string, body any, out any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if tok := tokenFor(u); tok != "" && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decoding %s: %v", method, u, data, err)
+		}
+	}
+	return resp.StatusCode, data
+}
+
+// mustCall is call that fails the test unless the status is want.
+func mustCall(t *testing.T, want int, method, u string, body, out any) []byte {
+	t.Helper()
+	status, data := call(t, method, u, body, out)
+	if status != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, u, status, want, data)
+	}
+	return data
+}
+
+func (s *server) createPlatform(t *testing.T, req map[string]any) int64 {
+	t.Helper()
+	var p api.Platform
+	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/platforms/", req, &p)
+	return p.ID
+}
+
+func (s *server) startRun(t *testing.T, req any) string {
+	t.Helper()
+	var r api.RunCreated
+	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/runs", req, &r)
+	return r.ID
+}
+
+// waitRun polls a run until it is final.
+func (s *server) waitRun(t *testing.T, id string) api.Run {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		var r api.Run
+		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+id, nil, &r)
+		switch r.State {
+		case "succeeded", "failed", "canceled", "aborted":
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s still %s after %s: %+v", id, r.State, waitLimit, r.Counts)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// wsURL is the WebSocket address of a run, optionally resuming after since.
+func (s *server) wsURL(id string, since uint64) string {
+	u, _ := url.Parse(s.URL)
+	u.Scheme = "ws"
+	u.Path = "/ws/tasks/" + id
+	if since > 0 {
+		u.RawQuery = fmt.Sprintf("since=%d", since)
+	}
+	return u.String()
+}
+
+// wsCollect reads a run's messages until done (or until limit messages
+// when limit > 0, then drops the connection).
+func (s *server) wsCollect(t *testing.T, id string, since uint64, limit int) []api.WSMessage {
+	t.Helper()
+	conn, resp, err := websocket.DefaultDialer.Dial(s.wsURL(id, since), http.Header{"Origin": {s.URL},
+		"Authorization": {"Bearer " + tokenFor(s.URL)}})
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("websocket %s: %v: %d %s", id, err, resp.StatusCode, b)
+		}
+		t.Fatalf("websocket %s: %v", id, err)
+	}
+	defer conn.Close()
+	var msgs []api.WSMessage
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
+		var m api.WSMessage
+		if err := conn.ReadJSON(&m); err != nil {
+			t.Fatalf("websocket %s: read after %d messages: %v", id, len(msgs), err)
+		}
+		msgs = append(msgs, m)
+		if m.Type == "done" || (limit > 0 && len(msgs) >= limit) {
+			return msgs
+		}
+	}
+}
+
+// hostOutput joins the stdout payloads of each host.
+func hostOutput(msgs []api.WSMessage, typ string) map[string]string {
+	out := map[string]string{}
+	for _, m := range msgs {
+		if m.Type == typ {
+			out[m.Host] += m.Payload
+		}
+	}
+	return out
+}
+
+// binary builds the testum binary once per test binary.
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func testumBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "testum-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "testum")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// process is a testum subprocess.
+type process struct {
+	cmd *exec.Cmd
+	out *urlWatcher
+}
+
+// startProcess runs the testum binary with args and env (added to a clean
+// environment), stopping it with SIGTERM at cleanup.
+func startProcess(t *testing.T, env map[string]string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(testumBinary(t), args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	w := newURLWatcher()
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, out: w}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(waitLimit):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("%v did not stop on SIGINT", args)
+		}
+		if t.Failed() {
+			t.Logf("%v output:\n%s", args, w.String())
+		}
+	})
+	return p
+}
+
+// The first super_admin of every test server.
+const (
+	testAdmin    = "root-admin"
+	testAdminKey = "test-master-key-0123456789"
+)
+
+// tokens maps a server's base URL to the bearer token call sends to it.
+var tokens sync.Map
+
+func tokenFor(u string) string {
+	var tok string
+	tokens.Range(func(k, v any) bool {
+		if strings.HasPrefix(u, k.(string)+"/") || u == k.(string) {
+			tok = v.(string)
+			return false
+		}
+		return true
+	})
+	return tok
+}
+
+// login logs in as the test super_admin; later calls to s carry the token.
+func (s *server) login(t *testing.T) {
+	t.Helper()
+	var resp struct {
+		AccessToken string `json:"access_token"`
+	}
+	mustCall(t, http.StatusOK, "POST", s.URL+"/api/auth/login",
+		map[string]string{"username": testAdmin, "password": testAdminKey}, &resp)
+	tokens.Store(s.URL, resp.AccessToken)
+	t.Cleanup(func() { tokens.Delete(s.URL) })
+}

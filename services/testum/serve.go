@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/testum/testum/libs/testum"
+	"github.com/testum/testum/services/executor"
+	"github.com/testum/testum/services/gateway"
+)
+
+// cmdServe runs everything in one process.
+func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg Config
+	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "gateway", "executor"); err != nil {
+		return err
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	sys, err := openSystem(ctx, &cfg, log, systemOpts{embed: true, needNATS: true})
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+
+	gw, err := newGateway(&cfg, sys)
+	if err != nil {
+		return err
+	}
+	if err := bootstrapAdmin(ctx, &cfg, sys, stdout); err != nil {
+		return err
+	}
+	ex, err := newExecutor(&cfg, sys)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
+	}
+	fmt.Fprintf(stdout, "testum %s serving on http://%s\n", version, ln.Addr())
+	if sys.natsURL != "" {
+		fmt.Fprintf(stdout, "embedded NATS for other processes at %s (user testum, password in %s)\n",
+			sys.natsURL, filepath.Join(cfg.DataDir, "nats_password"))
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return gw.Serve(gctx, ln) })
+	g.Go(func() error { return ex.Run(gctx) })
+	return g.Wait()
+}
+
+func newGateway(cfg *Config, sys *system) (*gateway.Gateway, error) {
+	return gateway.New(gateway.Config{
+		ExecutorDeadAfter: cfg.DeadAfter,
+		SecretKey:         cfg.SecretKey,
+		SessionIdle:       cfg.SessionIdle,
+		SessionMax:        cfg.SessionMax,
+		TrustedProxies:    splitList(cfg.TrustedProxies),
+		AllowedOrigins:    splitList(cfg.AllowedOrigins),
+		Logger:            sys.log,
+	}, gateway.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
+}
+
+func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
+	return executor.New(executor.Config{
+		Slots:             cfg.Slots,
+		MaxHandshakes:     cfg.MaxHandshakes,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		HostKeyPolicy:     testum.HostKeyPolicy(cfg.HostKeyPolicy),
+		OutputCap:         cfg.OutputCap,
+		SpoolDir:          filepath.Join(cfg.DataDir, "spool"),
+		HeartbeatInterval: cfg.Heartbeat,
+		DeadAfter:         cfg.DeadAfter,
+		AckWait:           cfg.AckWait,
+		DrainTimeout:      cfg.DrainTimeout,
+		Logger:            sys.log,
+	}, executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
+}
+
+// bootstrapAdmin creates the first super_admin when there is no user, and
+// prints a generated master key once: it is never shown again.
+func bootstrapAdmin(ctx context.Context, cfg *Config, sys *system, stdout io.Writer) error {
+	created, key, err := gateway.BootstrapAdmin(ctx, sys.st, cfg.AdminUsername, cfg.AdminPassword)
+	if err != nil {
+		return fmt.Errorf("first user: %w", err)
+	}
+	switch {
+	case created && key != "":
+		fmt.Fprintf(stdout, "created super_admin %q with master key:\n\n    %s\n\nIt is shown this once; keep it safe (testum user reset %s makes a new one).\n",
+			cfg.AdminUsername, key, cfg.AdminUsername)
+	case created:
+		sys.log.Info("created the first super_admin from ADMIN_USERNAME and ADMIN_PASSWORD", "username", cfg.AdminUsername)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

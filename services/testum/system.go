@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/natsembed"
+	"github.com/testum/testum/libs/pgcluster"
+	"github.com/testum/testum/libs/auth"
+	"github.com/testum/testum/libs/secrets"
+	"github.com/testum/testum/libs/store"
+)
+
+// system is what every role connects to: PostgreSQL, NATS, the log store
+// and the credential keys, owned (and closed) in one place.
+type system struct {
+	cfg     *Config
+	log     *slog.Logger
+	st      *store.Store
+	nc      *nats.Conn
+	logs    logstore.Store
+	keyring *secrets.Keyring
+	natsURL string // the embedded server's client URL when it listens
+
+	closers []func()
+}
+
+type systemOpts struct {
+	embed    bool // serve: start what is not configured (PostgreSQL, NATS, keys)
+	needNATS bool
+}
+
+func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts) (sys *system, err error) {
+	sys = &system{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			sys.Close()
+		}
+	}()
+	if o.embed {
+		// 0711: PostgreSQL's own user must be able to pass through to its
+		// cluster directory; nothing here can be listed by others.
+		if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+	}
+	if err := sys.loadKeys(o.embed); err != nil {
+		return nil, err
+	}
+
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		if !o.embed {
+			return nil, errors.New("DATABASE_URL is required for this command")
+		}
+		pg, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(cfg.DataDir, "pg"), Logger: log.With("component", "postgres")})
+		if err != nil {
+			return nil, fmt.Errorf("private PostgreSQL: %w", err)
+		}
+		sys.closers = append(sys.closers, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := pg.Stop(sctx); err != nil {
+				log.Warn("stopping PostgreSQL", "err", err)
+			}
+		})
+		dbURL = pg.URL("testum")
+		log.Info("private PostgreSQL started", "dir", pg.DataDir())
+	}
+	if err := store.Migrate(ctx, dbURL, log.With("component", "migrate")); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Config{URL: dbURL, Sealer: sys.keyring, Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, err
+	}
+	sys.st = st
+	sys.closers = append(sys.closers, st.Close)
+	if err := checkSecretsCanary(ctx, st, sys.keyring); err != nil {
+		return nil, err
+	}
+
+	if o.needNATS {
+		if err := sys.connectNATS(ctx, o.embed); err != nil {
+			return nil, err
+		}
+	}
+
+	logs, err := logstore.FromEnv(os.Getenv, cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("log store: %w", err)
+	}
+	sys.logs = logs
+	return sys, nil
+}
+
+func (sys *system) connectNATS(ctx context.Context, embed bool) error {
+	cfg, log := sys.cfg, sys.log
+	opts := bus.ConnectOptions("testum", func(msg string, args ...any) { log.Warn(msg, args...) })
+	if cfg.NATSURL != "" {
+		nc, err := nats.Connect(cfg.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("NATS_URL: %w", err)
+		}
+		sys.nc = nc
+	} else {
+		if !embed {
+			return errors.New("NATS_URL is required for this command")
+		}
+		nc := natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: log.With("component", "nats")}
+		if cfg.NATSListen != "" {
+			user, pass, err := sys.natsCredentials()
+			if err != nil {
+				return err
+			}
+			nc.Listen, nc.User, nc.Password = cfg.NATSListen, user, pass
+		}
+		srv, err := natsembed.Start(nc)
+		if err != nil {
+			return err
+		}
+		sys.closers = append(sys.closers, srv.Shutdown)
+		conn, err := srv.Connect(opts...)
+		if err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		sys.nc = conn
+		sys.natsURL = srv.ClientURL()
+	}
+	sys.closers = append(sys.closers, func() { _ = sys.nc.Drain() })
+	js, err := jetstream.New(sys.nc)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return bus.EnsureStreams(sctx, js, bus.StreamsConfig{
+		Replicas: cfg.StreamReplicas, OutputMaxAge: cfg.OutputMaxAge, OutputMaxBytes: cfg.OutputMaxBytes, AckWait: cfg.AckWait,
+	})
+}
+
+// Close releases everything in reverse order of opening.
+func (sys *system) Close() {
+	for i := len(sys.closers) - 1; i >= 0; i-- {
+		sys.closers[i]()
+	}
+	sys.closers = nil
+}
+
+// loadKeys takes SECRET_KEY and FERNET_KEY from the environment, else from
+// the data dir, generating them there on first start (serve only).
+func (sys *system) loadKeys(generate bool) error {
+	cfg := sys.cfg
+	var err error
+	if cfg.SecretKey == "" {
+		if cfg.SecretKey, err = keyFile(filepath.Join(cfg.DataDir, "secret_key"), generate, randomKey); err != nil {
+			return fmt.Errorf("SECRET_KEY: %w", err)
+		}
+	}
+	if len(cfg.SecretKey) < auth.MinSecretKeyLen {
+		return errors.New("SECRET_KEY is too short: use at least 32 random characters")
+	}
+	if cfg.FernetKey == "" {
+		if cfg.FernetKey, err = keyFile(filepath.Join(cfg.DataDir, "fernet_key"), generate, secrets.GenerateKey); err != nil {
+			return fmt.Errorf("FERNET_KEY: %w", err)
+		}
+	}
+	if sys.keyring, err = secrets.ParseKeyring(cfg.FernetKey); err != nil {
+		return err
+	}
+	return nil
+}
+
+// natsCredentials returns the embedded NATS's user and password, generated
+// once into the data dir.
+func (sys *system) natsCredentials() (string, string, error) {
+	pass, err := keyFile(filepath.Join(sys.cfg.DataDir, "nats_password"), true, randomKey)
+	if err != nil {
+		return "", "", fmt.Errorf("nats credentials: %w", err)
+	}
+	return "testum", pass, nil
+}
+
+// keyFile reads a one-line secret from path, or writes a new one (0600)
+// when allowed.
+func keyFile(path string, generate bool, gen func() (string, error)) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if !generate {
+		return "", fmt.Errorf("not set, and %s does not exist", path)
+	}
+	v, err := gen()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) { // another process was faster
+			return keyFile(path, false, gen)
+		}
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(v + "\n"); err != nil {
+		return "", err
+	}
+	return v, f.Sync()
+}
+
+func randomKey() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+const canaryName = "secrets.canary"
+
+// checkSecretsCanary makes sure the configured FERNET_KEY opens what this
+// database holds before anything is written with it: a wrong key fails the
+// start with a clear message instead of sealing new data under it.
+func checkSecretsCanary(ctx context.Context, st *store.Store, kr *secrets.Keyring) error {
+	ad := []byte("settings/" + canaryName)
+	v, ok, err := st.Setting(ctx, canaryName)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if _, err := kr.Open(v, ad); err != nil {
+			return fmt.Errorf("FERNET_KEY does not match the credentials stored in this database (%v); "+
+				"configure the key they were written with (several keys may be given, newest first)", err)
+		}
+		return nil
+	}
+	sealed, err := kr.Seal([]byte("testum"), ad)
+	if err != nil {
+		return err
+	}
+	if _, err := st.SettingPutIfAbsent(ctx, canaryName, sealed); err != nil {
+		return err
+	}
+	return nil
+}
