@@ -19,7 +19,7 @@ import (
 const MinSecretKeyLen = 32
 
 // bcryptCost is the work factor of master key hashes (OWASP: at least 10).
-const bcryptCost = 12
+const bcryptCost = 10
 
 // maxKeyLen is bcrypt's input limit; longer keys would be silently cut.
 const maxKeyLen = 72

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -32,28 +33,48 @@ import (
 
 // Config describes the cluster.
 type Config struct {
-	Dir       string // where the cluster lives (created 0700)
-	BinDir    string // PostgreSQL binaries; default: the newest /usr/lib/postgresql/*/bin, else PATH
-	Port      int    // names the socket (.s.PGSQL.<port>); TCP only with ListenTCP. Default 5432
-	ListenTCP string // "" for the unix socket only
-	Database  string // created if missing; default "testum"
-	Fast      bool   // tests: no fsync, no synchronous commit
-	Logger    *slog.Logger
+	// Dir is where the cluster lives (created 0700): PGDATA is Dir/data, the
+	// socket directory Dir/run and the server log Dir/postgres.log, unless
+	// the cluster had to be relocated (see the package documentation).
+	Dir string
+	// BinDir holds initdb, pg_ctl and postgres. Default: the newest
+	// /usr/lib/postgresql/*/bin, else the directory of initdb on PATH.
+	BinDir string
+	// Port names the socket (.s.PGSQL.<port>) and is the TCP port when
+	// ListenTCP is set. Default 5432.
+	Port int
+	// ListenTCP is the listen_addresses setting, e.g. "127.0.0.1"; "" serves
+	// the unix socket only.
+	ListenTCP string
+	// Database is created after start if missing. Default "testum".
+	Database string
+	// Fast trades durability for speed (tests): fsync, synchronous_commit and
+	// full_page_writes off.
+	Fast bool
+	// Logger receives progress messages; nil discards them.
+	Logger *slog.Logger
 }
 
-// Cluster is a running cluster.
+// Cluster is a running cluster. Its methods are not safe for concurrent use.
 type Cluster struct {
 	cfg     Config
+	base    string // directory holding data, run and postgres.log
 	data    string // PGDATA
 	sock    string // socket directory
+	port    int    // port of the running postmaster
 	cred    *syscall.Credential
 	uid     int
 	gid     int
 	adopted bool
 }
 
-// relocatedNote is the file in Config.Dir naming a relocated cluster.
-const relocatedNote = "RELOCATED"
+// RelocatedNote is the file written in Config.Dir when the cluster had to be
+// relocated; it names the directory that holds the cluster.
+const RelocatedNote = "RELOCATED"
+
+// relocationRoot holds the clusters the postgres user could not run in the
+// requested directory.
+const relocationRoot = "/var/lib/testum"
 
 // Start initialises the cluster if the directory is empty, starts it (or
 // adopts a postmaster already running on it) and creates the database.
@@ -74,12 +95,15 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		cfg.BinDir = bin
 	}
+	if cfg.Dir == "" {
+		return nil, errors.New("pgcluster: Config.Dir is empty")
+	}
 	abs, err := filepath.Abs(cfg.Dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
 	cfg.Dir = abs
-	c := &Cluster{cfg: cfg, uid: -1, gid: -1}
+	c := &Cluster{cfg: cfg, port: cfg.Port, uid: -1, gid: -1}
 	if err := c.prepareDirs(); err != nil {
 		return nil, err
 	}
@@ -88,7 +112,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if err := c.createDatabase(ctx, cfg.Database); err != nil {
 		_ = c.Stop(context.WithoutCancel(ctx))
-		return nil, err
+		return nil, fmt.Errorf("create database %q: %w", cfg.Database, err)
 	}
 	return c, nil
 }
@@ -126,34 +150,49 @@ func (c *Cluster) prepareDirs() error {
 		c.cred = &syscall.Credential{Uid: uint32(c.uid), Gid: uint32(c.gid)}
 		if !c.reachable(filepath.Dir(c.cfg.Dir)) {
 			sum := sha256.Sum256([]byte(c.cfg.Dir))
-			base = filepath.Join("/var/lib/testum", "pg-"+hex.EncodeToString(sum[:6]))
-			if err := os.MkdirAll("/var/lib/testum", 0o755); err != nil {
-				return fmt.Errorf("postgres dir: %w", err)
+			base = filepath.Join(relocationRoot, "pg-"+hex.EncodeToString(sum[:6]))
+			if err := c.mkdirOwned(relocationRoot, 0o755); err != nil {
+				return err
 			}
 			if err := os.MkdirAll(base, 0o700); err != nil {
 				return fmt.Errorf("postgres dir: %w", err)
 			}
 			note := fmt.Sprintf("The postgres user cannot reach this directory, so the cluster lives in %s\n", base)
-			if err := os.WriteFile(filepath.Join(c.cfg.Dir, relocatedNote), []byte(note), 0o644); err != nil {
-				return err
+			if err := os.WriteFile(filepath.Join(c.cfg.Dir, RelocatedNote), []byte(note), 0o644); err != nil {
+				return fmt.Errorf("postgres dir: %w", err)
 			}
-			c.cfg.Logger.Info("private PostgreSQL relocated: the postgres user cannot reach the data dir", "dir", base)
+			c.cfg.Logger.Info("private PostgreSQL relocated: the postgres user cannot reach the data dir",
+				"requested", c.cfg.Dir, "dir", base)
 		}
 		if err := os.Chown(base, c.uid, c.gid); err != nil {
 			return fmt.Errorf("postgres dir: %w", err)
 		}
 	}
+	c.base = base
 	c.data = filepath.Join(base, "data")
 	c.sock = filepath.Join(base, "run")
-	for _, d := range []string{c.sock} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
+	if err := os.MkdirAll(c.sock, 0o700); err != nil {
+		return fmt.Errorf("postgres socket dir: %w", err)
+	}
+	if c.cred != nil {
+		if err := os.Chown(c.sock, c.uid, c.gid); err != nil {
+			return fmt.Errorf("postgres socket dir: %w", err)
 		}
-		if c.cred != nil {
-			if err := os.Chown(d, c.uid, c.gid); err != nil {
-				return err
-			}
-		}
+	}
+	return nil
+}
+
+// mkdirOwned creates dir (and its parents) with perm; directories it creates
+// are given to the postgres user.
+func (c *Cluster) mkdirOwned(dir string, perm os.FileMode) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return fmt.Errorf("postgres dir: %w", err)
+	}
+	if err := os.Chown(dir, c.uid, c.gid); err != nil {
+		return fmt.Errorf("postgres dir: %w", err)
 	}
 	return nil
 }
@@ -215,11 +254,11 @@ func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
 func (c *Cluster) start(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(c.data, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(c.data, 0o700); err != nil {
-			return err
+			return fmt.Errorf("postgres data dir: %w", err)
 		}
 		if c.cred != nil {
 			if err := os.Chown(c.data, c.uid, c.gid); err != nil {
-				return err
+				return fmt.Errorf("postgres data dir: %w", err)
 			}
 		}
 		c.cfg.Logger.Info("initialising private PostgreSQL", "dir", c.data)
@@ -227,36 +266,73 @@ func (c *Cluster) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if c.running() {
-		if err := c.waitReady(ctx, 30*time.Second); err == nil {
-			c.adopted = true
-			c.cfg.Logger.Info("adopted a running private PostgreSQL", "dir", c.data)
-			return nil
+	if pm, ok := c.postmaster(); ok {
+		// Adopt the server already running on this data directory, on
+		// whatever socket and port it was started with.
+		c.sock, c.port = pm.sockDir, pm.port
+		if err := c.waitReady(ctx, 30*time.Second); err != nil {
+			return fmt.Errorf("adopt running PostgreSQL (pid %d): %w", pm.pid, err)
 		}
+		c.adopted = true
+		c.cfg.Logger.Info("adopted a running private PostgreSQL", "dir", c.data, "pid", pm.pid)
+		return nil
 	}
-	opts := []string{"-k", c.sock, "-p", strconv.Itoa(c.cfg.Port), "-c", "listen_addresses='" + c.cfg.ListenTCP + "'",
+	c.sock, c.port = filepath.Join(c.base, "run"), c.cfg.Port
+	opts := []string{"-k", shellQuote(c.sock), "-p", strconv.Itoa(c.port),
+		"-c", "listen_addresses=" + shellQuote(c.cfg.ListenTCP),
 		"-c", "max_connections=300", "-c", "unix_socket_permissions=0700"}
 	if c.cfg.Fast {
 		opts = append(opts, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
-	logFile := filepath.Join(c.data, "postgres.log")
+	logFile := filepath.Join(c.base, "postgres.log")
 	if err := c.run(ctx, "pg_ctl", "-D", c.data, "-l", logFile, "-w", "-t", "60", "-o", strings.Join(opts, " "), "start"); err != nil {
 		return fmt.Errorf("start private PostgreSQL (log %s): %w", logFile, err)
 	}
+	c.cfg.Logger.Info("private PostgreSQL started", "dir", c.data, "socket", c.sock, "port", c.port)
 	return c.waitReady(ctx, 60*time.Second)
+}
+
+// shellQuote quotes s for the shell pg_ctl starts the server with.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// postmasterInfo is what postmaster.pid says about a running server.
+type postmasterInfo struct {
+	pid     int
+	port    int
+	sockDir string
+}
+
+// postmaster reads postmaster.pid and reports the server it names if that
+// process is alive. Its lines are: pid, data dir, start time, port, socket
+// directory, listen address, shared memory key, status.
+func (c *Cluster) postmaster() (postmasterInfo, bool) {
+	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
+	if err != nil {
+		return postmasterInfo{}, false
+	}
+	lines := strings.Split(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(lines[0]))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return postmasterInfo{}, false
+	}
+	pm := postmasterInfo{pid: pid, port: c.cfg.Port, sockDir: filepath.Join(c.base, "run")}
+	if len(lines) > 4 {
+		if p, err := strconv.Atoi(strings.TrimSpace(lines[3])); err == nil && p > 0 {
+			pm.port = p
+		}
+		if d := strings.TrimSpace(lines[4]); d != "" {
+			pm.sockDir = d
+		}
+	}
+	return pm, true
 }
 
 // running reports whether postmaster.pid names a live process.
 func (c *Cluster) running() bool {
-	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if err != nil || pid <= 0 {
-		return false
-	}
-	return syscall.Kill(pid, 0) == nil
+	_, ok := c.postmaster()
+	return ok
 }
 
 func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
@@ -304,20 +380,25 @@ func (c *Cluster) createDatabase(ctx context.Context, name string) error {
 	return err
 }
 
-// URL is a pgx connection string for database db over the unix socket.
+// URL is a pgx-compatible connection URL for database db over the unix
+// socket: postgres://postgres@/DB?host=SOCKDIR&port=PORT&sslmode=disable.
 func (c *Cluster) URL(db string) string {
-	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable", db, c.sock, c.cfg.Port)
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable", url.PathEscape(db), strings.ReplaceAll(url.QueryEscape(c.sock), "%2F", "/"), c.port)
 }
 
-// DataDir is PGDATA.
+// DataDir is the cluster's PGDATA (under /var/lib/testum when relocated).
 func (c *Cluster) DataDir() string { return c.data }
 
-// Stop shuts the cluster down: fast, or immediate once ctx is done.
+// Stop shuts the cluster down: fast, or immediate once ctx is done. A
+// cluster adopted from another process is left running.
 func (c *Cluster) Stop(ctx context.Context) error {
 	mode := "fast"
 	if ctx.Err() != nil {
 		mode = "immediate"
 		ctx = context.Background()
+	}
+	if c.adopted {
+		return nil // it belongs to the process that started it
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -329,6 +410,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 
 // Restart stops and starts the cluster on the same data.
 func (c *Cluster) Restart(ctx context.Context) error {
+	c.adopted = false
 	if err := c.Stop(ctx); err != nil {
 		return err
 	}

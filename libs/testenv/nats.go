@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -10,8 +12,8 @@ import (
 
 // NATSServer is a nats-server with JetStream on loopback.
 type NATSServer struct {
-	URL    string
-	Server *server.Server
+	URL    string         // nats://127.0.0.1:PORT, the same across restarts
+	Server *server.Server // the running server; replaced by Restart
 	opts   server.Options
 }
 
@@ -20,12 +22,14 @@ type NATSServer struct {
 func NATS(t testing.TB) *NATSServer {
 	t.Helper()
 	n := &NATSServer{opts: server.Options{
-		Host: "127.0.0.1", Port: FreePort(t), JetStream: true, StoreDir: t.TempDir(),
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
 		NoSigs: true, NoLog: true, ServerName: "testenv-" + randomHex(3),
 	}}
 	if err := n.start(); err != nil {
 		t.Fatal(err)
 	}
+	// Restart binds the port the server got.
+	n.opts.Port = n.Server.Addr().(*net.TCPAddr).Port
 	t.Cleanup(func() {
 		n.Server.Shutdown()
 		n.Server.WaitForShutdown()
@@ -42,7 +46,7 @@ func (n *NATSServer) start() error {
 	s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
-		return fmt.Errorf("testenv: nats not ready")
+		return errors.New("testenv: nats not ready within 30s")
 	}
 	n.Server = s
 	n.URL = s.ClientURL()

@@ -6,7 +6,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -47,20 +49,20 @@ type SSHD struct {
 	PasswordUser *User
 	KeyUser      *User
 
-	dir  string
-	conf string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *lockedBuffer
+	dir     string // config, host keys, pid file, log, authorized_keys.<user>
+	conf    string
+	logPath string
+	mu      sync.Mutex // guards cmd, done and the authorized_keys files
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // shared users of this test binary, created once.
 var shared struct {
-	once       sync.Once
-	pw, key    *User
-	err        error
-	authorized string // the harness's authorized_keys directory
+	once    sync.Once
+	pw, key *User
+	keyPub  ssh.PublicKey
+	err     error
 }
 
 // StartSSHD starts an sshd of its own for the test (own port, own host
@@ -79,20 +81,42 @@ func StartSSHD(t testing.TB) *SSHD {
 	}
 	dir, err := os.MkdirTemp("", "testenv-sshd-")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := &SSHD{Port: FreePort(t), PasswordUser: pw, KeyUser: key, dir: dir, conf: filepath.Join(dir, "sshd_config")}
+	// sshd reads authorized_keys.<user> as that user: the directory must be
+	// traversable.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	s := &SSHD{PasswordUser: pw, KeyUser: key, dir: dir,
+		conf: filepath.Join(dir, "sshd_config"), logPath: filepath.Join(dir, "sshd.log")}
+	if err := s.authorize(key, shared.keyPub); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 	if err := s.newHostKeys(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
-	if err := s.writeConfig(); err != nil {
-		t.Fatal(err)
+	// The port was free a moment ago; another test binary may take it
+	// before sshd binds it, so try a few.
+	for attempt := 1; ; attempt++ {
+		s.Port = FreePort(t)
+		if err = s.writeConfig(); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		if err = s.start(); err == nil || attempt == 5 {
+			break
+		}
 	}
-	if err := s.start(); err != nil {
-		t.Fatal(err)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("testenv: sshd log (port %d):\n%s", s.Port, s.Log())
+		}
+	})
 	return s
 }
 
@@ -107,15 +131,15 @@ func (s *SSHD) newHostKeys() error {
 			args = append(args, "-b", "2048")
 		}
 		if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ssh-keygen %s: %v: %s", kt, err, out)
+			return fmt.Errorf("ssh-keygen %s: %w: %s", kt, err, out)
 		}
 		b, err := os.ReadFile(p + ".pub")
 		if err != nil {
-			return err
+			return fmt.Errorf("host key: %w", err)
 		}
 		pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
 		if err != nil {
-			return err
+			return fmt.Errorf("host key %s: %w", p, err)
 		}
 		s.HostKeys = append(s.HostKeys, pub)
 	}
@@ -134,8 +158,8 @@ PasswordAuthentication yes
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin no
-AuthorizedKeysFile .ssh/authorized_keys %[3]s/%%u
-AllowUsers %[4]s*@127.*
+AuthorizedKeysFile .ssh/authorized_keys %[2]s/authorized_keys.%%u
+AllowUsers %[3]s*@127.*
 MaxStartups 1000:30:1000
 MaxSessions 100
 MaxAuthTries 6
@@ -145,30 +169,40 @@ PrintMotd no
 PrintLastLog no
 ClientAliveInterval 0
 Subsystem sftp internal-sftp
-`, s.Port, s.dir, shared.authorized, userPrefix)
-	return os.WriteFile(s.conf, []byte(conf), 0o600)
+`, s.Port, s.dir, userPrefix)
+	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("sshd config: %w", err)
+	}
+	return nil
 }
 
 func (s *SSHD) start() error {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		return err
+		return fmt.Errorf("sshd privilege separation dir: %w", err)
 	}
-	s.log = &lockedBuffer{}
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("sshd log: %w", err)
+	}
+	defer logf.Close() // the child keeps its own descriptor
+	fmt.Fprintf(logf, "--- testenv: starting sshd on port %d at %s\n", s.Port, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(sshdBinary, "-D", "-e", "-f", s.conf)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group keeps a terminal's ^C for the test binary, whose
+	// Run tears sshd down; Pdeathsig covers a test binary that is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("testenv: start sshd: %w", err)
+		return fmt.Errorf("start sshd: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	err := waitFor(30*time.Second, func() error {
+	err = waitFor(30*time.Second, func() error {
 		select {
 		case <-done:
-			return fmt.Errorf("sshd exited: %s", s.log.String())
+			return errors.New("sshd exited")
 		default:
 		}
 		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), time.Second)
@@ -179,7 +213,7 @@ func (s *SSHD) start() error {
 		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil {
-			return err
+			return fmt.Errorf("read banner: %w", err)
 		}
 		if !strings.HasPrefix(line, "SSH-2.0") {
 			return fmt.Errorf("banner %q", line)
@@ -188,16 +222,17 @@ func (s *SSHD) start() error {
 	})
 	if err != nil {
 		s.stop()
-		return fmt.Errorf("testenv: sshd on port %d: %w", s.Port, err)
+		return fmt.Errorf("sshd on port %d: %w\nsshd log:\n%s", s.Port, err, s.Log())
 	}
 	return nil
 }
 
-// stop ends the daemon (the listener; sessions it spawned end with their
-// connections).
+// stop ends the daemon: the listener. Sessions it spawned end with their
+// connections.
 func (s *SSHD) stop() {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
 	s.mu.Unlock()
 	if cmd == nil {
 		return
@@ -211,8 +246,20 @@ func (s *SSHD) stop() {
 	}
 }
 
-// Log is what sshd wrote, for failure messages.
-func (s *SSHD) Log() string { return s.log.String() }
+// Log is what sshd wrote (its last 64 KiB), for failure messages.
+func (s *SSHD) Log() string {
+	f, err := os.Open(s.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no sshd log: %v)", err)
+	}
+	defer f.Close()
+	const max = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > max {
+		_, _ = f.Seek(fi.Size()-max, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, max))
+	return string(b)
+}
 
 // Addr is the address of host i: 127.0.<1+i/254>.<1+i%254>.
 func (s *SSHD) Addr(i int) string {
@@ -220,32 +267,23 @@ func (s *SSHD) Addr(i int) string {
 }
 
 // RestartWithNewHostKeys restarts the daemon on the same port with new host
-// keys: every host now presents a changed key.
+// keys: every host now presents a changed key. HostKeys is updated; it must
+// not be read concurrently with this call.
 func (s *SSHD) RestartWithNewHostKeys(t testing.TB) {
 	t.Helper()
 	s.stop()
 	if err := s.newHostKeys(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
 	if err := s.start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
 }
 
 // sharedUsers creates the password and key users once per test binary.
 func sharedUsers() (*User, *User, error) {
 	shared.once.Do(func() {
-		dir, err := os.MkdirTemp("", "testenv-keys-")
-		if err != nil {
-			shared.err = err
-			return
-		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			shared.err = err
-			return
-		}
-		shared.authorized = dir
-		atTeardown(func() { os.RemoveAll(dir) })
+		var err error
 		if shared.pw, err = newUser("pw"); err != nil {
 			shared.err = err
 			return
@@ -269,12 +307,9 @@ func sharedUsers() (*User, *User, error) {
 			shared.err = err
 			return
 		}
-		sshPub, err := ssh.NewPublicKey(pub)
-		if err != nil {
+		if shared.keyPub, err = ssh.NewPublicKey(pub); err != nil {
 			shared.err = err
-			return
 		}
-		shared.err = authorize(shared.key, sshPub)
 	})
 	return shared.pw, shared.key, shared.err
 }
@@ -291,68 +326,128 @@ func (s *SSHD) NewUser(t testing.TB) *User {
 	return u
 }
 
-// AuthorizeKey lets u log in with pub.
+// AuthorizeKey lets u log in to this sshd with pub (other daemons are not
+// affected).
 func (s *SSHD) AuthorizeKey(t testing.TB, u *User, pub ssh.PublicKey) {
 	t.Helper()
-	if err := authorize(u, pub); err != nil {
-		t.Fatal(err)
+	if err := s.authorize(u, pub); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
 }
 
-func authorize(u *User, pub ssh.PublicKey) error {
-	f, err := os.OpenFile(filepath.Join(shared.authorized, u.Name), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+// authorize appends pub to this daemon's authorized_keys.<user> file.
+func (s *SSHD) authorize(u *User, pub ssh.PublicKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := filepath.Join(s.dir, "authorized_keys."+u.Name)
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
 	}
-	defer f.Close()
-	_, err = f.Write(ssh.MarshalAuthorizedKey(pub))
-	return err
+	if _, err := f.Write(ssh.MarshalAuthorizedKey(pub)); err != nil {
+		f.Close()
+		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
+	}
+	return nil
 }
 
 // newUser runs useradd under a lock shared by every test binary (useradd
 // edits /etc/passwd and refuses concurrent runs).
 func newUser(kind string) (*User, error) {
-	lock, err := os.OpenFile("/run/lock/testum-testenv-users.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := lockUsers()
 	if err != nil {
-		lock, err = os.OpenFile(filepath.Join(os.TempDir(), "testum-testenv-users.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			return nil, err
-		}
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return nil, err
 	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN) //nolint:errcheck
+	defer unlock()
 	name := userPrefix + kind + "-" + randomHex(4)
 	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("useradd %s: %v: %s", name, err, out)
+		return nil, fmt.Errorf("useradd %s: %w: %s", name, err, out)
+	}
+	lu, err := user.Lookup(name)
+	if err != nil {
+		_ = exec.Command("userdel", "-r", "-f", name).Run() // under the lock already
+		return nil, fmt.Errorf("look up new user: %w", err)
+	}
+	uid, _ := strconv.Atoi(lu.Uid)
+	gid, _ := strconv.Atoi(lu.Gid)
+	if release, err := watchUser(name, uid); err == nil {
+		watchdogs.Store(name, release)
 	}
 	atTeardown(func() { deleteUser(name) })
 	pass := "pw-" + randomHex(8)
 	cmd := exec.Command("chpasswd")
 	cmd.Stdin = strings.NewReader(name + ":" + pass + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("chpasswd %s: %v: %s", name, err, out)
+		return nil, fmt.Errorf("chpasswd %s: %w: %s", name, err, out)
 	}
-	lu, err := user.Lookup(name)
-	if err != nil {
-		return nil, err
-	}
-	uid, _ := strconv.Atoi(lu.Uid)
-	gid, _ := strconv.Atoi(lu.Gid)
 	return &User{Name: name, Password: pass, Home: lu.HomeDir, UID: uid, GID: gid}, nil
 }
 
-var deleted sync.Map
+var (
+	deleted   sync.Map // user name → true once deleteUser ran
+	watchdogs sync.Map // user name → release func of its watchdog
+)
 
+// deleteUser kills the processes of a harness user and deletes it with its
+// home, once; errors are ignored (best effort).
 func deleteUser(name string) {
 	if _, done := deleted.LoadOrStore(name, true); done {
 		return
 	}
-	// Processes left by a failed test would block userdel.
-	_ = exec.Command("pkill", "-KILL", "-u", name).Run()
-	_ = exec.Command("userdel", "-r", "-f", name).Run()
+	// Processes left by a failed test would keep files of the user busy.
+	if u, err := user.Lookup(name); err == nil {
+		if uid, err := strconv.Atoi(u.Uid); err == nil && uid > 0 {
+			killProcessesOf(uid)
+		}
+	}
+	if unlock, err := lockUsers(); err == nil {
+		_ = exec.Command("userdel", "-r", "-f", name).Run()
+		unlock()
+	}
+	if release, ok := watchdogs.LoadAndDelete(name); ok {
+		release.(func())()
+	}
+}
+
+// usersLock serializes useradd and userdel across test binaries: they
+// refuse to run while another one holds /etc/passwd.
+const usersLock = "/run/lock/testum-testenv-users.lock"
+
+// lockUsers takes usersLock (blocking) and returns its release.
+func lockUsers() (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(usersLock), 0o755); err != nil {
+		return nil, fmt.Errorf("users lock: %w", err)
+	}
+	f, err := os.OpenFile(usersLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("users lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("users lock: %w", err)
+	}
+	return func() { f.Close() }, nil // closing releases the flock
+}
+
+// killProcessesOf sends SIGKILL, by pid, to the processes owned by uid.
+func killProcessesOf(uid int) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+e.Name(), &st) == nil && int(st.Uid) == uid {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // Process is a process running on a "host" of an SSHD.
@@ -406,25 +501,4 @@ func (s *SSHD) Processes(addr string) ([]Process, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

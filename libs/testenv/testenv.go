@@ -73,22 +73,38 @@ var pg struct {
 
 func sharedCluster() (*pgcluster.Cluster, error) {
 	pg.once.Do(func() {
-		dir, err := reachableTempDir("testenv-pg-")
-		if err != nil {
+		// Under /tmp (1777) and 0755: reachable by the postgres user, so
+		// the cluster is not relocated.
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("testum-testenv-%d", os.Getpid()))
+		_ = os.RemoveAll(dir) // left by an earlier process with the same pid
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			pg.err = err
+			return
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
 			pg.err = err
 			return
 		}
 		atTeardown(func() { os.RemoveAll(dir) })
-		c, err := pgcluster.Start(context.Background(), pgcluster.Config{Dir: filepath.Join(dir, "pg"), Fast: true, Database: "postgres"})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Fast: true, Database: "postgres"})
 		if err != nil {
 			pg.err = err
 			return
 		}
 		pg.c = c
+		release, err := watchCluster(c.DataDir(), dir)
+		if err != nil {
+			_ = c.Stop(context.Background())
+			pg.err = err
+			return
+		}
 		atTeardown(func() {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // immediate: the data is thrown away
 			_ = c.Stop(ctx)
+			release()
 		})
 	})
 	return pg.c, pg.err
@@ -101,7 +117,11 @@ func reachableTempDir(prefix string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return dir, os.Chmod(dir, 0o755)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
 }
 
 // Postgres creates a new empty database on the shared cluster and returns
@@ -113,8 +133,9 @@ func Postgres(t testing.TB) string {
 		t.Fatalf("testenv: PostgreSQL: %v", err)
 	}
 	name := "t_" + randomHex(6)
-	ctx := context.Background()
 	admin := func(sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
 		conn, err := pgx.Connect(ctx, c.URL("postgres"))
 		if err != nil {
 			return err
@@ -124,7 +145,7 @@ func Postgres(t testing.TB) string {
 		return err
 	}
 	if err := admin("CREATE DATABASE " + name); err != nil {
-		t.Fatalf("testenv: create database: %v", err)
+		t.Fatalf("testenv: create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		if err := admin("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
@@ -138,19 +159,27 @@ func Postgres(t testing.TB) string {
 // stop PostgreSQL; it is stopped when the test ends.
 func NewPostgresCluster(t testing.TB) *pgcluster.Cluster {
 	t.Helper()
-	dir, err := reachableTempDir("testenv-pgc-")
+	dir, err := reachableTempDir("testum-testenv-pgc-")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	c, err := pgcluster.Start(context.Background(), pgcluster.Config{Dir: filepath.Join(dir, "pg"), Fast: true, Database: "testum"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Fast: true, Database: "testum"})
 	if err != nil {
 		t.Fatalf("testenv: PostgreSQL cluster: %v", err)
 	}
+	release, err := watchCluster(c.DataDir(), dir)
+	if err != nil {
+		_ = c.Stop(context.Background())
+		t.Fatalf("testenv: %v", err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
+		cancel() // immediate: the data is thrown away
 		_ = c.Stop(ctx)
+		release()
 	})
 	return c
 }
@@ -168,13 +197,14 @@ func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// ClosedPort returns a loopback port nothing listens on.
+// ClosedPort returns a loopback port nothing listens on (one that was bound
+// and closed a moment ago): connecting is refused.
 func ClosedPort(t testing.TB) int { return FreePort(t) }
 
 // SilentServer accepts TCP connections on loopback and never writes a byte:
@@ -183,7 +213,7 @@ func SilentServer(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("testenv: %v", err)
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -212,7 +242,8 @@ func SilentServer(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// waitFor polls cond every 50ms until it holds or limit passes.
+// waitFor polls cond every 50ms until it holds or limit passes (a readiness
+// poll, not synchronisation).
 func waitFor(limit time.Duration, cond func() error) error {
 	deadline := time.Now().Add(limit)
 	for {

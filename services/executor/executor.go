@@ -167,6 +167,9 @@ func (e *Executor) ID() string { return e.cfg.ID }
 func (e *Executor) Run(ctx context.Context) error {
 	host, _ := os.Hostname()
 	if err := e.st.ExecutorRegister(ctx, e.cfg.ID, host, os.Getpid(), e.cfg.Slots); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return err
 	}
 	e.log.Info("executor started", "slots", e.cfg.Slots)

@@ -168,7 +168,13 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if err := g.app.ShutdownWithContext(sctx); err != nil {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
-	return <-errc
+	// Shutdown closes only the listeners the server has registered: when ctx
+	// ends before Listener got that far, close ln here so it returns.
+	_ = ln.Close()
+	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // withDeadline gives each request a context with a deadline, cancelled when

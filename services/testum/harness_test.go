@@ -63,6 +63,7 @@ type server struct {
 	URL  string
 	DB   string
 	logs *urlWatcher
+	out  *urlWatcher // what serve printed
 }
 
 // startServe runs `testum serve` in-process on a throwaway database and
@@ -107,8 +108,10 @@ func startServe(t *testing.T, env map[string]string) *server {
 	})
 	select {
 	case u := <-out.found:
-		s := &server{URL: u, DB: dbURL, logs: errw}
-		s.login(t)
+		s := &server{URL: u, DB: vars["DATABASE_URL"], logs: errw, out: out}
+		if vars["ADMIN_PASSWORD"] == testAdminKey {
+			s.login(t)
+		}
 		return s
 	case err := <-done:
 		t.Fatalf("serve ended before serving: %v\n%s", err, errw.String())

@@ -34,6 +34,7 @@ Usage:
   testum gateway    the HTTP API, console and WebSockets (needs NATS_URL, DATABASE_URL)
   testum executor   runs host tasks over SSH (needs NATS_URL, DATABASE_URL)
   testum migrate    applies the database migrations
+  testum user       list, create, delete users or reset a master key (testum user --help)
   testum version    prints the version
 
 Run "testum <command> --help" for the settings of a command.
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return cmdExecutor(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, getenv, stdout, stderr)
+	case "user":
+		return cmdUser(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "testum", version)
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 
 	"github.com/testum/testum/libs/pgcluster"
@@ -76,18 +77,27 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	url := cfg.DatabaseURL
-	if url == "" {
-		pg, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(cfg.DataDir, "pg"), Logger: log})
-		if err != nil {
-			return fmt.Errorf("private PostgreSQL: %w", err)
-		}
-		defer pg.Stop(context.WithoutCancel(ctx)) //nolint:errcheck
-		url = pg.URL("testum")
+	url, stop, err := databaseURL(ctx, &cfg, log)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	if err := store.Migrate(ctx, url, log); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "migrations applied")
 	return nil
+}
+
+// databaseURL is DATABASE_URL, or the private cluster in the data dir
+// (adopted if serve runs it, started otherwise); stop releases it.
+func databaseURL(ctx context.Context, cfg *Config, log *slog.Logger) (string, func(), error) {
+	if cfg.DatabaseURL != "" {
+		return cfg.DatabaseURL, func() {}, nil
+	}
+	pg, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(cfg.DataDir, "pg"), Logger: log})
+	if err != nil {
+		return "", nil, fmt.Errorf("private PostgreSQL: %w", err)
+	}
+	return pg.URL("testum"), func() { _ = pg.Stop(context.WithoutCancel(ctx)) }, nil
 }

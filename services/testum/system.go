@@ -44,10 +44,11 @@ type systemOpts struct {
 }
 
 func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts) (sys *system, err error) {
-	sys = &system{cfg: cfg, log: log}
+	opened := &system{cfg: cfg, log: log}
+	sys = opened
 	defer func() {
 		if err != nil {
-			sys.Close()
+			opened.Close()
 		}
 	}()
 	if o.embed {
