@@ -13,3 +13,28 @@ SELECT * FROM credentials WHERE id = @id;
 
 -- name: CredentialSetOwner :exec
 UPDATE credentials SET owner_platform = @owner_platform WHERE id = @id;
+
+-- name: CredentialList :many
+SELECT * FROM credentials WHERE name IS NOT NULL ORDER BY name LIMIT @lim OFFSET @off;
+
+-- name: CredentialCount :one
+SELECT count(*) FROM credentials WHERE name IS NOT NULL;
+
+-- name: CredentialDelete :execrows
+DELETE FROM credentials WHERE id = @id AND name IS NOT NULL;
+
+-- name: CredentialInUse :one
+SELECT count(*) FROM platforms WHERE credential_id = @id;
+
+-- name: CredentialDeleteOwned :exec
+-- An inline secret goes with its platform.
+DELETE FROM credentials WHERE id = @id AND owner_platform IS NOT DISTINCT FROM @owner_platform AND name IS NULL;
+
+-- name: CredentialsAll :many
+SELECT id, secret, passphrase, key_id FROM credentials ORDER BY id FOR UPDATE;
+
+-- name: CredentialReseal :exec
+UPDATE credentials SET secret = @secret, passphrase = @passphrase, key_id = @key_id, updated_at = now() WHERE id = @id;
+
+-- name: CredentialByName :one
+SELECT * FROM credentials WHERE name = @name;

@@ -36,3 +36,60 @@ WHERE id = @id;
 UPDATE platforms
 SET state = @state, state_detail = @detail, last_contact_at = now()
 WHERE id = @id;
+
+-- name: PlatformSearch :many
+-- Lists platforms filtered by a label selector (labels @> selector), a name
+-- substring and a state.
+SELECT * FROM platforms
+WHERE labels @> @selector::jsonb
+  AND (@name::text = '' OR name ILIKE '%' || @name || '%')
+  AND (@state::text = '' OR state = @state)
+ORDER BY name
+LIMIT @lim OFFSET @off;
+
+-- name: PlatformSearchCount :one
+SELECT count(*) FROM platforms
+WHERE labels @> @selector::jsonb
+  AND (@name::text = '' OR name ILIKE '%' || @name || '%')
+  AND (@state::text = '' OR state = @state);
+
+-- name: PlatformUpdate :one
+UPDATE platforms SET name = @name, host = @host, port = @port, username = @username, auth_method = @auth_method,
+    credential_id = @credential_id, labels = @labels, jump_platform_id = @jump_platform_id,
+    host_key_policy = @host_key_policy, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: PlatformInActiveRun :one
+SELECT EXISTS (
+    SELECT 1 FROM run_hosts h JOIN runs r ON r.id = h.run_id
+    WHERE h.platform_id = @id AND r.state IN ('queued', 'running')
+) AS busy;
+
+-- name: PlatformJumpedThrough :one
+SELECT count(*) FROM platforms WHERE jump_platform_id = @id;
+
+-- name: PlatformDelete :execrows
+DELETE FROM platforms WHERE id = @id;
+
+-- name: PlatformAcceptHostKey :execrows
+-- An administrator accepts the key the host now offers: it becomes the
+-- pinned key, but only if it is still the one they saw.
+UPDATE platforms
+SET host_key = offered_host_key, host_key_fingerprint = offered_host_key_fingerprint,
+    offered_host_key = NULL, offered_host_key_fingerprint = NULL, offered_at = NULL,
+    state = 'unknown', state_detail = '', updated_at = now()
+WHERE id = @id AND offered_host_key_fingerprint = @fingerprint;
+
+-- name: PlatformForgetHostKey :exec
+UPDATE platforms
+SET host_key = NULL, host_key_fingerprint = NULL, offered_host_key = NULL,
+    offered_host_key_fingerprint = NULL, offered_at = NULL, updated_at = now()
+WHERE id = @id;
+
+-- name: PlatformHostKeys :one
+SELECT host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at
+FROM platforms WHERE id = @id;
+
+-- name: PlatformNames :many
+SELECT id, name FROM platforms ORDER BY name;

@@ -9,6 +9,40 @@ import (
 	"context"
 )
 
+const credentialByName = `-- name: CredentialByName :one
+SELECT id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform, created_at, updated_at FROM credentials WHERE name = $1
+`
+
+func (q *Queries) CredentialByName(ctx context.Context, name *string) (Credential, error) {
+	row := q.db.QueryRow(ctx, credentialByName, name)
+	var i Credential
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Kind,
+		&i.Secret,
+		&i.Passphrase,
+		&i.KeyID,
+		&i.PublicKey,
+		&i.Fingerprint,
+		&i.OwnerPlatform,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
+const credentialCount = `-- name: CredentialCount :one
+SELECT count(*) FROM credentials WHERE name IS NOT NULL
+`
+
+func (q *Queries) CredentialCount(ctx context.Context) (int64, error) {
+	row := q.db.QueryRow(ctx, credentialCount)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const credentialCreate = `-- name: CredentialCreate :one
 INSERT INTO credentials (id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -56,6 +90,33 @@ func (q *Queries) CredentialCreate(ctx context.Context, arg CredentialCreatePara
 	return i, err
 }
 
+const credentialDelete = `-- name: CredentialDelete :execrows
+DELETE FROM credentials WHERE id = $1 AND name IS NOT NULL
+`
+
+func (q *Queries) CredentialDelete(ctx context.Context, id int64) (int64, error) {
+	result, err := q.db.Exec(ctx, credentialDelete, id)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const credentialDeleteOwned = `-- name: CredentialDeleteOwned :exec
+DELETE FROM credentials WHERE id = $1 AND owner_platform IS NOT DISTINCT FROM $2 AND name IS NULL
+`
+
+type CredentialDeleteOwnedParams struct {
+	ID            int64
+	OwnerPlatform *int64
+}
+
+// An inline secret goes with its platform.
+func (q *Queries) CredentialDeleteOwned(ctx context.Context, arg CredentialDeleteOwnedParams) error {
+	_, err := q.db.Exec(ctx, credentialDeleteOwned, arg.ID, arg.OwnerPlatform)
+	return err
+}
+
 const credentialGet = `-- name: CredentialGet :one
 SELECT id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform, created_at, updated_at FROM credentials WHERE id = $1
 `
@@ -79,6 +140,58 @@ func (q *Queries) CredentialGet(ctx context.Context, id int64) (Credential, erro
 	return i, err
 }
 
+const credentialInUse = `-- name: CredentialInUse :one
+SELECT count(*) FROM platforms WHERE credential_id = $1
+`
+
+func (q *Queries) CredentialInUse(ctx context.Context, id *int64) (int64, error) {
+	row := q.db.QueryRow(ctx, credentialInUse, id)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
+const credentialList = `-- name: CredentialList :many
+SELECT id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform, created_at, updated_at FROM credentials WHERE name IS NOT NULL ORDER BY name LIMIT $2 OFFSET $1
+`
+
+type CredentialListParams struct {
+	Off int32
+	Lim int32
+}
+
+func (q *Queries) CredentialList(ctx context.Context, arg CredentialListParams) ([]Credential, error) {
+	rows, err := q.db.Query(ctx, credentialList, arg.Off, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Credential{}
+	for rows.Next() {
+		var i Credential
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Kind,
+			&i.Secret,
+			&i.Passphrase,
+			&i.KeyID,
+			&i.PublicKey,
+			&i.Fingerprint,
+			&i.OwnerPlatform,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const credentialNextID = `-- name: CredentialNextID :one
 SELECT nextval(pg_get_serial_sequence('credentials', 'id'))::bigint AS id
 `
@@ -90,6 +203,27 @@ func (q *Queries) CredentialNextID(ctx context.Context) (int64, error) {
 	var id int64
 	err := row.Scan(&id)
 	return id, err
+}
+
+const credentialReseal = `-- name: CredentialReseal :exec
+UPDATE credentials SET secret = $1, passphrase = $2, key_id = $3, updated_at = now() WHERE id = $4
+`
+
+type CredentialResealParams struct {
+	Secret     []byte
+	Passphrase []byte
+	KeyID      string
+	ID         int64
+}
+
+func (q *Queries) CredentialReseal(ctx context.Context, arg CredentialResealParams) error {
+	_, err := q.db.Exec(ctx, credentialReseal,
+		arg.Secret,
+		arg.Passphrase,
+		arg.KeyID,
+		arg.ID,
+	)
+	return err
 }
 
 const credentialSetOwner = `-- name: CredentialSetOwner :exec
@@ -104,4 +238,40 @@ type CredentialSetOwnerParams struct {
 func (q *Queries) CredentialSetOwner(ctx context.Context, arg CredentialSetOwnerParams) error {
 	_, err := q.db.Exec(ctx, credentialSetOwner, arg.OwnerPlatform, arg.ID)
 	return err
+}
+
+const credentialsAll = `-- name: CredentialsAll :many
+SELECT id, secret, passphrase, key_id FROM credentials ORDER BY id FOR UPDATE
+`
+
+type CredentialsAllRow struct {
+	ID         int64
+	Secret     []byte
+	Passphrase []byte
+	KeyID      string
+}
+
+func (q *Queries) CredentialsAll(ctx context.Context) ([]CredentialsAllRow, error) {
+	rows, err := q.db.Query(ctx, credentialsAll)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CredentialsAllRow{}
+	for rows.Next() {
+		var i CredentialsAllRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Secret,
+			&i.Passphrase,
+			&i.KeyID,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

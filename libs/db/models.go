@@ -139,6 +139,15 @@ type Setting struct {
 	UpdatedAt time.Time
 }
 
+type SshKey struct {
+	ID          int64
+	Name        string
+	PublicKey   string
+	Fingerprint string
+	CreatedBy   string
+	CreatedAt   time.Time
+}
+
 type User struct {
 	ID           int64
 	Username     string

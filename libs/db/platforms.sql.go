@@ -7,7 +7,31 @@ package db
 
 import (
 	"context"
+	"time"
 )
+
+const platformAcceptHostKey = `-- name: PlatformAcceptHostKey :execrows
+UPDATE platforms
+SET host_key = offered_host_key, host_key_fingerprint = offered_host_key_fingerprint,
+    offered_host_key = NULL, offered_host_key_fingerprint = NULL, offered_at = NULL,
+    state = 'unknown', state_detail = '', updated_at = now()
+WHERE id = $1 AND offered_host_key_fingerprint = $2
+`
+
+type PlatformAcceptHostKeyParams struct {
+	ID          int64
+	Fingerprint *string
+}
+
+// An administrator accepts the key the host now offers: it becomes the
+// pinned key, but only if it is still the one they saw.
+func (q *Queries) PlatformAcceptHostKey(ctx context.Context, arg PlatformAcceptHostKeyParams) (int64, error) {
+	result, err := q.db.Exec(ctx, platformAcceptHostKey, arg.ID, arg.Fingerprint)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
 
 const platformCount = `-- name: PlatformCount :one
 SELECT count(*) FROM platforms
@@ -76,6 +100,30 @@ func (q *Queries) PlatformCreate(ctx context.Context, arg PlatformCreateParams) 
 	return i, err
 }
 
+const platformDelete = `-- name: PlatformDelete :execrows
+DELETE FROM platforms WHERE id = $1
+`
+
+func (q *Queries) PlatformDelete(ctx context.Context, id int64) (int64, error) {
+	result, err := q.db.Exec(ctx, platformDelete, id)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const platformForgetHostKey = `-- name: PlatformForgetHostKey :exec
+UPDATE platforms
+SET host_key = NULL, host_key_fingerprint = NULL, offered_host_key = NULL,
+    offered_host_key_fingerprint = NULL, offered_at = NULL, updated_at = now()
+WHERE id = $1
+`
+
+func (q *Queries) PlatformForgetHostKey(ctx context.Context, id int64) error {
+	_, err := q.db.Exec(ctx, platformForgetHostKey, id)
+	return err
+}
+
 const platformGet = `-- name: PlatformGet :one
 SELECT id, name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy, host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at, state, state_detail, last_contact_at, created_at, updated_at FROM platforms WHERE id = $1
 `
@@ -140,6 +188,57 @@ func (q *Queries) PlatformGetForUpdate(ctx context.Context, id int64) (Platform,
 	return i, err
 }
 
+const platformHostKeys = `-- name: PlatformHostKeys :one
+SELECT host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at
+FROM platforms WHERE id = $1
+`
+
+type PlatformHostKeysRow struct {
+	HostKey                   *string
+	HostKeyFingerprint        *string
+	OfferedHostKey            *string
+	OfferedHostKeyFingerprint *string
+	OfferedAt                 *time.Time
+}
+
+func (q *Queries) PlatformHostKeys(ctx context.Context, id int64) (PlatformHostKeysRow, error) {
+	row := q.db.QueryRow(ctx, platformHostKeys, id)
+	var i PlatformHostKeysRow
+	err := row.Scan(
+		&i.HostKey,
+		&i.HostKeyFingerprint,
+		&i.OfferedHostKey,
+		&i.OfferedHostKeyFingerprint,
+		&i.OfferedAt,
+	)
+	return i, err
+}
+
+const platformInActiveRun = `-- name: PlatformInActiveRun :one
+SELECT EXISTS (
+    SELECT 1 FROM run_hosts h JOIN runs r ON r.id = h.run_id
+    WHERE h.platform_id = $1 AND r.state IN ('queued', 'running')
+) AS busy
+`
+
+func (q *Queries) PlatformInActiveRun(ctx context.Context, id *int64) (bool, error) {
+	row := q.db.QueryRow(ctx, platformInActiveRun, id)
+	var busy bool
+	err := row.Scan(&busy)
+	return busy, err
+}
+
+const platformJumpedThrough = `-- name: PlatformJumpedThrough :one
+SELECT count(*) FROM platforms WHERE jump_platform_id = $1
+`
+
+func (q *Queries) PlatformJumpedThrough(ctx context.Context, id *int64) (int64, error) {
+	row := q.db.QueryRow(ctx, platformJumpedThrough, id)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const platformList = `-- name: PlatformList :many
 SELECT id, name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy, host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at, state, state_detail, last_contact_at, created_at, updated_at FROM platforms
 ORDER BY id
@@ -182,6 +281,35 @@ func (q *Queries) PlatformList(ctx context.Context, arg PlatformListParams) ([]P
 			&i.CreatedAt,
 			&i.UpdatedAt,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const platformNames = `-- name: PlatformNames :many
+SELECT id, name FROM platforms ORDER BY name
+`
+
+type PlatformNamesRow struct {
+	ID   int64
+	Name string
+}
+
+func (q *Queries) PlatformNames(ctx context.Context) ([]PlatformNamesRow, error) {
+	rows, err := q.db.Query(ctx, platformNames)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []PlatformNamesRow{}
+	for rows.Next() {
+		var i PlatformNamesRow
+		if err := rows.Scan(&i.ID, &i.Name); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -246,6 +374,152 @@ type PlatformRecordContactParams struct {
 func (q *Queries) PlatformRecordContact(ctx context.Context, arg PlatformRecordContactParams) error {
 	_, err := q.db.Exec(ctx, platformRecordContact, arg.State, arg.Detail, arg.ID)
 	return err
+}
+
+const platformSearch = `-- name: PlatformSearch :many
+SELECT id, name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy, host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at, state, state_detail, last_contact_at, created_at, updated_at FROM platforms
+WHERE labels @> $1::jsonb
+  AND ($2::text = '' OR name ILIKE '%' || $2 || '%')
+  AND ($3::text = '' OR state = $3)
+ORDER BY name
+LIMIT $5 OFFSET $4
+`
+
+type PlatformSearchParams struct {
+	Selector []byte
+	Name     string
+	State    string
+	Off      int32
+	Lim      int32
+}
+
+// Lists platforms filtered by a label selector (labels @> selector), a name
+// substring and a state.
+func (q *Queries) PlatformSearch(ctx context.Context, arg PlatformSearchParams) ([]Platform, error) {
+	rows, err := q.db.Query(ctx, platformSearch,
+		arg.Selector,
+		arg.Name,
+		arg.State,
+		arg.Off,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Platform{}
+	for rows.Next() {
+		var i Platform
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Host,
+			&i.Port,
+			&i.Username,
+			&i.AuthMethod,
+			&i.CredentialID,
+			&i.Labels,
+			&i.JumpPlatformID,
+			&i.HostKeyPolicy,
+			&i.HostKey,
+			&i.HostKeyFingerprint,
+			&i.OfferedHostKey,
+			&i.OfferedHostKeyFingerprint,
+			&i.OfferedAt,
+			&i.State,
+			&i.StateDetail,
+			&i.LastContactAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const platformSearchCount = `-- name: PlatformSearchCount :one
+SELECT count(*) FROM platforms
+WHERE labels @> $1::jsonb
+  AND ($2::text = '' OR name ILIKE '%' || $2 || '%')
+  AND ($3::text = '' OR state = $3)
+`
+
+type PlatformSearchCountParams struct {
+	Selector []byte
+	Name     string
+	State    string
+}
+
+func (q *Queries) PlatformSearchCount(ctx context.Context, arg PlatformSearchCountParams) (int64, error) {
+	row := q.db.QueryRow(ctx, platformSearchCount, arg.Selector, arg.Name, arg.State)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
+const platformUpdate = `-- name: PlatformUpdate :one
+UPDATE platforms SET name = $1, host = $2, port = $3, username = $4, auth_method = $5,
+    credential_id = $6, labels = $7, jump_platform_id = $8,
+    host_key_policy = $9, updated_at = now()
+WHERE id = $10
+RETURNING id, name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy, host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at, state, state_detail, last_contact_at, created_at, updated_at
+`
+
+type PlatformUpdateParams struct {
+	Name           string
+	Host           string
+	Port           int32
+	Username       string
+	AuthMethod     string
+	CredentialID   *int64
+	Labels         []byte
+	JumpPlatformID *int64
+	HostKeyPolicy  *string
+	ID             int64
+}
+
+func (q *Queries) PlatformUpdate(ctx context.Context, arg PlatformUpdateParams) (Platform, error) {
+	row := q.db.QueryRow(ctx, platformUpdate,
+		arg.Name,
+		arg.Host,
+		arg.Port,
+		arg.Username,
+		arg.AuthMethod,
+		arg.CredentialID,
+		arg.Labels,
+		arg.JumpPlatformID,
+		arg.HostKeyPolicy,
+		arg.ID,
+	)
+	var i Platform
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Host,
+		&i.Port,
+		&i.Username,
+		&i.AuthMethod,
+		&i.CredentialID,
+		&i.Labels,
+		&i.JumpPlatformID,
+		&i.HostKeyPolicy,
+		&i.HostKey,
+		&i.HostKeyFingerprint,
+		&i.OfferedHostKey,
+		&i.OfferedHostKeyFingerprint,
+		&i.OfferedAt,
+		&i.State,
+		&i.StateDetail,
+		&i.LastContactAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
 }
 
 const platformsByIDs = `-- name: PlatformsByIDs :many

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/fleet"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -167,7 +166,7 @@ func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error)
 	if !state.Valid() {
 		state = testum.HostUnreachable
 	}
-	if state == testum.HostHostKeyRejected && de.Hop == "" && de.Offered != nil && p.HostKey != "" {
+	if state == testum.HostHostKeyRejected && de.Hop == "" && de.Offered != nil {
 		key := string(ssh.MarshalAuthorizedKey(de.Offered))
 		if err := t.e.st.PlatformOfferHostKey(ctx, p.ID, trimNL(key), sshx.Fingerprint(de.Offered)); err != nil {
 			t.log.Warn("recording offered host key", "err", err)
@@ -220,57 +219,8 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 	if err != nil {
 		return sshx.Target{}, p, fmt.Errorf("reading platform: %w", err)
 	}
-	tgt, err := t.e.targetOf(ctx, p, 0)
+	tgt, err := fleet.Target(ctx, t.e.st, p, t.e.cfg.HostKeyPolicy)
 	return tgt, p, err
-}
-
-const maxJumps = 8
-
-func (e *Executor) targetOf(ctx context.Context, p testum.Platform, depth int) (sshx.Target, error) {
-	if depth > maxJumps {
-		return sshx.Target{}, fmt.Errorf("jump host chain longer than %d (a loop?)", maxJumps)
-	}
-	policy := p.HostKeyPolicy
-	if policy == "" {
-		policy = e.cfg.HostKeyPolicy
-	}
-	tgt := sshx.Target{
-		Addr:    net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
-		User:    p.Username,
-		HostKey: sshx.HostKeyCheck{Policy: policy},
-	}
-	if p.HostKey != "" {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(p.HostKey))
-		if err != nil {
-			return tgt, fmt.Errorf("platform %s: stored host key unreadable: %w", p.Name, err)
-		}
-		tgt.HostKey.Pinned = k
-	}
-	if p.CredentialID == nil {
-		return tgt, fmt.Errorf("platform %s has no credential", p.Name)
-	}
-	sec, err := e.st.CredentialOpen(ctx, *p.CredentialID)
-	if err != nil {
-		return tgt, fmt.Errorf("platform %s: %w", p.Name, err)
-	}
-	switch sec.Kind {
-	case testum.AuthPassword:
-		tgt.Password = string(sec.Secret)
-	case testum.AuthPrivateKey:
-		tgt.PrivateKey, tgt.Passphrase = sec.Secret, sec.Passphrase
-	}
-	if p.JumpPlatformID != nil {
-		jp, err := e.st.Platform(ctx, *p.JumpPlatformID)
-		if err != nil {
-			return tgt, fmt.Errorf("platform %s: jump host: %w", p.Name, err)
-		}
-		jt, err := e.targetOf(ctx, jp, depth+1)
-		if err != nil {
-			return tgt, err
-		}
-		tgt.Jump = &jt
-	}
-	return tgt, nil
 }
 
 // finish records the outcome: output first, then the row, then the

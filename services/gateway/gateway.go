@@ -19,6 +19,7 @@ import (
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
 )
 
 // Config tunes a gateway. Zero fields take defaults.
@@ -29,6 +30,9 @@ type Config struct {
 	DefaultParallel   int           // hosts in flight when a run gives no parallelism (default 256)
 	MaxBodyBytes      int           // request body limit (default 8 MiB)
 	ExecutorDeadAfter time.Duration // executors silent this long are shown offline (default 30s)
+
+	ConnectTimeout time.Duration        // SSH connect timeout of platform tests (default 10s)
+	HostKeyPolicy  testum.HostKeyPolicy // the global host key policy (default auto_add)
 
 	SecretKey      string        // signs session tokens (SECRET_KEY)
 	SessionIdle    time.Duration // a session ends after this long without a request (default 15m)
@@ -63,6 +67,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.ExecutorDeadAfter == 0 {
 		c.ExecutorDeadAfter = 30 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.HostKeyPolicy == "" {
+		c.HostKeyPolicy = testum.HostKeyAutoAdd
 	}
 	if c.SessionIdle == 0 {
 		c.SessionIdle = 15 * time.Minute

@@ -34,6 +34,7 @@ Usage:
   testum gateway    the HTTP API, console and WebSockets (needs NATS_URL, DATABASE_URL)
   testum executor   runs host tasks over SSH (needs NATS_URL, DATABASE_URL)
   testum migrate    applies the database migrations
+  testum secrets    generate a FERNET_KEY, or rotate: re-encrypt credentials with the newest key
   testum user       list, create, delete users or reset a master key (testum user --help)
   testum version    prints the version
 
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return cmdExecutor(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, getenv, stdout, stderr)
+	case "secrets":
+		return cmdSecrets(ctx, rest, getenv, stdout, stderr)
 	case "user":
 		return cmdUser(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version":

@@ -61,6 +61,8 @@ func newGateway(cfg *Config, sys *system) (*gateway.Gateway, error) {
 	return gateway.New(gateway.Config{
 		ExecutorDeadAfter: cfg.DeadAfter,
 		SecretKey:         cfg.SecretKey,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		HostKeyPolicy:     testum.HostKeyPolicy(cfg.HostKeyPolicy),
 		SessionIdle:       cfg.SessionIdle,
 		SessionMax:        cfg.SessionMax,
 		TrustedProxies:    splitList(cfg.TrustedProxies),

@@ -172,8 +172,15 @@ func (sys *system) loadKeys(generate bool) error {
 		}
 	}
 	if len(cfg.SecretKey) < auth.MinSecretKeyLen {
-		return errors.New("SECRET_KEY is too short: use at least 32 random characters")
+		return fmt.Errorf("SECRET_KEY is too short: use at least %d random characters", auth.MinSecretKeyLen)
 	}
+	return sys.loadFernetKey(generate)
+}
+
+// loadFernetKey reads the credential keyring (FERNET_KEY or the data dir).
+func (sys *system) loadFernetKey(generate bool) error {
+	cfg := sys.cfg
+	var err error
 	if cfg.FernetKey == "" {
 		if cfg.FernetKey, err = keyFile(filepath.Join(cfg.DataDir, "fernet_key"), generate, secrets.GenerateKey); err != nil {
 			return fmt.Errorf("FERNET_KEY: %w", err)

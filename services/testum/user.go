@@ -66,9 +66,7 @@ func cmdUser(ctx context.Context, args []string, getenv func(string) string, std
 		}
 		return nil
 	}
-	entry := func(action, target string, details map[string]any) testum.AuditEntry {
-		return testum.AuditEntry{Actor: "console", Action: action, Target: target, Details: details, Outcome: "ok"}
-	}
+	entry := auditConsole
 	switch sub {
 	case "list":
 		users, _, err := st.UserList(ctx, 1000, 0)
@@ -177,4 +175,9 @@ func plainErr(err error) error {
 		return errors.New(te.Message)
 	}
 	return err
+}
+
+// auditConsole is an audit entry of the machine's console operator.
+func auditConsole(action, target string, details map[string]any) testum.AuditEntry {
+	return testum.AuditEntry{Actor: "console", Action: action, Target: target, Details: details, Outcome: "ok"}
 }

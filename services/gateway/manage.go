@@ -1,0 +1,342 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/fleet"
+	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+)
+
+// platformSearch lists platforms, filtered by ?label=role=web,env=prod (or
+// labels=), ?name= (substring) and ?state=.
+func (g *Gateway) platformSearch(c *fiber.Ctx) error {
+	limit, offset, err := page(c)
+	if err != nil {
+		return err
+	}
+	f := store.PlatformFilter{Name: c.Query("name"), State: c.Query("state")}
+	sel := c.Query("label", c.Query("labels"))
+	if sel != "" {
+		if f.Labels, err = ParseLabelList(sel); err != nil {
+			return err
+		}
+	}
+	ps, total, err := g.st.PlatformSearch(c.UserContext(), f, limit, offset)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Platform, len(ps))
+	for i, p := range ps {
+		out[i] = platformJSON(p)
+	}
+	return sendPage(c, out, total, limit, offset)
+}
+
+// platformUpdate replaces a platform's settings. The secret may be left
+// out to keep the current one.
+func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	var req api.PlatformRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	keep := req.Password == nil && req.PrivateKey == nil && req.CredentialID == nil
+	ctx := c.UserContext()
+	var p testum.Platform
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		old, err := tx.PlatformForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		if keep {
+			if req.AuthMethod != "" && !strings.EqualFold(strings.TrimSpace(req.AuthMethod), string(old.AuthMethod)) {
+				return testum.Invalid("changing auth_method needs the new password, private_key or credential_id")
+			}
+			req.AuthMethod = string(old.AuthMethod)
+			req.CredentialID = old.CredentialID // validated as a reference, kept as is
+		}
+		np, err := newPlatform(req)
+		if err != nil {
+			return err
+		}
+		if np.JumpPlatformID != nil && *np.JumpPlatformID == id {
+			return testum.Invalid("a platform cannot be its own jump host")
+		}
+		if !keep {
+			if err := checkRefs(ctx, tx, np); err != nil {
+				return err
+			}
+		} else {
+			np.CredentialID = nil
+			if err := checkRefs(ctx, tx, store.NewPlatform{JumpPlatformID: np.JumpPlatformID}); err != nil {
+				return err
+			}
+		}
+		if p, err = tx.PlatformUpdate(ctx, id, np); err != nil {
+			return err
+		}
+		return g.audit(ctx, c, tx, "platform.update", platformTarget(p), map[string]any{
+			"host": p.Host, "port": p.Port, "username": p.Username, "auth_method": p.AuthMethod, "labels": p.Labels,
+			"secret_changed": !keep,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(platformJSON(p))
+}
+
+func (g *Gateway) platformDelete(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		p, err := tx.PlatformDelete(ctx, id)
+		if err != nil {
+			return err
+		}
+		return g.audit(ctx, c, tx, "platform.delete", platformTarget(p), map[string]any{"id": id})
+	})
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+// HostKeyInfo shows what is pinned and what the host now offers.
+type HostKeyInfo struct {
+	Policy             string     `json:"policy"`
+	Pinned             string     `json:"pinned,omitempty"`
+	PinnedFingerprint  string     `json:"pinned_fingerprint,omitempty"`
+	Offered            string     `json:"offered,omitempty"`
+	OfferedFingerprint string     `json:"offered_fingerprint,omitempty"`
+	OfferedAt          *time.Time `json:"offered_at,omitempty"`
+}
+
+func (g *Gateway) hostKeyGet(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	p, err := g.st.Platform(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	hk, err := g.st.PlatformHostKeys(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	policy := string(p.HostKeyPolicy)
+	if policy == "" {
+		policy = string(g.cfg.HostKeyPolicy) + " (global)"
+	}
+	return c.JSON(HostKeyInfo{Policy: policy, Pinned: hk.Pinned, PinnedFingerprint: hk.PinnedFingerprint,
+		Offered: hk.Offered, OfferedFingerprint: hk.OfferedFingerprint, OfferedAt: hk.OfferedAt})
+}
+
+// hostKeyAccept pins the key the host offered. The request names the
+// fingerprint the administrator checked, so a key that changed again in
+// between is not accepted blindly.
+func (g *Gateway) hostKeyAccept(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	hk, err := g.st.PlatformHostKeys(ctx, id)
+	if err != nil {
+		return err
+	}
+	if hk.OfferedFingerprint == "" {
+		return testum.Conflict("the host has offered no other key to accept")
+	}
+	if req.Fingerprint == "" {
+		return testum.Invalid("fingerprint is required: the offered key's fingerprint (%s) as you checked it", hk.OfferedFingerprint)
+	}
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		ok, err := tx.PlatformAcceptHostKey(ctx, id, req.Fingerprint)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return testum.Conflict("the offered key is not %s (it is %s now)", req.Fingerprint, hk.OfferedFingerprint)
+		}
+		return g.audit(ctx, c, tx, "platform.host_key_accept", fmt.Sprintf("platform:%d", id), map[string]any{
+			"old": hk.PinnedFingerprint, "new": req.Fingerprint})
+	})
+	if err != nil {
+		return err
+	}
+	return g.hostKeyGet(c)
+}
+
+// TestResult is what POST /api/platforms/{id}/test found.
+type TestResult struct {
+	OK          bool   `json:"ok"`
+	State       string `json:"state"` // ok, unreachable, auth_failed, hostkey_rejected
+	Message     string `json:"message"`
+	Fingerprint string `json:"host_key_fingerprint,omitempty"`
+	Pinned      bool   `json:"pinned,omitempty"` // the key was pinned by this test (first contact)
+	Millis      int64  `json:"elapsed_ms"`
+}
+
+// platformTest dials the platform (through its jump chain), checks the host
+// key and logs in, within the connect timeout, and says what failed.
+func (g *Gateway) platformTest(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), g.cfg.ConnectTimeout*time.Duration(fleet.MaxJumps+1))
+	defer cancel()
+	p, err := g.st.Platform(ctx, id)
+	if err != nil {
+		return err
+	}
+	tgt, err := fleet.Target(ctx, g.st, p, g.cfg.HostKeyPolicy)
+	if err != nil {
+		return testum.Conflict("%v", err)
+	}
+	start := time.Now()
+	client, err := sshx.Dial(ctx, tgt, sshx.Config{ConnectTimeout: g.cfg.ConnectTimeout})
+	res := TestResult{Millis: time.Since(start).Milliseconds()}
+	if err != nil {
+		var de *sshx.DialError
+		res.State, res.Message = string(testum.HostUnreachable), err.Error()
+		if errors.As(err, &de) {
+			res.State = string(de.Failure.HostState())
+			if de.Offered != nil {
+				res.Fingerprint = sshx.Fingerprint(de.Offered)
+				if de.Failure == sshx.HostKeyRejected {
+					_ = g.st.PlatformOfferHostKey(ctx, p.ID, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(de.Offered))), res.Fingerprint)
+				}
+			}
+		}
+		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
+		g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "failed")
+		return c.JSON(res)
+	}
+	defer client.Close()
+	hops := client.Hops()
+	last := hops[len(hops)-1]
+	res.OK, res.State, res.Message = true, string(testum.HostOK), "reachable, host key accepted, logged in as "+p.Username
+	res.Fingerprint = sshx.Fingerprint(last.HostKey)
+	if last.FirstContact {
+		key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(last.HostKey)))
+		if res.Pinned, err = g.st.PlatformPinHostKey(ctx, p.ID, key, res.Fingerprint); err != nil {
+			return err
+		}
+	}
+	_ = g.st.PlatformRecordContact(ctx, p.ID, "reachable", "")
+	g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "ok")
+	return c.JSON(res)
+}
+
+// CredentialRequest stores a reusable credential.
+type CredentialRequest struct {
+	Name       string  `json:"name"`
+	Kind       string  `json:"kind"` // password or private_key (auth_method accepted too)
+	AuthMethod string  `json:"auth_method"`
+	Password   *string `json:"password"`
+	PrivateKey *string `json:"private_key"`
+	Passphrase *string `json:"passphrase"`
+}
+
+func credentialJSON(cr testum.Credential) fiber.Map {
+	return fiber.Map{"id": cr.ID, "name": cr.Name, "kind": cr.Kind, "has_passphrase": cr.HasPassphrase,
+		"public_key": cr.PublicKey, "fingerprint": cr.Fingerprint, "key_id": cr.KeyID, "created_at": cr.CreatedAt}
+}
+
+func (g *Gateway) credentialCreate(c *fiber.Ctx) error {
+	var req CredentialRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	req.Name = strings.TrimSpace(req.Name)
+	if err := validName("credential", req.Name); err != nil {
+		return err
+	}
+	kind := req.Kind
+	if kind == "" {
+		kind = req.AuthMethod
+	}
+	// The platform validation knows every rule of secrets: reuse it.
+	np, err := newPlatform(api.PlatformRequest{Name: "x", Host: "x", Username: "x", AuthMethod: kind,
+		Password: req.Password, PrivateKey: req.PrivateKey, Passphrase: req.Passphrase})
+	if err != nil {
+		return err
+	}
+	if np.Secret == nil {
+		return testum.Invalid("a credential needs a password or a private_key")
+	}
+	np.Secret.Name = req.Name
+	ctx := c.UserContext()
+	var cr testum.Credential
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		if cr, err = tx.CredentialCreate(ctx, *np.Secret); err != nil {
+			return err
+		}
+		return g.audit(ctx, c, tx, "credential.create", "credential:"+cr.Name, map[string]any{"kind": cr.Kind, "fingerprint": cr.Fingerprint})
+	})
+	if err != nil {
+		return err
+	}
+	return c.Status(http.StatusCreated).JSON(credentialJSON(cr))
+}
+
+func (g *Gateway) credentialList(c *fiber.Ctx) error {
+	limit, offset, err := page(c)
+	if err != nil {
+		return err
+	}
+	list, total, err := g.st.CredentialList(c.UserContext(), limit, offset)
+	if err != nil {
+		return err
+	}
+	out := make([]fiber.Map, len(list))
+	for i, cr := range list {
+		out[i] = credentialJSON(cr)
+	}
+	return sendPage(c, out, total, limit, offset)
+}
+
+func (g *Gateway) credentialDelete(c *fiber.Ctx) error {
+	id, err := paramID(c, "id")
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		cr, err := tx.CredentialDelete(ctx, id)
+		if err != nil {
+			return err
+		}
+		return g.audit(ctx, c, tx, "credential.delete", "credential:"+cr.Name, nil)
+	})
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
