@@ -171,8 +171,16 @@ func startAndWaitForProcess(t *testing.T, s *testenv.SSHD, host int, c *sshx.Cli
 		res, err := c.Run(ctx, sshx.Command{Cmd: cmd, Stdout: out, Stderr: out})
 		done <- ran{res, err}
 	}()
+	// The process must be the marker itself (the exec'd command), not a
+	// shell whose command line merely contains it: a shell that has just
+	// started has not run its traps yet.
 	eventually(t, "the command runs on the host", func() bool {
-		return len(processes(t, s, hostIP(s, host), marker)) > 0
+		for _, p := range processes(t, s, hostIP(s, host), marker) {
+			if p.Cmdline == marker {
+				return true
+			}
+		}
+		return false
 	})
 	return func() (sshx.Result, string, error) {
 		select {
