@@ -129,3 +129,31 @@ UPDATE runs SET coordinator_id = NULL WHERE id = @id AND coordinator_id = @execu
 -- A host whose task could not be delivered ends without having started.
 UPDATE run_hosts SET state = @state, error = @error, finished_at = now()
 WHERE run_id = @run_id AND idx = @idx AND state = 'queued';
+
+-- name: RunSearch :many
+SELECT * FROM runs r
+WHERE (@state::text = '' OR r.state = @state)
+  AND (@user_name::text = '' OR r.created_by_name = @user_name)
+  AND (@q::text = '' OR r.command ILIKE '%' || @q || '%')
+  AND (sqlc.narg('since')::timestamptz IS NULL OR r.created_at >= sqlc.narg('since'))
+  AND (sqlc.narg('until')::timestamptz IS NULL OR r.created_at < sqlc.narg('until'))
+  AND (sqlc.narg('platform_id')::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = sqlc.narg('platform_id')))
+  AND (@selector::jsonb = '{}'::jsonb
+       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
+                  WHERE h.run_id = r.id AND p.labels @> @selector::jsonb))
+ORDER BY r.created_at DESC, r.id
+LIMIT @lim OFFSET @off;
+
+-- name: RunSearchCount :one
+SELECT count(*) FROM runs r
+WHERE (@state::text = '' OR r.state = @state)
+  AND (@user_name::text = '' OR r.created_by_name = @user_name)
+  AND (@q::text = '' OR r.command ILIKE '%' || @q || '%')
+  AND (sqlc.narg('since')::timestamptz IS NULL OR r.created_at >= sqlc.narg('since'))
+  AND (sqlc.narg('until')::timestamptz IS NULL OR r.created_at < sqlc.narg('until'))
+  AND (sqlc.narg('platform_id')::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = sqlc.narg('platform_id')))
+  AND (@selector::jsonb = '{}'::jsonb
+       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
+                  WHERE h.run_id = r.id AND p.labels @> @selector::jsonb));

@@ -64,6 +64,9 @@ var permissions = map[Action]Role{
 	"run.read":   RoleAdmin,
 	"run.create": RoleAdmin,
 	"run.watch":  RoleAdmin,
+	"run.cancel": RoleAdmin, // their own runs; run.cancel_any for the others'
+
+	"run.cancel_any": RoleExtendedAdmin,
 }
 
 // Required returns the least role an action needs, and whether the action

@@ -769,6 +769,123 @@ func (q *Queries) RunRequestCancel(ctx context.Context, id uuid.UUID) (Run, erro
 	return i, err
 }
 
+const runSearch = `-- name: RunSearch :many
+SELECT id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at FROM runs r
+WHERE ($1::text = '' OR r.state = $1)
+  AND ($2::text = '' OR r.created_by_name = $2)
+  AND ($3::text = '' OR r.command ILIKE '%' || $3 || '%')
+  AND ($4::timestamptz IS NULL OR r.created_at >= $4)
+  AND ($5::timestamptz IS NULL OR r.created_at < $5)
+  AND ($6::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = $6))
+  AND ($7::jsonb = '{}'::jsonb
+       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
+                  WHERE h.run_id = r.id AND p.labels @> $7::jsonb))
+ORDER BY r.created_at DESC, r.id
+LIMIT $9 OFFSET $8
+`
+
+type RunSearchParams struct {
+	State      string
+	UserName   string
+	Q          string
+	Since      *time.Time
+	Until      *time.Time
+	PlatformID *int64
+	Selector   []byte
+	Off        int32
+	Lim        int32
+}
+
+func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]Run, error) {
+	rows, err := q.db.Query(ctx, runSearch,
+		arg.State,
+		arg.UserName,
+		arg.Q,
+		arg.Since,
+		arg.Until,
+		arg.PlatformID,
+		arg.Selector,
+		arg.Off,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Run{}
+	for rows.Next() {
+		var i Run
+		if err := rows.Scan(
+			&i.ID,
+			&i.State,
+			&i.Kind,
+			&i.Command,
+			&i.Spec,
+			&i.Targets,
+			&i.Parallelism,
+			&i.TimeoutSeconds,
+			&i.HostCount,
+			&i.CreatedBy,
+			&i.CreatedByName,
+			&i.ParentRunID,
+			&i.CoordinatorID,
+			&i.CancelRequested,
+			&i.AbortReason,
+			&i.Error,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const runSearchCount = `-- name: RunSearchCount :one
+SELECT count(*) FROM runs r
+WHERE ($1::text = '' OR r.state = $1)
+  AND ($2::text = '' OR r.created_by_name = $2)
+  AND ($3::text = '' OR r.command ILIKE '%' || $3 || '%')
+  AND ($4::timestamptz IS NULL OR r.created_at >= $4)
+  AND ($5::timestamptz IS NULL OR r.created_at < $5)
+  AND ($6::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = $6))
+  AND ($7::jsonb = '{}'::jsonb
+       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
+                  WHERE h.run_id = r.id AND p.labels @> $7::jsonb))
+`
+
+type RunSearchCountParams struct {
+	State      string
+	UserName   string
+	Q          string
+	Since      *time.Time
+	Until      *time.Time
+	PlatformID *int64
+	Selector   []byte
+}
+
+func (q *Queries) RunSearchCount(ctx context.Context, arg RunSearchCountParams) (int64, error) {
+	row := q.db.QueryRow(ctx, runSearchCount,
+		arg.State,
+		arg.UserName,
+		arg.Q,
+		arg.Since,
+		arg.Until,
+		arg.PlatformID,
+		arg.Selector,
+	)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const runsActiveOrphaned = `-- name: RunsActiveOrphaned :many
 SELECT runs.id FROM runs
 WHERE state IN ('queued', 'running') AND created_at < $1

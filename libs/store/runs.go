@@ -358,3 +358,47 @@ func (s *Store) RunHostEndUnstarted(ctx context.Context, run uuid.UUID, idx int,
 	n, err := s.q.RunHostEndUnstarted(ctx, db.RunHostEndUnstartedParams{RunID: run, Idx: int32(idx), State: string(state), Error: msg})
 	return n == 1, wrap(err, "end host")
 }
+
+// RunFilter selects runs for the history.
+type RunFilter struct {
+	State, User, Query string
+	Since, Until       *time.Time
+	PlatformID         *int64
+	Labels             map[string]string
+}
+
+// RunSearch pages through the history, newest first.
+func (s *Store) RunSearch(ctx context.Context, f RunFilter, limit, offset int) ([]testum.Run, int, error) {
+	sel, err := json.Marshal(nonNilLabels(f.Labels))
+	if err != nil {
+		return nil, 0, err
+	}
+	rows, err := s.q.RunSearch(ctx, db.RunSearchParams{State: f.State, UserName: f.User, Q: f.Query, Since: f.Since,
+		Until: f.Until, PlatformID: f.PlatformID, Selector: sel, Lim: int32(limit), Off: int32(offset)})
+	if err != nil {
+		return nil, 0, wrap(err, "runs")
+	}
+	n, err := s.q.RunSearchCount(ctx, db.RunSearchCountParams{State: f.State, UserName: f.User, Q: f.Query, Since: f.Since,
+		Until: f.Until, PlatformID: f.PlatformID, Selector: sel})
+	if err != nil {
+		return nil, 0, wrap(err, "runs")
+	}
+	out := make([]testum.Run, 0, len(rows))
+	for _, r := range rows {
+		run, err := runFromRow(r)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, run)
+	}
+	return out, int(n), nil
+}
+
+// Run returns a run inside tx.
+func (tx *Tx) Run(ctx context.Context, id uuid.UUID) (testum.Run, error) {
+	row, err := tx.q.RunGet(ctx, id)
+	if err != nil {
+		return testum.Run{}, wrap(err, "run "+id.String())
+	}
+	return runFromRow(row)
+}

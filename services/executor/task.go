@@ -12,6 +12,7 @@ import (
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/fleet"
+	"github.com/testum/testum/libs/remote"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -30,6 +31,7 @@ type hostTask struct {
 	ctx      context.Context
 	cancelFn context.CancelCauseFunc
 	out      *transcript
+	sudoPass string // the platform's login password, for sudo -S
 }
 
 func newHostTask(e *Executor, msg jetstream.Msg, run testum.Run, host testum.RunHost, attempt int) *hostTask {
@@ -82,6 +84,7 @@ func (t *hostTask) connectAndRun() outcome {
 	t.out.status(testum.HostConnecting)
 
 	target, platform, err := t.target(ctx)
+	t.sudoPass = target.Password
 	if err != nil {
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
@@ -117,8 +120,10 @@ func (t *hostTask) connectAndRun() outcome {
 	timeout := time.Duration(t.run.Spec.TimeoutSeconds) * time.Second
 	cmdCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	cmdLine, stdin := remote.Build(t.run.Spec, t.sudoPass)
 	res, err := client.Run(cmdCtx, sshx.Command{
-		Cmd:    t.run.Spec.Command,
+		Cmd:    cmdLine,
+		Stdin:  stdin,
 		Stdout: t.out.writer(bus.TypeStdout),
 		Stderr: t.out.writer(bus.TypeStderr),
 	})

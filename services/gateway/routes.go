@@ -41,6 +41,7 @@ func (g *Gateway) routes() {
 
 	g.handle("GET", "/api/platforms/", "platform.read", g.platformSearch)
 	g.handle("POST", "/api/platforms/", "platform.create", g.platformCreate)
+	g.handle("POST", "/api/platforms/import", "platform.create", g.platformImport)
 	g.handle("GET", "/api/platforms/:id", "platform.read", g.platformGet)
 	g.handle("POST", "/api/platforms/:id/run_command", "platform.run", g.platformRunCommand)
 	g.handle("PUT", "/api/platforms/:id", "platform.update", g.platformUpdate)
@@ -64,7 +65,13 @@ func (g *Gateway) routes() {
 
 	g.handle("GET", "/api/runs", "run.read", g.runList)
 	g.handle("POST", "/api/runs", "run.create", g.runCreate)
+	g.handle("POST", "/api/runs/preview", "run.create", g.runPreview)
 	g.handle("GET", "/api/runs/:id", "run.read", g.runGet)
+	g.handle("POST", "/api/runs/:id/cancel", "run.cancel", g.runCancel)
+	g.handle("POST", "/api/runs/:id/rerun", "run.create", g.runRerun)
+	g.handle("GET", "/api/runs/:id/summary", "run.read", g.runSummary)
+	g.handle("GET", "/api/runs/:id/logs", "run.read", g.runLogs)
+	g.handle("GET", "/api/runs/:id/hosts/:idx/log", "run.read", g.runHostLog)
 
 	g.handle("GET", "/ws/tasks/:id", "run.watch", g.checkOrigin, g.wsUpgrade, websocket.New(g.wsTask, websocket.Config{
 		ReadBufferSize:  4096,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,11 +14,16 @@ import (
 
 	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/hostexpr"
+	"github.com/testum/testum/libs/remote"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
 
-const maxCommandBytes = 64 << 10
+const (
+	maxCommandBytes = 64 << 10
+	maxScriptBytes  = 4 << 20
+)
 
 func (g *Gateway) runCreate(c *fiber.Ctx) error {
 	var req api.RunRequest
@@ -113,15 +119,25 @@ func (g *Gateway) runSpec(req api.RunRequest) (testum.RunSpec, error) {
 	case cmd != "" && req.Script != nil:
 		return spec, testum.Invalid("give either command or script, not both")
 	case req.Script != nil:
-		return spec, testum.Invalid("scripts are not supported yet: send a command")
+		if len(req.Script.Body) > maxScriptBytes {
+			return spec, testum.Invalid("script is longer than %d bytes", maxScriptBytes)
+		}
+		spec.Script = &testum.Script{Interpreter: strings.TrimSpace(req.Script.Interpreter), Body: req.Script.Body, Args: req.Script.Args}
+		if spec.Script.Interpreter == "" {
+			spec.Script.Interpreter = "sh"
+		}
 	case cmd == "":
 		return spec, testum.Invalid("command is required and must not be empty")
 	case len(req.Command) > maxCommandBytes:
 		return spec, testum.Invalid("command is longer than %d bytes: send a script instead", maxCommandBytes)
 	case strings.ContainsRune(req.Command, 0):
 		return spec, testum.Invalid("command contains a NUL byte")
+	default:
+		spec.Command = req.Command
 	}
-	spec.Command = req.Command
+	if err := remote.Check(spec); err != nil {
+		return spec, testum.Invalid("%v", err)
+	}
 
 	spec.TimeoutSeconds = g.cfg.DefaultTimeout
 	if req.Timeout != nil {
@@ -183,13 +199,80 @@ func amountField(name string, raw json.RawMessage, least int) (string, error) {
 // resolveTargets turns the request's selectors into the run's hosts, in
 // the order given, each platform once.
 func (g *Gateway) resolveTargets(ctx context.Context, tx *store.Tx, t api.Targets) ([]store.NewRunHost, error) {
-	if len(t.PlatformIDs) == 0 && strings.TrimSpace(t.Labels) == "" && strings.TrimSpace(t.Hosts) == "" {
+	labels, hosts := strings.TrimSpace(t.Labels), strings.TrimSpace(t.Hosts)
+	if len(t.PlatformIDs) == 0 && labels == "" && hosts == "" {
 		return nil, testum.Invalid("targets are empty: give platform_ids, labels or hosts")
 	}
-	if strings.TrimSpace(t.Labels) != "" || strings.TrimSpace(t.Hosts) != "" {
-		return nil, testum.Invalid("targeting by labels or host expression is not supported yet: give platform_ids")
+	// The union of what each selector names, in order: ids, then labels,
+	// then the host expression.
+	var ids []int64
+	if len(t.PlatformIDs) > 0 {
+		ps, err := tx.PlatformsByIDs(ctx, t.PlatformIDs)
+		if err != nil {
+			return nil, err
+		}
+		known := make(map[int64]bool, len(ps))
+		for _, p := range ps {
+			known[p.ID] = true
+		}
+		var missing []string
+		for _, id := range t.PlatformIDs {
+			if !known[id] {
+				missing = append(missing, fmt.Sprint(id))
+			}
+		}
+		if len(missing) > 0 {
+			return nil, testum.Invalid("unknown platform id(s): %s", strings.Join(missing, ", "))
+		}
+		ids = append(ids, t.PlatformIDs...)
 	}
-	ps, err := tx.PlatformsByIDs(ctx, t.PlatformIDs)
+	if labels != "" {
+		sel, err := ParseLabelList(labels)
+		if err != nil {
+			return nil, err
+		}
+		ps, err := tx.PlatformsMatching(ctx, sel, maxRunHosts+1)
+		if err != nil {
+			return nil, err
+		}
+		if len(ps) == 0 {
+			return nil, testum.Invalid("no platform has the labels %s", labels)
+		}
+		for _, p := range ps {
+			ids = append(ids, p.ID)
+		}
+	}
+	if hosts != "" {
+		byName, names, err := tx.PlatformNames(ctx)
+		if err != nil {
+			return nil, err
+		}
+		matched, unknown, err := hostexpr.Match(hosts, names)
+		if err != nil {
+			return nil, testum.Invalid("hosts: %v", err)
+		}
+		if len(unknown) > 0 {
+			return nil, testum.Invalid("hosts: no platform named %s", hostexpr.Fold(unknown))
+		}
+		if len(matched) == 0 {
+			return nil, testum.Invalid("hosts %q names no platform", hosts)
+		}
+		for _, n := range matched {
+			ids = append(ids, byName[n])
+		}
+	}
+	seen := map[int64]bool{}
+	var uniq []int64
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			uniq = append(uniq, id)
+		}
+	}
+	if len(uniq) > maxRunHosts {
+		return nil, testum.Invalid("the targets name %d hosts; a run takes at most %d", len(uniq), maxRunHosts)
+	}
+	ps, err := tx.PlatformsByIDs(ctx, uniq)
 	if err != nil {
 		return nil, err
 	}
@@ -197,26 +280,16 @@ func (g *Gateway) resolveTargets(ctx context.Context, tx *store.Tx, t api.Target
 	for _, p := range ps {
 		byID[p.ID] = p
 	}
-	var missing []string
-	seen := map[int64]bool{}
-	var hosts []store.NewRunHost
-	for _, id := range t.PlatformIDs {
-		p, ok := byID[id]
-		if !ok {
-			missing = append(missing, fmt.Sprint(id))
-			continue
-		}
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		hosts = append(hosts, store.NewRunHost{PlatformID: id, Name: p.Name, Address: fmt.Sprintf("%s:%d", p.Host, p.Port)})
+	out := make([]store.NewRunHost, 0, len(uniq))
+	for _, id := range uniq {
+		p := byID[id]
+		out = append(out, store.NewRunHost{PlatformID: id, Name: p.Name, Address: fmt.Sprintf("%s:%d", p.Host, p.Port)})
 	}
-	if len(missing) > 0 {
-		return nil, testum.Invalid("unknown platform id(s): %s", strings.Join(missing, ", "))
-	}
-	return hosts, nil
+	return out, nil
 }
+
+// maxRunHosts bounds one run's fan-out.
+const maxRunHosts = 20000
 
 func targetsJSON(t api.Targets) map[string]any {
 	m := map[string]any{}
@@ -254,12 +327,38 @@ func (g *Gateway) runGet(c *fiber.Ctx) error {
 	return c.JSON(runJSON(run, hosts))
 }
 
+// runList is the history: ?state=&user=&platform=&label=&q=&since=&until=.
 func (g *Gateway) runList(c *fiber.Ctx) error {
 	limit, offset, err := page(c)
 	if err != nil {
 		return err
 	}
-	runs, total, err := g.st.RunList(c.UserContext(), limit, offset)
+	f := store.RunFilter{State: c.Query("state"), User: c.Query("user"), Query: c.Query("q")}
+	if f.State != "" && !testum.RunState(f.State).Valid() {
+		return testum.Invalid("state %q is not a run state", f.State)
+	}
+	if v := c.Query("platform"); v != "" {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return testum.Invalid("platform %q: want a platform id", v)
+		}
+		f.PlatformID = &id
+	}
+	if v := c.Query("label", c.Query("labels")); v != "" {
+		if f.Labels, err = ParseLabelList(v); err != nil {
+			return err
+		}
+	}
+	for name, dst := range map[string]**time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := c.Query(name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return testum.Invalid("%s must be an RFC 3339 time like 2026-01-02T15:04:05Z", name)
+			}
+			*dst = &t
+		}
+	}
+	runs, total, err := g.st.RunSearch(c.UserContext(), f, limit, offset)
 	if err != nil {
 		return err
 	}
@@ -268,6 +367,30 @@ func (g *Gateway) runList(c *fiber.Ctx) error {
 		out[i] = runJSON(r, nil)
 	}
 	return sendPage(c, out, total, limit, offset)
+}
+
+// runPreview resolves targets without running anything: the console's
+// live preview of the hosts a run would take.
+func (g *Gateway) runPreview(c *fiber.Ctx) error {
+	var t api.Targets
+	if err := decode(c, &t); err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	var hosts []store.NewRunHost
+	err := g.st.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		hosts, err = g.resolveTargets(ctx, tx, t)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	return c.JSON(fiber.Map{"count": len(hosts), "hosts": hostexpr.Fold(names), "names": names})
 }
 
 // runJSON renders a run; with hosts, also per-host rows and counts.

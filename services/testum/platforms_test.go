@@ -466,3 +466,93 @@ func TestPlatformBadInput(t *testing.T) {
 		t.Fatalf("bad input left platforms: %+v", ps)
 	}
 }
+
+func TestImportSSHConfigAndAnsibleInventory(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	pw := sshd.PasswordUser
+	sshConfig := fmt.Sprintf(`# fleet
+Host bastion
+    HostName %s
+    Port %d
+
+Host app1 app2
+    HostName %s
+    Port %d
+    ProxyJump bastion
+
+Host broken
+    HostName %s
+    Port 99999
+
+Match host *.internal
+    User nobody
+
+Host *
+    User %s
+`, sshd.Addr(270), sshd.Port, sshd.Addr(271), sshd.Port, sshd.Addr(272), pw.Name)
+	var res struct {
+		Created int `json:"created"`
+		Items   []struct {
+			Name, Result, Reason string
+			Line                 int
+		} `json:"items"`
+	}
+	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"format": "ssh_config", "content": sshConfig,
+		"auth_method": "password", "password": pw.Password}, &res)
+	if res.Created != 3 {
+		t.Fatalf("ssh_config import: %+v", res)
+	}
+	rejected := 0
+	for _, it := range res.Items {
+		if it.Result == "rejected" {
+			rejected++
+		}
+	}
+	if rejected < 2 { // the bad port and the Match block
+		t.Fatalf("problems not reported: %+v", res.Items)
+	}
+	var apps []api.Platform
+	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?name=app", nil, &apps)
+	if len(apps) != 2 || apps[0].JumpPlatformID == nil {
+		t.Fatalf("apps: %+v", apps)
+	}
+	r := s.runOn(t, "true", apps[0].ID, apps[1].ID)
+	if r.State != "succeeded" {
+		t.Fatalf("imported hosts through their jump host: %s %+v", r.State, r.Hosts)
+	}
+
+	ini := fmt.Sprintf(`[web]
+web[01:03] ansible_host=%s ansible_port=%d
+
+[db]
+db1 ansible_host=%s ansible_port=%d ansible_user=%s tier=primary
+bad-line ansible_port=notaport
+
+[prod:children]
+web
+db
+`, sshd.Addr(280), sshd.Port, sshd.Addr(281), sshd.Port, pw.Name)
+	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"content": ini,
+		"username": pw.Name, "auth_method": "password", "password": pw.Password}, &res)
+	if res.Created != 4 {
+		t.Fatalf("ansible import: %+v", res)
+	}
+	var prod []api.Platform
+	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?label=prod=true", nil, &prod)
+	if len(prod) != 4 {
+		t.Fatalf("group labels: %d platforms with prod", len(prod))
+	}
+	var db []api.Platform
+	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?label=db=true,tier=primary", nil, &db)
+	if len(db) != 1 || db[0].Name != "db1" {
+		t.Fatalf("db labels: %+v", db)
+	}
+	// Importing again skips what exists.
+	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"content": ini,
+		"username": pw.Name, "auth_method": "password", "password": pw.Password}, &res)
+	if res.Created != 0 {
+		t.Fatalf("re-import created %d", res.Created)
+	}
+}

@@ -2,9 +2,13 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +18,22 @@ import (
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
+
+var executorIDRe = regexp.MustCompile(`testum executor \S+ started as (\S+)`)
+
+// waitExecutorID waits for an executor process to print its id.
+func (p *process) waitExecutorID(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
+		if m := executorIDRe.FindStringSubmatch(p.out.String()); m != nil {
+			return m[1]
+		}
+		time.Sleep(50 * time.Millisecond) // polling the process output
+	}
+	t.Fatalf("no executor id printed:\n%s", p.out.String())
+	return ""
+}
 
 // waitURL waits for a process to print the URL it serves.
 func (p *process) waitURL(t *testing.T) string {
@@ -124,5 +144,86 @@ func TestServeListensOnlyOnItsHTTPAddress(t *testing.T) {
 	}
 	if len(mine) != 1 || !strings.Contains(mine[0], " "+u.Host+" ") {
 		t.Fatalf("testum serve listens on %v, want only %s", mine, u.Host)
+	}
+}
+
+// TestExecutorKilledMidCommand: kill -9 of an executor process holding
+// running hosts leaves them lost (never silently run again), the run still
+// finishes; with retry_lost they run again on the other executor.
+func TestExecutorKilledMidCommand(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	nats := testenv.NATS(t)
+	fernet, _ := secrets.GenerateKey()
+	env := map[string]string{
+		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": nats.URL, "FERNET_KEY": fernet,
+		"SECRET_KEY": "test-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
+		"TESTUM_LOG_LEVEL": "warn", "TESTUM_LISTEN": "127.0.0.1:0", "TESTUM_HEARTBEAT": "300ms",
+		"TESTUM_DEAD_AFTER": "2s", "TESTUM_EXECUTOR_SLOTS": "4", "TESTUM_ACK_WAIT": "5s",
+		"ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
+	}
+	gw := startProcess(t, env, "gateway")
+	s := &server{URL: gw.waitURL(t)}
+	s.login(t)
+	victim := startProcess(t, env, "executor")
+	victimID := victim.waitExecutorID(t)
+	startProcess(t, env, "executor")
+
+	for _, retry := range []bool{false, true} {
+		var ids []int64
+		for i := range 8 {
+			ids = append(ids, s.createPlatform(t, map[string]any{"name": fmt.Sprintf("k%v%02d", retry, i), "host": sshd.Addr(140 + i),
+				"port": sshd.Port, "username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password}))
+		}
+		// Each host appends a line to its own marker file, then sleeps.
+		marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("ran-%d-%v", os.Getpid(), retry))
+		cmd := fmt.Sprintf(`echo x >> %s-$(echo $SSH_CONNECTION | cut -d' ' -f3); sleep 4`, marker)
+		runID := s.startRun(t, map[string]any{"command": cmd, "retry_lost": retry, "timeout": 60, "targets": map[string]any{"platform_ids": ids}})
+		if retry {
+			victim = startProcess(t, env, "executor")
+			victimID = victim.waitExecutorID(t)
+		}
+		// Wait until the victim runs some of the hosts, then kill it.
+		deadline := time.Now().Add(waitLimit)
+		var held []string
+		for len(held) == 0 {
+			var r api.Run
+			mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID, nil, &r)
+			for _, h := range r.Hosts {
+				if h.Executor == victimID && h.State == "running" {
+					held = append(held, h.Name)
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the victim executor never ran a host: %+v", r.Counts)
+			}
+			time.Sleep(100 * time.Millisecond) // polling interval
+		}
+		if err := victim.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		r := s.waitRun(t, runID)
+		for _, h := range r.Hosts {
+			lines := 0
+			if b, err := os.ReadFile(marker + "-" + strings.Split(h.Address, ":")[0]); err == nil {
+				lines = strings.Count(string(b), "x")
+			}
+			wasHeld := slices.Contains(held, h.Name)
+			switch {
+			case !retry && wasHeld:
+				if h.State != "lost" || lines != 1 {
+					t.Errorf("%s held by the killed executor: %s, ran %d times", h.Name, h.State, lines)
+				}
+			case retry && wasHeld:
+				if h.State != "ok" || h.Attempt != 2 || lines != 2 || h.Executor == victimID {
+					t.Errorf("%s with retry_lost: %s attempt %d on %s, ran %d times", h.Name, h.State, h.Attempt, h.Executor, lines)
+				}
+			default:
+				if h.State != "ok" || lines != 1 {
+					t.Errorf("%s (not held): %s, ran %d times", h.Name, h.State, lines)
+				}
+			}
+		}
+		t.Logf("retry_lost=%v: %d hosts were on the killed executor; run %s %+v", retry, len(held), r.State, r.Counts)
 	}
 }

@@ -1,0 +1,356 @@
+package gateway
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/auth"
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/hostexpr"
+	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+	"github.com/testum/testum/services/executor"
+)
+
+func runParam(c *fiber.Ctx) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return id, testum.NotFound("run %q not found", c.Params("id"))
+	}
+	return id, nil
+}
+
+// runCancel asks every executor to end the run's sessions (and the remote
+// processes with them); the coordinator marks the hosts not started
+// canceled. Canceling again, or a finished run, changes nothing.
+func (g *Gateway) runCancel(c *fiber.Ctx) error {
+	id, err := runParam(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	p := principal(c)
+	var run testum.Run
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		r, err := tx.Run(ctx, id)
+		if err != nil {
+			return err
+		}
+		// admin may cancel their own runs; extended_admin anyone's.
+		if r.CreatedBy == nil || *r.CreatedBy != p.UserID {
+			if !auth.Allowed(p.Role, "run.cancel_any") {
+				return testum.Errorf(testum.CodeForbidden, "role %s may cancel only its own runs", p.Role)
+			}
+		}
+		if r.State.Final() || r.CancelRequested {
+			run = r
+			return nil
+		}
+		if run, err = tx.RunRequestCancel(ctx, id); err != nil {
+			return err
+		}
+		return g.audit(ctx, c, tx, "run.cancel", "run:"+id.String(), nil)
+	})
+	if err != nil {
+		return err
+	}
+	if !run.State.Final() {
+		if err := g.nc.Publish(bus.CancelSubject(id), nil); err != nil {
+			g.log.Warn("cancel not broadcast; executors see the flag at their next check", "run", id, "err", err)
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		// Wake the coordinator so the hosts not started end now.
+		_ = bus.PublishJSON(pctx, g.js, bus.RunSubject(id), id.String()+"/cancel", bus.RunMsg{RunID: id})
+	}
+	return c.Status(http.StatusAccepted).JSON(fiber.Map{"id": id.String(), "state": run.State, "cancel_requested": true})
+}
+
+// RerunRequest runs a finished run again, on all its hosts or only on the
+// ones that did not end ok.
+type RerunRequest struct {
+	Only string `json:"only"` // "failed" (default) or "all"
+}
+
+func (g *Gateway) runRerun(c *fiber.Ctx) error {
+	id, err := runParam(c)
+	if err != nil {
+		return err
+	}
+	var req RerunRequest
+	if len(c.Body()) > 0 {
+		if err := decode(c, &req); err != nil {
+			return err
+		}
+	}
+	if req.Only == "" {
+		req.Only = "failed"
+	}
+	if req.Only != "failed" && req.Only != "all" {
+		return testum.Invalid("only %q: want failed or all", req.Only)
+	}
+	ctx := c.UserContext()
+	old, err := g.st.Run(ctx, id)
+	if err != nil {
+		return err
+	}
+	hosts, err := g.st.RunHosts(ctx, id)
+	if err != nil {
+		return err
+	}
+	var ids []int64
+	for _, h := range hosts {
+		if h.PlatformID == nil || (req.Only == "failed" && h.State == testum.HostOK) {
+			continue
+		}
+		ids = append(ids, *h.PlatformID)
+	}
+	if len(ids) == 0 {
+		return testum.Invalid("nothing to re-run: no host of run %s matches only=%s", id, req.Only)
+	}
+	rr := api.RunRequest{Command: old.Spec.Command, Targets: api.Targets{PlatformIDs: ids}, Env: old.Spec.Env,
+		Dir: old.Spec.Dir, Sudo: old.Spec.Sudo, RetryLost: old.Spec.RetryLost}
+	if old.Spec.Script != nil {
+		rr.Command = ""
+		rr.Script = &api.Script{Interpreter: old.Spec.Script.Interpreter, Body: old.Spec.Script.Body, Args: old.Spec.Script.Args}
+	}
+	t := old.Spec.TimeoutSeconds
+	par := old.Spec.Parallelism
+	rr.Timeout, rr.Parallelism = &t, &par
+	if old.Spec.Batch != "" {
+		rr.Batch = []byte(strconv.Quote(old.Spec.Batch))
+	}
+	if old.Spec.MaxFailures != "" {
+		rr.MaxFailures = []byte(strconv.Quote(old.Spec.MaxFailures))
+	}
+	if old.Spec.DeadlineSecs > 0 {
+		d := old.Spec.DeadlineSecs
+		rr.Deadline = &d
+	}
+	run, err := g.createRun(c, rr, &id)
+	if err != nil {
+		return err
+	}
+	return c.Status(http.StatusCreated).JSON(api.RunCreated{ID: run.ID.String(), TaskID: run.ID.String(),
+		State: string(run.State), Hosts: run.HostCount})
+}
+
+// runHostLog downloads one host's archived output: the raw bytes
+// (stdout and stderr interleaved as they arrived), or with ?format=text
+// each piece prefixed by its time and stream.
+func (g *Gateway) runHostLog(c *fiber.Ctx) error {
+	id, err := runParam(c)
+	if err != nil {
+		return err
+	}
+	idx, err := strconv.Atoi(c.Params("idx"))
+	if err != nil || idx < 0 {
+		return testum.Invalid("host index %q: want a non-negative integer", c.Params("idx"))
+	}
+	ctx := c.UserContext()
+	h, err := g.st.RunHost(ctx, id, idx)
+	if err != nil {
+		return err
+	}
+	if h.LogKey == "" {
+		if !h.State.Final() {
+			return testum.Conflict("host %s has not finished: follow it on the WebSocket", h.Name)
+		}
+		c.Set(fiber.HeaderContentType, "application/octet-stream")
+		return c.Send(nil)
+	}
+	r, err := g.logs.Get(ctx, h.LogKey)
+	if errors.Is(err, logstore.ErrNotFound) {
+		return testum.NotFound("the log of host %s is gone from the log store", h.Name)
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	c.Set(fiber.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="%s-%s.log"`, id, safeFileName(h.Name)))
+	if c.Query("format") != "text" {
+		c.Set(fiber.HeaderContentType, "application/octet-stream")
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		return c.Send(data)
+	}
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	var text strings.Builder
+	if err := renderTimestamped(ctx, g.logs, executor.IndexKey(id, idx), raw, &text); err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
+	return c.SendString(text.String())
+}
+
+// renderTimestamped writes "TIME STREAM | line" for each indexed piece.
+func renderTimestamped(ctx context.Context, logs logstore.Store, indexKey string, raw []byte, w io.Writer) error {
+	ir, err := logs.Get(ctx, indexKey)
+	if err != nil {
+		_, werr := w.Write(raw)
+		return werr
+	}
+	defer ir.Close()
+	sc := bufio.NewScanner(ir)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 4 {
+			continue
+		}
+		off, err1 := strconv.ParseInt(f[2], 10, 64)
+		n, err2 := strconv.ParseInt(f[3], 10, 64)
+		if err1 != nil || err2 != nil || off < 0 || off+n > int64(len(raw)) {
+			continue
+		}
+		if f[1] == "truncated" {
+			fmt.Fprintf(w, "%s %s | output cut at %d bytes\n", f[0], f[1], off)
+			continue
+		}
+		for _, line := range strings.SplitAfter(string(raw[off:off+n]), "\n") {
+			if line == "" {
+				continue
+			}
+			fmt.Fprintf(w, "%s %s | %s", f[0], f[1], line)
+			if !strings.HasSuffix(line, "\n") {
+				fmt.Fprintln(w)
+			}
+		}
+	}
+	return sc.Err()
+}
+
+func safeFileName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// runLogs downloads every host's log of a run as one tar.gz.
+func (g *Gateway) runLogs(c *fiber.Ctx) error {
+	id, err := runParam(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	hosts, err := g.st.RunHosts(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := g.st.Run(ctx, id); err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, "application/gzip")
+	c.Set(fiber.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="run-%s-logs.tar.gz"`, id))
+	pr, pw := io.Pipe()
+	go func() {
+		gz := gzip.NewWriter(pw)
+		tw := tar.NewWriter(gz)
+		err := func() error {
+			for _, h := range hosts {
+				if h.LogKey == "" {
+					continue
+				}
+				info, err := g.logs.Stat(ctx, h.LogKey)
+				if err != nil {
+					continue
+				}
+				r, err := g.logs.Get(ctx, h.LogKey)
+				if err != nil {
+					continue
+				}
+				name := fmt.Sprintf("%03d-%s.log", h.Idx, safeFileName(h.Name))
+				if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: info.Size, ModTime: info.Modified}); err != nil {
+					r.Close()
+					return err
+				}
+				_, err = io.Copy(tw, r)
+				r.Close()
+				if err != nil {
+					return err
+				}
+			}
+			if err := tw.Close(); err != nil {
+				return err
+			}
+			return gz.Close()
+		}()
+		pw.CloseWithError(err)
+	}()
+	return c.SendStream(pr)
+}
+
+// SummaryGroup is one distinct output and the hosts that produced it.
+type SummaryGroup struct {
+	Hosts    string   `json:"hosts"` // compact: web[01-17,19]
+	Names    []string `json:"names"`
+	Count    int      `json:"count"`
+	State    string   `json:"state"`
+	ExitCode *int     `json:"exit_code"`
+	Digest   string   `json:"digest"`
+	Bytes    int64    `json:"bytes"`
+	Output   string   `json:"output,omitempty"` // the output itself, when small (≤ 64 KiB)
+}
+
+// runSummary groups hosts whose output, state and exit code are the same,
+// as ClusterShell's gather mode or dshbak -c: one entry per distinct output.
+func (g *Gateway) runSummary(c *fiber.Ctx) error {
+	id, err := runParam(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	if _, err := g.st.Run(ctx, id); err != nil {
+		return err
+	}
+	hosts, err := g.st.RunHosts(ctx, id)
+	if err != nil {
+		return err
+	}
+	keyOf := map[string]string{}
+	byName := map[string]testum.RunHost{}
+	for _, h := range hosts {
+		exit := "-"
+		if h.ExitCode != nil {
+			exit = strconv.Itoa(*h.ExitCode)
+		}
+		keyOf[h.Name] = string(h.State) + "\x00" + exit + "\x00" + h.OutputDigest
+		byName[h.Name] = h
+	}
+	var out []SummaryGroup
+	for _, gr := range hostexpr.Gather(keyOf) {
+		first := byName[gr.Hosts[0]]
+		sg := SummaryGroup{Hosts: gr.Folded, Names: gr.Hosts, Count: len(gr.Hosts), State: string(first.State),
+			ExitCode: first.ExitCode, Digest: first.OutputDigest, Bytes: first.OutputBytes}
+		if first.LogKey != "" && first.OutputBytes <= 64<<10 {
+			if r, err := g.logs.Get(ctx, first.LogKey); err == nil {
+				b, _ := io.ReadAll(io.LimitReader(r, 64<<10))
+				r.Close()
+				sg.Output = string(b)
+			}
+		}
+		out = append(out, sg)
+	}
+	return c.JSON(fiber.Map{"run_id": id.String(), "groups": out})
+}

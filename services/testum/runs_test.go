@@ -1,0 +1,326 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/logstore/logstoretest"
+	"github.com/testum/testum/libs/testenv"
+)
+
+// fleet registers n password hosts named prefix+NN from address base on.
+func (s *server) fleet(t *testing.T, sshd *testenv.SSHD, prefix string, n, base int, labels map[string]string) []int64 {
+	t.Helper()
+	var ids []int64
+	for i := range n {
+		ids = append(ids, s.createPlatform(t, map[string]any{"name": fmt.Sprintf("%s%02d", prefix, i+1),
+			"host": sshd.Addr(base + i), "port": sshd.Port, "username": sshd.PasswordUser.Name,
+			"auth_method": "password", "password": sshd.PasswordUser.Password, "labels": labels}))
+	}
+	return ids
+}
+
+func (s *server) runCount(t *testing.T) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", s.URL+"/api/runs?limit=1", nil)
+	req.Header.Set("Authorization", "Bearer "+tokenFor(s.URL))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	n, _ := strconv.Atoi(resp.Header.Get("X-Total-Count"))
+	return n
+}
+
+func names(r api.Run) []string {
+	var out []string
+	for _, h := range r.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
+}
+
+func TestTargetingAndBadInput(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	s.fleet(t, sshd, "web", 4, 300, map[string]string{"role": "web", "env": "prod"})
+	s.fleet(t, sshd, "db", 2, 310, map[string]string{"role": "db", "env": "prod"})
+
+	byLabel := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"labels": "role=web"}}))
+	if got := fmt.Sprint(names(byLabel)); got != "[web01 web02 web03 web04]" || byLabel.State != "succeeded" {
+		t.Fatalf("labels role=web: %s %s", got, byLabel.State)
+	}
+	byExpr := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"hosts": "web[01-04],db01,!web[02-03]"}}))
+	if got := fmt.Sprint(names(byExpr)); got != "[web01 web04 db01]" {
+		t.Fatalf("expression: %s", got)
+	}
+	var pv struct {
+		Count int    `json:"count"`
+		Hosts string `json:"hosts"`
+	}
+	mustCall(t, http.StatusOK, "POST", s.URL+"/api/runs/preview", map[string]any{"labels": "env=prod"}, &pv)
+	if pv.Count != 6 || pv.Hosts != "db[01-02],web[01-04]" {
+		t.Fatalf("preview: %+v", pv)
+	}
+
+	before := s.runCount(t)
+	for name, req := range map[string]map[string]any{
+		"empty targets":       {"command": "true", "targets": map[string]any{}},
+		"expression":          {"command": "true", "targets": map[string]any{"hosts": "web[5-1]"}},
+		"unknown host":        {"command": "true", "targets": map[string]any{"hosts": "nosuch01"}},
+		"no label match":      {"command": "true", "targets": map[string]any{"labels": "role=cache"}},
+		"batch 0":             {"command": "true", "batch": 0, "targets": map[string]any{"labels": "role=web"}},
+		"threshold over 100%": {"command": "true", "max_failures": "150%", "targets": map[string]any{"labels": "role=web"}},
+		"unknown interpreter": {"script": map[string]any{"interpreter": "cobol", "body": "x"}, "targets": map[string]any{"labels": "role=web"}},
+		"bad env name":        {"command": "true", "env": map[string]string{"1X": "y"}, "targets": map[string]any{"labels": "role=web"}},
+	} {
+		st, body := call(t, "POST", s.URL+"/api/runs", req, nil)
+		if st != http.StatusBadRequest || !strings.Contains(string(body), `"error"`) {
+			t.Errorf("%s: %d %s", name, st, body)
+		}
+	}
+	if after := s.runCount(t); after != before {
+		t.Fatalf("bad requests created %d runs", after-before)
+	}
+}
+
+func TestScriptsWithArgumentsAndEnvironment(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	ids := s.fleet(t, sshd, "s", 2, 320, nil)
+	for _, tc := range []struct{ interp, body, want string }{
+		{"bash", `echo "bash $1/$2 $GREETING $(pwd) ${BASH_VERSION:+yes}"`, "bash a b/c hello /tmp yes\n"},
+		{"python3", "import os, sys\nprint('py', '/'.join(sys.argv[1:]), os.environ['GREETING'], os.getcwd())", "py a b/c hello /tmp\n"},
+	} {
+		runID := s.startRun(t, map[string]any{"script": map[string]any{"interpreter": tc.interp, "body": tc.body, "args": []string{"a b", "c"}},
+			"env": map[string]string{"GREETING": "hello"}, "dir": "/tmp", "targets": map[string]any{"platform_ids": ids}})
+		r := s.waitRun(t, runID)
+		if r.State != "succeeded" {
+			t.Fatalf("%s: %s %+v", tc.interp, r.State, r.Hosts)
+		}
+		for host, out := range hostOutput(s.wsCollect(t, runID, 0, 0), "stdout") {
+			if out != tc.want {
+				t.Errorf("%s on %s: %q, want %q", tc.interp, host, out, tc.want)
+			}
+		}
+	}
+}
+
+// concurrencyProbe makes each host count itself in and out of a shared
+// counter on the machine (all hosts are this machine), recording the
+// highest count: how many hosts really ran at once.
+const concurrencyProbe = `d=%s
+in() { flock "$d/lock" sh -c 'n=$(($(cat "$1/n") + 1)); echo $n > "$1/n"; echo $n >> "$1/max"' _ "$d"; }
+out() { flock "$d/lock" sh -c 'echo $(($(cat "$1/n") - 1)) > "$1/n"' _ "$d"; }
+in; sleep 0.4; out`
+
+func TestBatchesBoundWhatRunsAtOnce(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, map[string]string{"TESTUM_MAX_HANDSHAKES": "16"})
+	ids := s.fleet(t, sshd, "b", 50, 330, nil)
+	dir := filepath.Join(sshd.PasswordUser.Home, "probe-"+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	_ = os.Chmod(dir, 0o777)
+	if err := os.WriteFile(filepath.Join(dir, "n"), []byte("0\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(filepath.Join(dir, "n"), 0o666)
+	r := s.waitRun(t, s.startRun(t, map[string]any{"command": fmt.Sprintf(concurrencyProbe, dir), "batch": 10,
+		"parallelism": 50, "targets": map[string]any{"platform_ids": ids}}))
+	if r.State != "succeeded" || r.Counts["ok"] != 50 {
+		t.Fatalf("run %s %+v", r.State, r.Counts)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "max"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peak := 0
+	for _, f := range strings.Fields(string(data)) {
+		n, _ := strconv.Atoi(f)
+		peak = max(peak, n)
+	}
+	t.Logf("at most %d hosts ran at once (batch 10)", peak)
+	if peak > 10 || peak < 2 {
+		t.Fatalf("peak concurrency %d with batch 10", peak)
+	}
+}
+
+func TestFailureThresholdAborts(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	ids := s.fleet(t, sshd, "f", 20, 390, nil)
+	var failing []string
+	for i := range 5 {
+		failing = append(failing, sshd.Addr(390+i))
+	}
+	cmd := fmt.Sprintf(`ip=$(echo $SSH_CONNECTION | cut -d' ' -f3); case "$ip" in %s) exit 1;; esac`, strings.Join(failing, "|"))
+	r := s.waitRun(t, s.startRun(t, map[string]any{"command": cmd, "max_failures": 2, "parallelism": 1,
+		"targets": map[string]any{"platform_ids": ids}}))
+	if r.State != "aborted" || r.Counts["skipped"] == 0 || r.Counts["failed"] > 3 || r.AbortReason == "" {
+		t.Fatalf("run %s (%s): %+v", r.State, r.AbortReason, r.Counts)
+	}
+	if r.Counts["failed"]+r.Counts["ok"]+r.Counts["skipped"] != 20 {
+		t.Fatalf("hosts unaccounted: %+v", r.Counts)
+	}
+}
+
+func TestCancelEndsRemoteProcesses(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, map[string]string{"TESTUM_MAX_HANDSHAKES": "16"})
+	ids := s.fleet(t, sshd, "c", 100, 420, nil)
+	runID := s.startRun(t, map[string]any{"command": "sleep 300", "parallelism": 100, "targets": map[string]any{"platform_ids": ids}})
+	deadline := time.Now().Add(waitLimit)
+	for {
+		var r api.Run
+		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID, nil, &r)
+		if r.Counts["running"] == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not all running: %+v", r.Counts)
+		}
+		time.Sleep(200 * time.Millisecond) // polling interval
+	}
+	mustCall(t, http.StatusAccepted, "POST", s.URL+"/api/runs/"+runID+"/cancel", nil, nil)
+	mustCall(t, http.StatusAccepted, "POST", s.URL+"/api/runs/"+runID+"/cancel", nil, nil) // idempotent
+	canceledAt := time.Now()
+	for i := range 100 {
+		assertNoProcess(t, sshd, sshd.Addr(420+i), "sleep 300")
+	}
+	t.Logf("no sleep left on 100 hosts %v after cancel", time.Since(canceledAt).Round(time.Millisecond))
+	r := s.waitRun(t, runID)
+	if r.State != "canceled" || r.Counts["canceled"] != 100 {
+		t.Fatalf("after cancel: %s %+v", r.State, r.Counts)
+	}
+}
+
+func TestRerunHistoryLogsAndSummary(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	ids := s.fleet(t, sshd, "h", 50, 530, map[string]string{"tier": "x"})
+	// Hosts print their class: three distinct outputs; class 2 fails.
+	cmd := `ip=$(echo $SSH_CONNECTION | cut -d' ' -f3); n=${ip##*.}; c=$((n % 3)); echo "class $c"; printf '\000\377'; [ $c != 2 ]`
+	runID := s.startRun(t, map[string]any{"command": cmd, "targets": map[string]any{"platform_ids": ids}})
+	r := s.waitRun(t, runID)
+	var sum struct {
+		Groups []struct {
+			Hosts    string `json:"hosts"`
+			Count    int    `json:"count"`
+			State    string `json:"state"`
+			ExitCode *int   `json:"exit_code"`
+			Output   string `json:"output"`
+		} `json:"groups"`
+	}
+	mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID+"/summary", nil, &sum)
+	if len(sum.Groups) != 3 {
+		t.Fatalf("summary: %+v", sum)
+	}
+	total := 0
+	for _, g := range sum.Groups {
+		total += g.Count
+		if !strings.HasPrefix(g.Output, "class ") || !strings.HasPrefix(g.Hosts, "h") || !strings.Contains(g.Hosts, "[") {
+			t.Errorf("group %+v", g)
+		}
+	}
+	if total != 50 {
+		t.Fatalf("summary covers %d hosts", total)
+	}
+	// One host's log, byte for byte, and the whole run's archive.
+	h := r.Hosts[0]
+	st, body := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/%d/log", s.URL, runID, h.Idx), nil, nil)
+	if st != http.StatusOK || !bytes.HasSuffix(body, []byte("\x00\xff")) || !bytes.HasPrefix(body, []byte("class ")) {
+		t.Fatalf("host log: %d %q", st, body)
+	}
+	_, text := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/%d/log?format=text", s.URL, runID, h.Idx), nil, nil)
+	if !strings.Contains(string(text), " stdout | class ") {
+		t.Fatalf("timestamped log: %q", text)
+	}
+	_, tgz := call(t, "GET", s.URL+"/api/runs/"+runID+"/logs", nil, nil)
+	if n := countTarEntries(t, tgz); n != 50 {
+		t.Fatalf("archive has %d logs", n)
+	}
+	// Re-run only the failures.
+	var re api.RunCreated
+	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/runs/"+runID+"/rerun", map[string]string{"only": "failed"}, &re)
+	rr := s.waitRun(t, re.ID)
+	if rr.ParentRunID == nil || *rr.ParentRunID != runID || len(rr.Hosts) != r.Counts["failed"] || len(rr.Hosts) == 0 {
+		t.Fatalf("rerun: parent %v, %d hosts, first run failed %d", rr.ParentRunID, len(rr.Hosts), r.Counts["failed"])
+	}
+	// History filters.
+	var list []api.Run
+	mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs?q=class&state=failed", nil, &list)
+	if len(list) != 2 {
+		t.Fatalf("history q=class state=failed: %d runs", len(list))
+	}
+	mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/runs?platform=%d&user=%s&label=tier=x", s.URL, ids[1], testAdmin), nil, &list)
+	if len(list) != 1 || list[0].ID != runID {
+		t.Fatalf("history by platform: %d runs", len(list))
+	}
+}
+
+func countTarEntries(t *testing.T, tgz []byte) int {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(tgz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	n := 0
+	for {
+		_, err := tr.Next()
+		if err == io.EOF {
+			return n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+}
+
+// TestOutputCapAndS3Logs: a host printing 200 MB is cut at the cap, the
+// archived log (in a real MinIO) is the host's bytes up to the cap.
+func TestOutputCapAndS3Logs(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	minio := logstoretest.StartMinIO(t)
+	s := startServe(t, map[string]string{"TESTUM_OUTPUT_CAP": "4MiB", "MINIO_ENDPOINT": minio.Endpoint,
+		"MINIO_ACCESS_KEY": minio.AccessKey, "MINIO_SECRET_KEY": minio.SecretKey, "MINIO_BUCKET": minio.Bucket})
+	ids := s.fleet(t, sshd, "big", 1, 600, nil)
+	// seq 1 25000000 prints about 200 MB.
+	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "seq 1 25000000", "timeout": 300, "targets": map[string]any{"platform_ids": ids}}))
+	h := r.Hosts[0]
+	if h.State != "ok" || !h.Truncated || h.OutputBytes != 4<<20 {
+		t.Fatalf("host %+v", h)
+	}
+	_, body := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/0/log", s.URL, r.ID), nil, nil)
+	want, err := exec.Command("sh", "-c", "seq 1 25000000 | head -c 4194304").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(body, want) {
+		t.Fatalf("archived log: %d bytes, differs from the first %d bytes the host sent", len(body), len(want))
+	}
+}
