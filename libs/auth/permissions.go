@@ -40,8 +40,9 @@ const Public Role = ""
 // is here. A route whose action is missing is refused (and fails the route
 // × role test).
 var permissions = map[Action]Role{
-	"health.read": Public,
-	"auth.login":  Public,
+	"health.read":  Public,
+	"auth.login":   Public,
+	"console.read": Public, // the console's static files; everything it shows comes from the API
 
 	"auth.self": RoleAdmin, // logout, me, rotate one's own master key
 

@@ -72,11 +72,14 @@ func (g *Gateway) routes() {
 	g.handle("GET", "/api/runs/:id/summary", "run.read", g.runSummary)
 	g.handle("GET", "/api/runs/:id/logs", "run.read", g.runLogs)
 	g.handle("GET", "/api/runs/:id/hosts/:idx/log", "run.read", g.runHostLog)
+	g.handle("GET", "/api/executors", "run.read", g.executorList)
 
 	g.handle("GET", "/ws/tasks/:id", "run.watch", g.checkOrigin, g.wsUpgrade, websocket.New(g.wsTask, websocket.Config{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 64 << 10,
 	}))
+
+	g.handle("GET", "/*", "console.read", g.console) // the web console; last, after every API route
 
 	app.Use(func(c *fiber.Ctx) error {
 		return fiber.NewError(fiber.StatusNotFound, "no such route: "+c.Method()+" "+c.Path())
