@@ -263,42 +263,67 @@ func (g *Gateway) runLogs(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderContentType, "application/gzip")
 	c.Set(fiber.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="run-%s-logs.tar.gz"`, id))
+	// The archive is written after the handler returns (SendStream reads it
+	// then), when the request's context has ended: it gets its own, bounded
+	// by how long a client may take to download, and ended when fasthttp
+	// closes the pipe (the client went away).
+	streamCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logDownloadLimit)
 	pr, pw := io.Pipe()
 	go func() {
-		gz := gzip.NewWriter(pw)
-		tw := tar.NewWriter(gz)
-		err := func() error {
-			for _, h := range hosts {
-				if h.LogKey == "" {
-					continue
-				}
-				info, err := g.logs.Stat(ctx, h.LogKey)
-				if err != nil {
-					continue
-				}
-				r, err := g.logs.Get(ctx, h.LogKey)
-				if err != nil {
-					continue
-				}
-				name := fmt.Sprintf("%03d-%s.log", h.Idx, safeFileName(h.Name))
-				if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: info.Size, ModTime: info.Modified}); err != nil {
-					r.Close()
-					return err
-				}
-				_, err = io.Copy(tw, r)
-				r.Close()
-				if err != nil {
-					return err
-				}
-			}
-			if err := tw.Close(); err != nil {
-				return err
-			}
-			return gz.Close()
-		}()
-		pw.CloseWithError(err)
+		defer cancel()
+		pw.CloseWithError(writeLogArchive(streamCtx, g.logs, hosts, pw))
 	}()
 	return c.SendStream(pr)
+}
+
+// logDownloadLimit bounds the writing of one run's log archive.
+const logDownloadLimit = 30 * time.Minute
+
+// writeLogArchive writes a tar.gz of every host log. A host whose log
+// cannot be read gets an entry saying why instead of its log, so that a
+// missing log is visible rather than silently absent.
+func writeLogArchive(ctx context.Context, logs logstore.Store, hosts []testum.RunHost, w io.Writer) error {
+	gz := gzip.NewWriter(w)
+	tw := tar.NewWriter(gz)
+	for _, h := range hosts {
+		if h.LogKey == "" {
+			continue
+		}
+		name := fmt.Sprintf("%03d-%s.log", h.Idx, safeFileName(h.Name))
+		if err := addLog(ctx, logs, tw, name, h.LogKey); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			msg := []byte(fmt.Sprintf("the log of host %s could not be read: %v\n", h.Name, err))
+			if err := tw.WriteHeader(&tar.Header{Name: name + ".error", Mode: 0o644, Size: int64(len(msg)), ModTime: time.Now()}); err != nil {
+				return err
+			}
+			if _, err := tw.Write(msg); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return gz.Close()
+}
+
+func addLog(ctx context.Context, logs logstore.Store, tw *tar.Writer, name, key string) error {
+	info, err := logs.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	r, err := logs.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: info.Size, ModTime: info.Modified}); err != nil {
+		return err
+	}
+	_, err = io.CopyN(tw, r, info.Size)
+	return err
 }
 
 // SummaryGroup is one distinct output and the hosts that produced it.

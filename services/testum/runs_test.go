@@ -125,9 +125,9 @@ func TestScriptsWithArgumentsAndEnvironment(t *testing.T) {
 // counter on the machine (all hosts are this machine), recording the
 // highest count: how many hosts really ran at once.
 const concurrencyProbe = `d=%s
-in() { flock "$d/lock" sh -c 'n=$(($(cat "$1/n") + 1)); echo $n > "$1/n"; echo $n >> "$1/max"' _ "$d"; }
-out() { flock "$d/lock" sh -c 'echo $(($(cat "$1/n") - 1)) > "$1/n"' _ "$d"; }
-in; sleep 0.4; out`
+enter() { flock "$d/lock" sh -c 'n=$(($(cat "$1/n") + 1)); echo $n > "$1/n"; echo $n >> "$1/max"' _ "$d"; }
+leave() { flock "$d/lock" sh -c 'echo $(($(cat "$1/n") - 1)) > "$1/n"' _ "$d"; }
+enter; sleep 0.4; leave`
 
 func TestBatchesBoundWhatRunsAtOnce(t *testing.T) {
 	t.Parallel()
