@@ -58,5 +58,15 @@ vet:
 test: deps check-generated vet
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
 
+# bench measures testum against a Go floor, pdsh, parallel-ssh, clush and
+# ansible on one loopback sshd and writes docs/benchmarks.md. FULL=1 adds
+# N = 500 and 1000.
+BENCH_PACKAGES := pdsh pssh clustershell ansible-core openssh-client
+bench: deps
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing; fi
+	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run TestBench -count=1 -timeout 120m -v ./services/testum/ \
+		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md
+
 clean:
 	rm -rf bin

@@ -117,8 +117,11 @@ func (t *hostTask) connectAndRun() outcome {
 	}
 	t.out.status(testum.HostRunning)
 
-	timeout := time.Duration(t.run.Spec.TimeoutSeconds) * time.Second
-	cmdCtx, cancel := context.WithTimeout(ctx, timeout)
+	limit, why := t.commandLimit()
+	if limit <= 0 {
+		return outcome{state: testum.HostSkipped, err: why + " before the command started"}
+	}
+	cmdCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmdLine, stdin := remote.Build(t.run.Spec, t.sudoPass)
 	res, err := client.Run(cmdCtx, sshx.Command{
@@ -137,13 +140,25 @@ func (t *hostTask) connectAndRun() outcome {
 	case ctx.Err() != nil:
 		return t.interrupted(ctx, &res)
 	case cmdCtx.Err() != nil:
-		return outcome{state: testum.HostTimeout, signal: res.Signal,
-			err: fmt.Sprintf("command timed out after %s; the remote process was killed", timeout)}
+		return outcome{state: testum.HostTimeout, signal: res.Signal, err: why + "; the remote process was killed"}
 	case errors.Is(err, sshx.ErrConnectionLost):
 		return outcome{state: testum.HostUnreachable, err: "connection lost while the command was running: " + err.Error()}
 	default:
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
+}
+
+// commandLimit is how long the command may run: the per-host timeout, or
+// less when the run's deadline comes first; why says which limit it is.
+func (t *hostTask) commandLimit() (time.Duration, string) {
+	timeout := time.Duration(t.run.Spec.TimeoutSeconds) * time.Second
+	limit, why := timeout, fmt.Sprintf("command timed out after %s", timeout)
+	if d := t.run.Spec.DeadlineSecs; d > 0 && t.run.StartedAt != nil {
+		if left := time.Until(t.run.StartedAt.Add(time.Duration(d) * time.Second)); left < limit {
+			limit, why = left, fmt.Sprintf("the run deadline of %s passed", time.Duration(d)*time.Second)
+		}
+	}
+	return limit, why
 }
 
 // interrupted maps the end of ctx to canceled (by request) or lost

@@ -324,3 +324,25 @@ func TestOutputCapAndS3Logs(t *testing.T) {
 		t.Fatalf("archived log: %d bytes, differs from the first %d bytes the host sent", len(body), len(want))
 	}
 }
+
+// TestRunDeadlineEndsRunningHosts: the whole-run deadline stops new hosts
+// and ends the running ones (timeout, their process killed).
+func TestRunDeadlineEndsRunningHosts(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	ids := s.fleet(t, sshd, "dl", 4, 620, nil)
+	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "sleep 309", "deadline": 2, "timeout": 120, "parallelism": 2,
+		"targets": map[string]any{"platform_ids": ids}}))
+	if r.State != "aborted" || r.Counts["timeout"] != 2 || r.Counts["skipped"] != 2 || !strings.Contains(r.AbortReason, "deadline") {
+		t.Fatalf("run %s (%s): %+v", r.State, r.AbortReason, r.Counts)
+	}
+	for _, h := range r.Hosts {
+		if h.State == "timeout" && !strings.Contains(h.Error, "deadline") {
+			t.Errorf("%s: %q does not name the deadline", h.Name, h.Error)
+		}
+	}
+	for i := range 4 {
+		assertNoProcess(t, sshd, sshd.Addr(620+i), "sleep 309")
+	}
+}
