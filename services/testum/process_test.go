@@ -202,7 +202,14 @@ func TestExecutorKilledMidCommand(t *testing.T) {
 		if err := victim.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
+		killedAt := time.Now()
 		r := s.waitRun(t, runID)
+		// The stated bound: hosts of a dead executor end within DeadAfter +
+		// ReapInterval (2s + 300ms here) of its last heartbeat. The slack
+		// covers the commands of the other hosts (sleep 4) and a loaded machine.
+		if took := time.Since(killedAt); took > 2300*time.Millisecond+15*time.Second {
+			t.Errorf("the run finished %v after the kill, beyond the reaper's bound", took)
+		}
 		// held are the hosts seen running on the victim; it may have held
 		// more (claimed but not yet seen running) when it died.
 		for _, h := range r.Hosts {
