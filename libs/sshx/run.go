@@ -264,18 +264,17 @@ func (c *Client) signal(sess *ssh.Session, sig ssh.Signal, k *killReport) {
 	k.fallback = true
 }
 
-// fallbackKillScript signals every process in the process group of each
-// other session of this connection: the sessions are the children of the
-// sshd process that serves the connection, which is this shell's parent
-// (the login shell has exec'd sh, so $$ is this session's leader). It is
-// POSIX sh, ps and awk, fed on stdin so that the login shell, whatever it
-// is, only has to run "exec /bin/sh -s".
+// fallbackKillScript signals the process group of each other session of
+// this connection: the sessions are the children of the sshd process that
+// serves the connection, which is this shell's parent (the login shell has
+// exec'd sh, so $$ is this session's leader), and each session leader leads
+// its process group. The group is signalled as one (kill -- -PGID), so a
+// shell cannot slip past the kill and run its next command while its child
+// dies. It is POSIX sh, ps and awk, fed on stdin so that the login shell,
+// whatever it is, only has to run "exec /bin/sh -s".
 const fallbackKillScript = `sig=$1
-for p in $(ps -A -o pid= -o ppid= -o pgid= | awk -v parent="$PPID" -v me="$$" '
-	$2 == parent && $1 != me { lead[$1] = 1 }
-	{ pid[NR] = $1; pgid[NR] = $3 }
-	END { for (i in pid) if (pgid[i] in lead) print pid[i] }'); do
-	kill -s "$sig" "$p" 2>/dev/null
+for p in $(ps -A -o pid= -o ppid= | awk -v parent="$PPID" -v me="$$" '$2 == parent && $1 != me { print $1 }'); do
+	kill -s "$sig" -- "-$p" 2>/dev/null
 done
 exit 0
 `
