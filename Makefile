@@ -9,7 +9,7 @@ MINIO_VERSION := latest
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests drive for real: OpenSSH, PostgreSQL, Chromium.
-TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2
+TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: all build run test deps deps-apt deps-go generate check-generated vet bench clean help

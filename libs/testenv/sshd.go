@@ -502,3 +502,22 @@ func (s *SSHD) Processes(addr string) ([]Process, error) {
 	}
 	return out, nil
 }
+
+// AllowSudo lets u run anything as root with sudo, after typing its own
+// password (as a default Debian sudoers asks), until the test ends. The
+// rule is a file of its own in /etc/sudoers.d, checked with visudo.
+func (s *SSHD) AllowSudo(t testing.TB, u *User) {
+	t.Helper()
+	if !strings.HasPrefix(u.Name, userPrefix) {
+		t.Fatalf("testenv: AllowSudo is for the harness's own users, not %q", u.Name)
+	}
+	path := filepath.Join("/etc/sudoers.d", u.Name)
+	rule := u.Name + " ALL=(ALL:ALL) ALL\n"
+	if err := os.WriteFile(path, []byte(rule), 0o440); err != nil {
+		t.Fatalf("testenv: sudo rule for %s: %v (is sudo installed?)", u.Name, err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+	if out, err := exec.Command("visudo", "-c", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("testenv: visudo -c %s: %v: %s", path, err, out)
+	}
+}

@@ -346,3 +346,28 @@ func TestRunDeadlineEndsRunningHosts(t *testing.T) {
 		assertNoProcess(t, sshd, sshd.Addr(620+i), "sleep 309")
 	}
 }
+
+// TestSudoWithThePlatformPassword: sudo gets the login password on stdin
+// (the script body follows it), env and dir apply inside the root shell.
+func TestSudoWithThePlatformPassword(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	u := sshd.NewUser(t)
+	sshd.AllowSudo(t, u)
+	s := startServe(t, nil)
+	id := s.createPlatform(t, map[string]any{"name": "sudo01", "host": sshd.Addr(640), "port": sshd.Port,
+		"username": u.Name, "auth_method": "password", "password": u.Password})
+	for name, req := range map[string]map[string]any{
+		"command": {"command": `echo "$(id -u) $GREETING $(pwd)"`},
+		"script":  {"script": map[string]any{"interpreter": "sh", "body": `echo "$(id -u) $GREETING $(pwd)"`}},
+	} {
+		req["sudo"], req["env"], req["dir"] = true, map[string]string{"GREETING": "hello"}, "/tmp"
+		req["targets"] = map[string]any{"platform_ids": []int64{id}}
+		runID := s.startRun(t, req)
+		r := s.waitRun(t, runID)
+		out := hostOutput(s.wsCollect(t, runID, 0, 0), "stdout")["sudo01"]
+		if r.State != "succeeded" || out != "0 hello /tmp\n" {
+			t.Errorf("%s under sudo: %s, %q (%+v)", name, r.State, out, r.Hosts)
+		}
+	}
+}
