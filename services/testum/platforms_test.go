@@ -435,6 +435,25 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 	if string(before) != string(after) || len(entries) != 1 {
 		t.Fatalf("a failed deploy changed things: %d entries", len(entries))
 	}
+	// A user with no ~/.ssh gets one (0700) and an authorized_keys (0600).
+	fresh := sshd.NewUser(t)
+	_ = os.RemoveAll(filepath.Join(fresh.Home, ".ssh"))
+	freshID := s.createPlatform(t, map[string]any{"name": "fresh", "host": sshd.Addr(261), "port": sshd.Port,
+		"username": fresh.Name, "auth_method": "password", "password": fresh.Password})
+	var task api.TaskResponse
+	mustCall(t, http.StatusCreated, "POST", fmt.Sprintf("%s/api/platforms/%d/deploy_keys", s.URL, freshID), map[string]any{"key_ids": []int64{k.ID}}, &task)
+	if st := hostState(t, s.waitRun(t, task.TaskID), 0); st != "ok" {
+		t.Fatalf("deploy to a user without ~/.ssh: %s", st)
+	}
+	for path, mode := range map[string]os.FileMode{filepath.Join(fresh.Home, ".ssh"): 0o700, filepath.Join(fresh.Home, ".ssh", "authorized_keys"): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v, want mode %v", path, err, mode)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(fresh.Home, ".ssh", "authorized_keys")); strings.TrimSpace(string(got)) != line+" ops@desk" {
+		t.Errorf("fresh authorized_keys: %q", got)
+	}
 }
 
 func TestPlatformBadInput(t *testing.T) {
