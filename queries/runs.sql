@@ -26,6 +26,11 @@ SELECT * FROM run_hosts WHERE run_id = @run_id AND idx = @idx;
 -- name: RunHostCounts :many
 SELECT state, count(*)::int AS n FROM run_hosts WHERE run_id = @run_id GROUP BY state;
 
+-- name: RunHostCountsMany :many
+-- Counts per state for a page of runs, in one query.
+SELECT run_id, state, count(*)::int AS n FROM run_hosts
+WHERE run_id = ANY(@run_ids::uuid[]) GROUP BY run_id, state;
+
 -- name: RunCoordinate :one
 -- A coordinator takes a run if nobody holds it, it holds it already, or its
 -- holder's executor stopped heartbeating.

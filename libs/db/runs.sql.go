@@ -309,6 +309,38 @@ func (q *Queries) RunHostCounts(ctx context.Context, runID uuid.UUID) ([]RunHost
 	return items, nil
 }
 
+const runHostCountsMany = `-- name: RunHostCountsMany :many
+SELECT run_id, state, count(*)::int AS n FROM run_hosts
+WHERE run_id = ANY($1::uuid[]) GROUP BY run_id, state
+`
+
+type RunHostCountsManyRow struct {
+	RunID uuid.UUID
+	State string
+	N     int32
+}
+
+// Counts per state for a page of runs, in one query.
+func (q *Queries) RunHostCountsMany(ctx context.Context, runIds []uuid.UUID) ([]RunHostCountsManyRow, error) {
+	rows, err := q.db.Query(ctx, runHostCountsMany, runIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RunHostCountsManyRow{}
+	for rows.Next() {
+		var i RunHostCountsManyRow
+		if err := rows.Scan(&i.RunID, &i.State, &i.N); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const runHostEndUnstarted = `-- name: RunHostEndUnstarted :execrows
 UPDATE run_hosts SET state = $1, error = $2, finished_at = now()
 WHERE run_id = $3 AND idx = $4 AND state = 'queued'

@@ -136,6 +136,22 @@ func (s *Store) RunHostCounts(ctx context.Context, run uuid.UUID) (map[testum.Ho
 	return out, nil
 }
 
+// RunHostCountsMany returns the host counts per state of each given run.
+func (s *Store) RunHostCountsMany(ctx context.Context, runs []uuid.UUID) (map[uuid.UUID]map[testum.HostState]int, error) {
+	rows, err := s.q.RunHostCountsMany(ctx, runs)
+	if err != nil {
+		return nil, wrap(err, "run host counts")
+	}
+	out := make(map[uuid.UUID]map[testum.HostState]int, len(runs))
+	for _, r := range rows {
+		if out[r.RunID] == nil {
+			out[r.RunID] = map[testum.HostState]int{}
+		}
+		out[r.RunID][testum.HostState(r.State)] = int(r.N)
+	}
+	return out, nil
+}
+
 // RunCoordinate makes executor the coordinator of a run, unless another
 // live executor is. It returns ok=false when the run is finished or held.
 func (s *Store) RunCoordinate(ctx context.Context, run uuid.UUID, executor string, aliveAfter time.Time) (testum.Run, bool, error) {

@@ -362,9 +362,21 @@ func (g *Gateway) runList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	ids := make([]uuid.UUID, len(runs))
+	for i, r := range runs {
+		ids[i] = r.ID
+	}
+	counts, err := g.st.RunHostCountsMany(c.UserContext(), ids)
+	if err != nil {
+		return err
+	}
 	out := make([]api.Run, len(runs))
 	for i, r := range runs {
 		out[i] = runJSON(r, nil)
+		out[i].Counts = map[string]int{}
+		for state, n := range counts[r.ID] {
+			out[i].Counts[string(state)] = n
+		}
 	}
 	return sendPage(c, out, total, limit, offset)
 }

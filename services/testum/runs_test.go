@@ -278,6 +278,9 @@ func TestRerunHistoryLogsAndSummary(t *testing.T) {
 	if len(list) != 1 || list[0].ID != runID {
 		t.Fatalf("history by platform: %d runs", len(list))
 	}
+	if c := list[0].Counts; c["ok"] != r.Counts["ok"] || c["failed"] != r.Counts["failed"] || c["ok"]+c["failed"] != 50 {
+		t.Fatalf("history counts %v, the run has %v", c, r.Counts)
+	}
 }
 
 func countTarEntries(t *testing.T, tgz []byte) int {
