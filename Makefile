@@ -12,7 +12,7 @@ LDFLAGS := -X main.version=$(VERSION)
 TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all build run test deps deps-apt deps-go generate check-generated vet bench clean help
+.PHONY: all build run test web deps deps-apt deps-go generate check-generated vet bench clean help
 
 all: build
 
@@ -22,11 +22,26 @@ help:
 	@echo "make build  build bin/testum"
 	@echo "make bench  measure fan-out, streaming, latency and memory against pdsh, pssh, clush, ansible"
 
-build:
+build: web
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/testum ./services/testum
 
 run: build
 	./bin/testum serve
+
+# web builds the console (TypeScript, Vite) into services/gateway/web/dist/app,
+# which the gateway embeds. npm ci runs when package-lock.json changed, the
+# build when a source changed; otherwise both are skipped.
+WEB     := services/gateway/web
+WEB_OUT := $(WEB)/dist/app/index.html
+WEB_SRC := $(shell find $(WEB)/src -type f 2>/dev/null) $(addprefix $(WEB)/,index.html vite.config.ts tsconfig.json package.json)
+
+web: $(WEB_OUT)
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+
+$(WEB_OUT): $(WEB)/node_modules/.package-lock.json $(WEB_SRC)
+	cd $(WEB) && npm run build
 
 # deps installs what the tests need and the machine lacks. The Go tools build
 # while apt works (they need the CPU, apt the network).
@@ -55,7 +70,7 @@ check-generated:
 vet:
 	$(GO) vet ./...
 
-test: deps check-generated vet
+test: deps web check-generated vet
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
 
 # bench measures testum against a Go floor, pdsh, parallel-ssh, clush and

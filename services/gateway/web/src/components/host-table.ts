@@ -1,0 +1,103 @@
+// The run's hosts: state, exit code, duration, output size, a button that
+// opens the host's terminal pane, and its log. Rows are built once and
+// updated in place (only the cells that changed).
+import { h, fmtDuration, setText } from '../dom';
+import { setBadge, stateBadge } from './state-badge';
+
+export interface HostState {
+  idx: number;
+  name: string;
+  address: string;
+  state: string;
+  exit: number | null;
+  signal: string;
+  error: string;
+  started: number | null; // ms since epoch
+  finished: number | null;
+  durationMS: number | null; // from the server once known
+  bytes: number;
+}
+
+interface Row {
+  tr: HTMLTableRowElement;
+  badge: HTMLElement;
+  exit: HTMLElement;
+  duration: HTMLElement;
+  bytes: HTMLElement;
+  open: HTMLButtonElement;
+  shown: { state: string; exit: string; duration: string; bytes: string };
+}
+
+export class HostTable {
+  readonly el: HTMLElement;
+  private readonly body = h('tbody', { id: 'host-rows' });
+  private readonly rows = new Map<number, Row>();
+  private filter = '';
+
+  constructor(
+    hosts: HostState[],
+    logURL: (idx: number) => string,
+    private readonly toggle: (idx: number) => void,
+  ) {
+    const frag = document.createDocumentFragment();
+    for (const hs of hosts) {
+      const badge = stateBadge(hs.state);
+      const open = h('button', { type: 'button', class: 'small', 'data-open-host': hs.name, t: 'run.open_terminal', on: { click: () => this.toggle(hs.idx) } });
+      const exit = h('td', { class: 'num', 'data-exit': hs.name });
+      const duration = h('td', { class: 'num' });
+      const bytes = h('td', { class: 'num' });
+      const log = h('a', { href: logURL(hs.idx), download: true, class: 'small', t: 'run.log' });
+      const tr = h('tr', { 'data-host': hs.name, 'data-idx': hs.idx },
+        h('td', null, h('strong', null, hs.name), h('small', { class: 'muted mono' }, ' ', hs.address)),
+        h('td', { 'data-host-state': hs.name }, badge), exit, duration, bytes, h('td', { class: 'actions' }, open, log));
+      const row: Row = { tr, badge, exit, duration, bytes, open, shown: { state: '', exit: '', duration: '', bytes: '' } };
+      this.rows.set(hs.idx, row);
+      this.update(hs, Date.now());
+      frag.appendChild(tr);
+    }
+    this.body.appendChild(frag);
+    this.el = h('table', { class: 'table hosts', id: 'host-table' },
+      h('thead', null, h('tr', null, h('th', { t: 'run.host' }), h('th', { t: 'runs.state' }), h('th', { t: 'run.exit_code' }), h('th', { t: 'run.duration' }), h('th', { t: 'run.output' }), h('th', null))),
+      this.body);
+  }
+
+  // update writes what changed of one host into its row.
+  update(hs: HostState, now: number): void {
+    const row = this.rows.get(hs.idx);
+    if (!row) return;
+    if (row.shown.state !== hs.state) {
+      row.shown.state = hs.state;
+      setBadge(row.badge, hs.state);
+      row.tr.dataset.state = hs.state;
+      row.tr.hidden = this.filter !== '' && this.filter !== hs.state;
+      if (hs.error) row.badge.title = hs.error;
+    }
+    const exit = hs.exit !== null ? String(hs.exit) + (hs.signal ? ' (' + hs.signal + ')' : '') : hs.signal || '';
+    if (row.shown.exit !== exit) row.exit.textContent = row.shown.exit = exit;
+    let ms = hs.durationMS;
+    if (ms === null && hs.started !== null) ms = (hs.finished ?? now) - hs.started;
+    const duration = ms === null ? '' : fmtDuration(ms);
+    if (row.shown.duration !== duration) row.duration.textContent = row.shown.duration = duration;
+    const bytes = hs.bytes ? formatBytes(hs.bytes) : '';
+    if (row.shown.bytes !== bytes) row.bytes.textContent = row.shown.bytes = bytes;
+  }
+
+  setOpen(idx: number, open: boolean): void {
+    const row = this.rows.get(idx);
+    if (!row) return;
+    row.open.classList.toggle('active', open);
+    setText(row.open, open ? 'run.close_terminal' : 'run.open_terminal');
+  }
+
+  // showOnly filters the rows by state ('' for all).
+  showOnly(state: string): void {
+    this.filter = state;
+    for (const row of this.rows.values()) row.tr.hidden = state !== '' && row.shown.state !== state;
+  }
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return n + ' B';
+  if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
+  return (n / 1024 / 1024).toFixed(1) + ' MiB';
+}
