@@ -1,7 +1,9 @@
 package sshx
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -116,6 +118,34 @@ func (c *Client) goTracked(f func()) bool {
 		f()
 	}()
 	return true
+}
+
+// Usable reports that the connection is up and not being closed: a Client
+// kept for reuse is checked with it (and Ping) before a new command.
+func (c *Client) Usable() bool { return !c.ended() && !c.closing.Load() && !c.lost.Load() }
+
+// Ping makes one keepalive round trip, to learn that an idle connection
+// still reaches the host before a command is started on it.
+func (c *Client) Ping(ctx context.Context) error {
+	if !c.Usable() {
+		return fmt.Errorf("ping: %w: the connection has ended", ErrConnectionLost)
+	}
+	answered := make(chan error, 1)
+	if !c.goTracked(func() {
+		_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
+		answered <- err
+	}) {
+		return fmt.Errorf("ping: ssh client closed: %w", net.ErrClosed)
+	}
+	select {
+	case err := <-answered:
+		if err != nil {
+			return fmt.Errorf("ping: %w: %v", ErrConnectionLost, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ping: %w", ctx.Err())
+	}
 }
 
 func (c *Client) ended() bool {

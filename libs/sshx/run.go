@@ -61,7 +61,7 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 	}
 	sess, err := c.ssh.NewSession()
 	if err != nil {
-		return unknown, c.sessionError("open a session", err)
+		return unknown, notStarted(c.sessionError("open a session", err))
 	}
 	var out outputs
 	out.attach(sess, cmd.Stdout, cmd.Stderr)
@@ -82,7 +82,13 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 	defer c.active.Add(-1)
 	if err := sess.Start(cmd.Cmd); err != nil {
 		_ = sess.Close()
-		return unknown, c.sessionError("start the command", err)
+		// Refused by the host, the command did not start; but when the
+		// connection went down meanwhile, the request may have reached it.
+		err = c.sessionError("start the command", err)
+		if !errors.Is(err, ErrConnectionLost) {
+			err = notStarted(err)
+		}
+		return unknown, err
 	}
 
 	// Wait runs in a goroutine of the Client, not of Run, so that Run can

@@ -160,6 +160,20 @@ func (e *DialError) Unwrap() error { return e.Err }
 // how, is unknown.
 var ErrConnectionLost = errors.New("connection lost")
 
+// ErrNotStarted is wrapped by Run's error when the command certainly did
+// not start on the host (no session could be opened, or the host refused
+// to start it): running it again elsewhere cannot run it twice.
+var ErrNotStarted = errors.New("the command did not start")
+
+// notStartedError keeps the message of its cause and adds ErrNotStarted to
+// the chain.
+type notStartedError struct{ cause error }
+
+func (e *notStartedError) Error() string   { return e.cause.Error() }
+func (e *notStartedError) Unwrap() []error { return []error{e.cause, ErrNotStarted} }
+
+func notStarted(err error) error { return &notStartedError{cause: err} }
+
 // Errors of ParsePrivateKey.
 var (
 	ErrNotAKey            = errors.New("not a private key")

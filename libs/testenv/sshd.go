@@ -269,9 +269,22 @@ func (s *SSHD) Addr(i int) string {
 // RestartWithNewHostKeys restarts the daemon on the same port with new host
 // keys: every host now presents a changed key. HostKeys is updated; it must
 // not be read concurrently with this call.
+//
+// Like a host that was rebuilt, it also ends the connections the old daemon
+// served: a client that kept one open must connect anew, and meet the new keys.
 func (s *SSHD) RestartWithNewHostKeys(t testing.TB) {
 	t.Helper()
+	s.mu.Lock()
+	var listener int
+	if s.cmd != nil {
+		listener = s.cmd.Process.Pid
+	}
+	s.mu.Unlock()
+	sessions := childPIDs(listener)
 	s.stop()
+	for _, pid := range sessions {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
 	if err := s.newHostKeys(); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -520,4 +533,34 @@ func (s *SSHD) AllowSudo(t testing.TB, u *User) {
 	if out, err := exec.Command("visudo", "-c", "-f", path).CombinedOutput(); err != nil {
 		t.Fatalf("testenv: visudo -c %s: %v: %s", path, err, out)
 	}
+}
+
+// childPIDs lists the processes whose parent is pid (sshd's per-connection
+// processes are the listener's children).
+func childPIDs(pid int) []int {
+	if pid == 0 {
+		return nil
+	}
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }

@@ -41,6 +41,8 @@ type Config struct {
 	ReapInterval      time.Duration // how often the reaper looks (default 5s)
 	AckWait           time.Duration // must equal the consumers' AckWait (default 30s)
 	DrainTimeout      time.Duration // soft stop: how long running commands may finish (default 30s)
+	ConnIdle          time.Duration // how long a finished command's connection waits for the next (default 60s)
+	NoConnReuse       bool          // a new connection for every command
 	Logger            *slog.Logger
 }
 
@@ -97,6 +99,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.ConnIdle == 0 && !c.NoConnReuse {
+		c.ConnIdle = 60 * time.Second
+	}
+	if c.NoConnReuse || c.ConnIdle < 0 {
+		c.ConnIdle = 0
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -126,6 +134,7 @@ type Executor struct {
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
 
 	runs *runCache
+	pool *connPool // connections kept for the next command on the same host
 }
 
 // New builds an executor; Run starts it.
@@ -150,6 +159,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		active:     map[uuid.UUID]map[*hostTask]struct{}{},
 		runs:       newRunCache(1024),
+		pool:       newConnPool(cfg.ConnIdle, cfg.Slots),
 	}
 	for range cfg.Slots {
 		e.slots <- struct{}{}
@@ -199,6 +209,8 @@ func (e *Executor) Run(ctx context.Context) error {
 	g.Go(func() error { return e.pullTasks(gctx, hardCtx, &tasks) })
 	g.Go(func() error { return e.pullRuns(gctx, hardCtx, &tasks) })
 	g.Go(func() error { return e.reap(gctx) })
+	g.Go(func() error { e.sweepConns(gctx); return nil })
+	defer e.pool.close()
 	acksDone := make(chan struct{})
 	go func() { defer close(acksDone); e.progressAcks(hardCtx) }()
 	defer func() { hardStop(); <-acksDone }()
@@ -225,6 +237,23 @@ func (e *Executor) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// sweepConns closes kept connections that waited too long, until ctx ends.
+func (e *Executor) sweepConns(ctx context.Context) {
+	if e.cfg.ConnIdle <= 0 {
+		return
+	}
+	t := time.NewTicker(max(e.cfg.ConnIdle/4, 250*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.pool.sweep(now)
+		}
+	}
 }
 
 // heartbeat proves the executor alive, and keeps proving it while it drains

@@ -89,24 +89,24 @@ func (t *hostTask) connectAndRun() outcome {
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
 
-	select {
-	case t.e.handshakes <- struct{}{}:
-	case <-ctx.Done():
-		return t.interrupted(ctx, nil)
+	key := targetKey(platform.ID, target)
+	client, reused, failed := t.connect(ctx, key, target, platform, true)
+	if failed != nil {
+		return *failed
 	}
-	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive})
-	<-t.e.handshakes
-	if err != nil {
-		if ctx.Err() != nil {
-			return t.interrupted(ctx, nil)
+	if !reused {
+		key = targetKey(platform.ID, pinnedTarget(target, client))
+	}
+	keep := false
+	defer func() {
+		switch {
+		case client == nil:
+		case keep:
+			t.e.pool.put(key, client, time.Now())
+		default:
+			_ = client.Close()
 		}
-		return t.dialFailed(ctx, platform, err)
-	}
-	defer client.Close()
-
-	if err := t.pinHostKey(ctx, platform, client); err != nil {
-		return outcome{state: testum.HostHostKeyRejected, err: err.Error()}
-	}
+	}()
 	t.recordContact(platform.ID, "reachable", "")
 
 	ok, err := t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID)
@@ -124,12 +124,22 @@ func (t *hostTask) connectAndRun() outcome {
 	cmdCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmdLine, stdin := remote.Build(t.run.Spec, t.sudoPass)
-	res, err := client.Run(cmdCtx, sshx.Command{
-		Cmd:    cmdLine,
-		Stdin:  stdin,
-		Stdout: t.out.writer(bus.TypeStdout),
-		Stderr: t.out.writer(bus.TypeStderr),
-	})
+	command := sshx.Command{Cmd: cmdLine, Stdin: stdin, Stdout: t.out.writer(bus.TypeStdout), Stderr: t.out.writer(bus.TypeStderr)}
+	res, err := client.Run(cmdCtx, command)
+	if reused && errors.Is(err, sshx.ErrNotStarted) && cmdCtx.Err() == nil {
+		// The kept connection broke between its ping and the command, which
+		// did not start: start it on a new connection.
+		t.log.Debug("kept connection failed; dialing anew", "err", err)
+		_ = client.Close()
+		if client, _, failed = t.connect(ctx, key, target, platform, false); failed != nil {
+			client = nil
+			return *failed
+		}
+		res, err = client.Run(cmdCtx, command)
+	}
+	// Only a connection whose command ended normally is kept: after a
+	// timeout or cancel the host may still be busy killing it.
+	keep = err == nil
 	switch {
 	case err == nil && res.Signal != "":
 		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
@@ -146,6 +156,42 @@ func (t *hostTask) connectAndRun() outcome {
 	default:
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
+}
+
+// connect returns a connection to the host: a kept one that still answers
+// (reused), or a new one whose host key is pinned on first contact. On
+// failure it returns the host's outcome instead.
+func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, platform testum.Platform, reuse bool) (c *sshx.Client, reused bool, failed *outcome) {
+	fail := func(oc outcome) (*sshx.Client, bool, *outcome) { return nil, false, &oc }
+	if reuse {
+		if c := t.e.pool.get(key); c != nil {
+			pctx, cancel := context.WithTimeout(ctx, t.e.cfg.ConnectTimeout)
+			err := c.Ping(pctx)
+			cancel()
+			if err == nil {
+				return c, true, nil
+			}
+			_ = c.Close()
+		}
+	}
+	select {
+	case t.e.handshakes <- struct{}{}:
+	case <-ctx.Done():
+		return fail(t.interrupted(ctx, nil))
+	}
+	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive})
+	<-t.e.handshakes
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(t.interrupted(ctx, nil))
+		}
+		return fail(t.dialFailed(ctx, platform, err))
+	}
+	if err := t.pinHostKey(ctx, platform, client); err != nil {
+		_ = client.Close()
+		return fail(outcome{state: testum.HostHostKeyRejected, err: err.Error()})
+	}
+	return client, false, nil
 }
 
 // commandLimit is how long the command may run: the per-host timeout, or

@@ -36,6 +36,7 @@ type Config struct {
 	DeadAfter      time.Duration
 	AckWait        time.Duration
 	DrainTimeout   time.Duration
+	ConnIdle       time.Duration
 
 	AdminUsername  string
 	AdminPassword  string
@@ -98,6 +99,7 @@ func (c *Config) settings(groups ...string) []setting {
 			{"heartbeat", "TESTUM_HEARTBEAT", "5s", "executor heartbeat interval", dur(&c.Heartbeat)},
 			{"dead-after", "TESTUM_DEAD_AFTER", "30s", "an executor silent this long is dead and its hosts end lost", dur(&c.DeadAfter)},
 			{"drain-timeout", "TESTUM_DRAIN_TIMEOUT", "30s", "on stop, how long running commands may finish", dur(&c.DrainTimeout)},
+			{"conn-idle", "TESTUM_CONN_IDLE", "60s", "how long a host's SSH connection is kept for its next command (0 = a new connection every time)", durOrOff(&c.ConnIdle)},
 		},
 	}
 	var out []setting
@@ -168,6 +170,18 @@ func dur(p *time.Duration) func(string) error {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d <= 0 {
 			return errors.New(`want a positive duration like "10s" or "5m"`)
+		}
+		*p = d
+		return nil
+	}
+}
+
+// durOrOff is dur that also takes 0: the feature is off.
+func durOrOff(p *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return errors.New(`want a duration like "60s", or 0 for off`)
 		}
 		*p = d
 		return nil

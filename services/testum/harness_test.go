@@ -114,6 +114,7 @@ func startServe(t *testing.T, env map[string]string) *server {
 		}
 		return s
 	case err := <-done:
+		done <- err // for the cleanup, which waits for it
 		t.Fatalf("serve ended before serving: %v\n%s", err, errw.String())
 	case <-time.After(waitLimit):
 		t.Fatalf("serve printed no URL within %s\n%s", waitLimit, errw.String())

@@ -374,3 +374,46 @@ func TestSudoWithThePlatformPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionsKeptForTheNextRun: a repeat run on the same hosts reuses
+// their SSH connections (no new login on the host); a changed credential
+// logs in anew; TESTUM_CONN_IDLE=0 turns reuse off.
+func TestConnectionsKeptForTheNextRun(t *testing.T) {
+	t.Parallel()
+	for _, reuse := range []bool{true, false} {
+		sshd := testenv.StartSSHD(t)
+		env := map[string]string{}
+		if !reuse {
+			env["TESTUM_CONN_IDLE"] = "0"
+		}
+		s := startServe(t, env)
+		ids := s.fleet(t, sshd, fmt.Sprintf("reuse%v", reuse), 5, 650, nil)
+		logins := func() int { return strings.Count(sshd.Log(), "Accepted password for") }
+		run := func() {
+			t.Helper()
+			if r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "targets": map[string]any{"platform_ids": ids}})); r.State != "succeeded" {
+				t.Fatalf("run: %s %+v", r.State, r.Hosts)
+			}
+		}
+		run()
+		first := logins()
+		run()
+		second := logins() - first
+		t.Logf("reuse=%v: %d logins for the first run, %d for the second", reuse, first, second)
+		if first != 5 || (reuse && second != 0) || (!reuse && second != 5) {
+			t.Fatalf("reuse=%v: %d logins, then %d", reuse, first, second)
+		}
+		if !reuse {
+			continue
+		}
+		// A new password (the same one, re-entered) is a new credential:
+		// the kept connection was authenticated with the old one.
+		mustCall(t, http.StatusOK, "PUT", fmt.Sprintf("%s/api/platforms/%d", s.URL, ids[0]), map[string]any{"name": "reusetrue01",
+			"host": sshd.Addr(650), "port": sshd.Port, "username": sshd.PasswordUser.Name, "auth_method": "password",
+			"password": sshd.PasswordUser.Password + "-wrong"}, nil)
+		r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "targets": map[string]any{"platform_ids": ids}}))
+		if r.Counts["auth_failed"] != 1 || r.Counts["ok"] != 4 {
+			t.Fatalf("after a credential change: %+v", r.Counts)
+		}
+	}
+}

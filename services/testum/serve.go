@@ -83,6 +83,8 @@ func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
 		DeadAfter:         cfg.DeadAfter,
 		AckWait:           cfg.AckWait,
 		DrainTimeout:      cfg.DrainTimeout,
+		ConnIdle:          cfg.ConnIdle,
+		NoConnReuse:       cfg.ConnIdle <= 0,
 		Logger:            sys.log,
 	}, executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
 }
