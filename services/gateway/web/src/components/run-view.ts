@@ -55,11 +55,13 @@ export function runPage(runID: string): Page {
   let stream: RunStream | null = null;
   let tick = 0;
   let destroyed = false;
+  let offTheme = () => {};
   const hosts = new Map<number, HostView>();
   const byName = new Map<string, HostView>();
 
   const destroy = () => {
     destroyed = true;
+    offTheme();
     stream?.stop();
     window.clearInterval(tick);
     for (const hv of hosts.values()) hv.pane?.dispose();
@@ -221,7 +223,7 @@ export function runPage(runID: string): Page {
       for (const c of hv.chunks) hv.pane.write(c);
       table.setOpen(idx, true);
     }
-    onTheme((t) => {
+    offTheme = onTheme((t) => {
       for (const hv of hosts.values()) hv.pane?.setTheme(t);
     });
 
