@@ -308,11 +308,8 @@ async function send(method: string, path: string, body?: unknown): Promise<Respo
   } catch (e) {
     throw new ApiError(0, e instanceof Error ? e.message : String(e));
   }
-  if (resp.status === 401 && path !== '/api/auth/login') {
-    onUnauthorized();
-  } else if (resp.status !== 0) {
-    onActivity();
-  }
+  if (resp.status === 401 && path !== '/api/auth/login') onUnauthorized();
+  else onActivity(); // the server saw the request: the session was touched
   if (!resp.ok) {
     let msg = resp.statusText;
     try {

@@ -1,6 +1,6 @@
 // Small DOM helpers: the console builds its DOM with h() and keeps every
 // visible string translatable (t / ph / tip props, see i18n.ts).
-import { t, type Key, type Args } from './i18n';
+import { t, locale, type Key, type Args } from './i18n';
 
 export type Child = Node | string | number | null | undefined | false;
 
@@ -98,14 +98,14 @@ export function option(value: string, label: Key | null, text?: string): HTMLOpt
 export function fmtTime(s: string | null | undefined): string {
   if (!s) return '—';
   const d = new Date(s);
-  return isNaN(d.getTime()) ? s : d.toLocaleString();
+  return isNaN(d.getTime()) ? s : d.toLocaleString(locale());
 }
 
 export function fmtDuration(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || ms < 0) return '—';
-  if (ms < 1000) return ms + ' ms';
+  if (ms < 1000) return t('unit.ms', { n: Math.round(ms) });
   const s = ms / 1000;
-  if (s < 60) return s.toFixed(1) + ' s';
+  if (s < 60) return t('unit.s', { n: s.toFixed(1) });
   const m = Math.floor(s / 60);
-  return m + ' m ' + Math.round(s - m * 60) + ' s';
+  return t('unit.m_s', { m, s: Math.round(s - m * 60) });
 }

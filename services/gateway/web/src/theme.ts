@@ -34,8 +34,14 @@ export function setTheme(c: ThemeChoice): void {
   apply();
 }
 
-export function onTheme(fn: (t: Theme) => void): void {
+// onTheme calls fn on every change of the effective theme; the result
+// unsubscribes.
+export function onTheme(fn: (t: Theme) => void): () => void {
   listeners.push(fn);
+  return () => {
+    const i = listeners.indexOf(fn);
+    if (i >= 0) listeners.splice(i, 1);
+  };
 }
 
 media.addEventListener('change', () => {

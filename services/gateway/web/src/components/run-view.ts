@@ -55,11 +55,13 @@ export function runPage(runID: string): Page {
   let stream: RunStream | null = null;
   let tick = 0;
   let destroyed = false;
+  let offTheme = () => {};
   const hosts = new Map<number, HostView>();
   const byName = new Map<string, HostView>();
 
   const destroy = () => {
     destroyed = true;
+    offTheme();
     stream?.stop();
     window.clearInterval(tick);
     for (const hv of hosts.values()) hv.pane?.dispose();
@@ -145,7 +147,7 @@ export function runPage(runID: string): Page {
           h('dt', { t: 'runs.created' }), h('dd', null, fmtTime(run.created_at)),
           h('dt', { t: 'runs.hosts' }), h('dd', null, run.host_count),
           h('dt', { t: 'rc.parallelism' }), h('dd', null, run.parallelism),
-          h('dt', { t: 'rc.timeout' }), h('dd', null, run.timeout + ' s'),
+          h('dt', { t: 'rc.timeout' }), h('dd', { t: 'unit.s', targs: { n: run.timeout } }),
           run.batch ? h('dt', { t: 'rc.batch' }) : null, run.batch ? h('dd', null, run.batch) : null,
           run.max_failures ? h('dt', { t: 'rc.max_failures' }) : null, run.max_failures ? h('dd', null, run.max_failures) : null,
           run.parent_run_id ? h('dt', { t: 'run.parent' }) : null,
@@ -164,26 +166,38 @@ export function runPage(runID: string): Page {
       for (const hv of hosts.values()) if (hv.state !== 'ok') notOK++;
       rerun.hidden = !final || notOK === 0 || !can('run.create');
     };
+    // The counts per state: one chip per state seen, updated in place.
+    const chips = new Map<string, { el: HTMLButtonElement; n: HTMLElement }>();
+    const chip = (state: string) => {
+      let c = chips.get(state);
+      if (c) return c;
+      const n = h('strong', null, '0');
+      const el = h('button', { type: 'button', class: 'chip', 'data-count-state': state }, state === 'all' ? h('span', { t: 'run.all_hosts' }) : stateBadge(state), n);
+      el.addEventListener('click', () => {
+        filter = filter === state || state === 'all' ? '' : state;
+        table.showOnly(filter);
+        for (const [s, x] of chips) x.el.classList.toggle('active', s === (filter || 'all'));
+      });
+      c = { el, n };
+      chips.set(state, c);
+      const order = ['all', ...stateOrder];
+      const next = [...counts.children].find((x) => order.indexOf((x as HTMLElement).dataset.countState ?? '') > order.indexOf(state));
+      counts.insertBefore(el, next ?? null);
+      return c;
+    };
     const renderCounts = () => {
       const n: Record<string, number> = {};
       for (const hv of hosts.values()) n[hv.state] = (n[hv.state] ?? 0) + 1;
-      const chips = stateOrder.filter((s) => n[s]).map((s) => {
-        const b = h('button', { type: 'button', class: 'chip' + (filter === s ? ' active' : ''), 'data-count-state': s },
-          stateBadge(s), h('strong', null, n[s]));
-        b.addEventListener('click', () => {
-          filter = filter === s ? '' : s;
-          table.showOnly(filter);
-          renderCounts();
-        });
-        return b;
-      });
-      const all = h('button', { type: 'button', class: 'chip' + (filter === '' ? ' active' : ''), 'data-count-state': 'all' }, h('span', { t: 'run.all_hosts' }), h('strong', null, hosts.size));
-      all.addEventListener('click', () => {
-        filter = '';
-        table.showOnly('');
-        renderCounts();
-      });
-      counts.replaceChildren(all, ...chips);
+      chip('all').n.textContent = String(hosts.size);
+      for (const s of stateOrder) {
+        const have = chips.get(s);
+        if (!n[s] && !have) continue;
+        const c = have ?? chip(s);
+        const text = String(n[s] ?? 0);
+        if (c.n.textContent !== text) c.n.textContent = text;
+        c.el.hidden = !n[s];
+      }
+      chips.get('all')!.el.classList.toggle('active', filter === '');
     };
     const setRunState = (s: string) => {
       runState = s;
@@ -209,7 +223,7 @@ export function runPage(runID: string): Page {
       for (const c of hv.chunks) hv.pane.write(c);
       table.setOpen(idx, true);
     }
-    onTheme((t) => {
+    offTheme = onTheme((t) => {
       for (const hv of hosts.values()) hv.pane?.setTheme(t);
     });
 

@@ -236,6 +236,10 @@ export const en = {
   'sessions.last_activity': 'Last activity',
   'sessions.end': 'End',
 
+  'unit.ms': '{n} ms',
+  'unit.s': '{n} s',
+  'unit.m_s': '{m} min {s} s',
+
   'state.queued': 'queued',
   'state.connecting': 'connecting',
   'state.running': 'running',

@@ -238,6 +238,10 @@ export const ru: Record<keyof typeof en, string> = {
   'sessions.last_activity': 'Последняя активность',
   'sessions.end': 'Завершить',
 
+  'unit.ms': '{n} мс',
+  'unit.s': '{n} с',
+  'unit.m_s': '{m} мин {s} с',
+
   'state.queued': 'в очереди',
   'state.connecting': 'подключение',
   'state.running': 'выполняется',
