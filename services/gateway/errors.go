@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -51,5 +52,11 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 		return c.Status(status).JSON(api.Error{Error: te.Message})
 	}
 	g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The request's deadline passed (a database or NATS that is slow or
+		// restarting): the client may retry.
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return c.Status(http.StatusServiceUnavailable).JSON(api.Error{Error: "the request took too long; try again"})
+	}
 	return c.Status(http.StatusInternalServerError).JSON(api.Error{Error: "internal error"})
 }
