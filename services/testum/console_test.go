@@ -449,11 +449,16 @@ func TestConsoleFlow(t *testing.T) {
 	b.shot("platforms")
 
 	// A run whose lines arrive a second apart: each pane shows "1" while
-	// the run is still going.
+	// the run is still going. The hosts then wait for a gate file that the
+	// test creates only once every pane showed its first line, so that a
+	// loaded machine cannot end the run before the panes are open (and a
+	// console that showed output only at the end would never open it).
+	gate := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("console-gate-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	t.Cleanup(func() { os.Remove(gate) })
 	b.do(chromedp.Click(chromedp.ID("nav-composer")), chromedp.WaitVisible(chromedp.ID("tp-labels")),
 		chromedp.SendKeys(chromedp.ID("tp-labels"), "suite=console"))
 	b.waitFor("the target preview", `document.getElementById('tp-count').textContent === '3'`, waitLimit)
-	b.do(chromedp.SendKeys(chromedp.ID("rc-command"), "for i in 1 2 3; do echo $i; sleep 1; done"),
+	b.do(chromedp.SendKeys(chromedp.ID("rc-command"), "for i in 1 2 3; do echo $i; sleep 1; done; until [ -e "+gate+" ]; do sleep 0.1; done"),
 		chromedp.Click(chromedp.ID("rc-submit")),
 		chromedp.WaitVisible(chromedp.ID("host-table")))
 	runID := lastRunID(b)
@@ -476,6 +481,9 @@ func TestConsoleFlow(t *testing.T) {
 			t.Fatalf("terminals did not show output: seen %v", seen)
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	b.shot("streaming")
 	b.waitFor("every host ok", `document.querySelectorAll('#host-rows .host-row[data-state="ok"]').length === 3`, waitLimit)
