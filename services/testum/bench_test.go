@@ -359,7 +359,7 @@ func (e *benchEnv) clush(t *testing.T, hosts []string, cmd, want string) error {
 	})
 }
 
-func (e *benchEnv) ansible(t *testing.T, hosts []string, cmd, want string) error {
+func (e *benchEnv) ansible(t *testing.T, hosts []string, cmd, want string) (err error) {
 	dir := t.TempDir()
 	var inv strings.Builder
 	inv.WriteString("[all]\n")
@@ -370,14 +370,19 @@ func (e *benchEnv) ansible(t *testing.T, hosts []string, cmd, want string) error
 	if err := os.WriteFile(invf, []byte(inv.String()), 0o644); err != nil {
 		return err
 	}
-	out, err := runTool("ansible", []string{"ANSIBLE_HOST_KEY_CHECKING=False", "ANSIBLE_STDOUT_CALLBACK=oneline",
-		"ANSIBLE_SSH_ARGS=-o UserKnownHostsFile=/dev/null -o ControlMaster=no", "ANSIBLE_LOCAL_TEMP=" + dir, "ANSIBLE_HOME=" + dir},
-		"all", "-i", invf, "-m", "raw", "-a", cmd, "-f", strconv.Itoa(len(hosts)))
+	out, err := runTool("ansible", []string{"ANSIBLE_HOST_KEY_CHECKING=False",
+		"ANSIBLE_SSH_ARGS=-o UserKnownHostsFile=/dev/null -o ControlMaster=no -o LogLevel=ERROR", "ANSIBLE_LOCAL_TEMP=" + dir, "ANSIBLE_HOME=" + dir},
+		"all", "-i", invf, "-m", "raw", "-a", cmd, "-f", strconv.Itoa(len(hosts)), "--one-line")
 	if err != nil {
 		return err
 	}
-	// oneline: "HOST | CHANGED | rc=0 | (stdout) TEXT\n…" with \n escaped as "\n".
+	// --one-line: "HOST | CHANGED | rc=0 | (stdout) TEXT\n…" with \n escaped as "\n".
 	wantOne := strings.ReplaceAll(strings.TrimSuffix(want, "\n"), "\n", `\n`)
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w; ansible printed:\n%s", err, lastLines(string(out), 5))
+		}
+	}()
 	return checkPerHost(out, hosts, want, func(line string) (string, string, bool) {
 		h, rest, ok := strings.Cut(line, " | ")
 		if !ok || !strings.Contains(rest, "rc=0") {
