@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,8 +33,11 @@ type streamResult struct {
 	// CPU time: the whole test process (serve, NATS, WebSocket client) for
 	// testum, the ssh client for ssh; sshd's share is the same for both.
 	testumCPU, sshCPU []time.Duration
-	wireBytes         int64 // WebSocket message bytes of the last testum run
-	payloadB64        bool  // some payload arrived base64-encoded
+	// hostSecs is the host's start → finish in testum: the executor read,
+	// spooled and published everything (the WebSocket may lag behind).
+	hostSecs   []time.Duration
+	wireBytes  int64 // WebSocket message bytes of the last testum run
+	payloadB64 bool  // some payload arrived base64-encoded
 	// resumes counts the dones that came before all the output: the client
 	// had to reconnect with ?since= to get the rest.
 	resumes int
@@ -73,8 +78,12 @@ func (e *benchEnv) streaming(t *testing.T, host string, id int64, reps int, prof
 		r.wireBytes, r.payloadB64 = got.wire, r.payloadB64 || got.b64
 		r.resumes += got.resumes
 		// The run must end ok too (the archive, the exit status).
-		if run := e.srv.waitRun(t, runID); run.State != "succeeded" {
+		run := e.srv.waitRun(t, runID)
+		if run.State != "succeeded" {
 			t.Fatalf("testum streaming run ended %s: %+v", run.State, run.Counts)
+		}
+		if h := run.Hosts[0]; h.StartedAt != nil && h.FinishedAt != nil {
+			r.hostSecs = append(r.hostSecs, h.FinishedAt.Sub(*h.StartedAt))
 		}
 	}
 	return r
@@ -229,9 +238,18 @@ func startCPUProfile(t *testing.T, path string) func() {
 		f.Close()
 		t.Fatalf("cpu profile: %v", err)
 	}
+	// Where goroutines wait, too: a stream that is not CPU-bound is bound
+	// by some wait.
+	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
-		t.Logf("CPU profile written to %s", path)
+		runtime.SetBlockProfileRate(0)
+		bpath := strings.TrimSuffix(path, ".cpu.pprof") + ".block.pprof"
+		if bf, err := os.Create(bpath); err == nil {
+			_ = pprof.Lookup("block").WriteTo(bf, 0)
+			bf.Close()
+		}
+		t.Logf("CPU and block profiles written to %s and %s", path, bpath)
 	}
 }
