@@ -59,8 +59,10 @@ test: deps check-generated vet
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
 
 # bench measures testum against a Go floor, pdsh, parallel-ssh, clush and
-# ansible on one loopback sshd and writes docs/benchmarks.md. FULL=1 adds
-# N = 500 and 1000.
+# ansible on one loopback sshd and writes docs/benchmarks.md and
+# docs/benchmarks.png. FULL=1 adds N = 500 and 1000, 1000 executor sessions
+# and 500 hosts for scale-out; BENCH_ARGS passes flags such as
+# -bench.reps=3 or -bench.profile=DIR.
 BENCH_PACKAGES := pdsh pssh clustershell ansible-core openssh-client
 bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -70,7 +72,7 @@ bench-deps:
 
 bench: deps bench-deps
 	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run TestBench -count=1 -timeout 120m -v ./services/testum/ \
-		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md
+		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -39,7 +40,7 @@ func writePlot(path string, sizes []int, panels []plotPanel) error {
 		p.Y.Label.Text = "seconds (median)"
 		p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 		p.X.Tick.Marker = plot.ConstantTicks(nTicks(sizes))
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = plot.TickerFunc(secondTicks)
 		p.Legend.Top, p.Legend.Left = true, true
 		var args []any
 		for _, s := range pn.series {
@@ -80,6 +81,20 @@ func nTicks(sizes []int) []plot.Tick {
 	var ts []plot.Tick
 	for _, n := range sizes {
 		ts = append(ts, plot.Tick{Value: float64(n), Label: fmt.Sprint(n)})
+	}
+	return ts
+}
+
+// secondTicks labels 1-2-5 steps: plain log ticks label only powers of ten,
+// and a short range may hold one or none.
+func secondTicks(lo, hi float64) []plot.Tick {
+	var ts []plot.Tick
+	for decade := 0.01; decade <= 1000; decade *= 10 {
+		for _, m := range []float64{1, 2, 5} {
+			if v := m * decade; v >= lo && v <= hi {
+				ts = append(ts, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+			}
+		}
 	}
 	return ts
 }

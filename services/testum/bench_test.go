@@ -171,9 +171,13 @@ func TestBench(t *testing.T) {
 		"Load average (1 min) %s before, %s after: %s.\n\n",
 		now.Format("2006-01-02 15:04"), runtime.NumCPU(), cpuModel(), memTotal(), kernel(), toolVersion("ssh", "-V"),
 		loadBefore, loadAfter, quietness(loadBefore, loadAfter))
+	makeCmd := map[bool]string{true: "make bench", false: "make bench FULL=1"}[*benchShort]
+	if *benchReps > 0 {
+		makeCmd += fmt.Sprintf(" BENCH_ARGS=-bench.reps=%d", *benchReps)
+	}
 	fmt.Fprintf(&b, "Command: `%s` — that is `go test -tags bench -run TestBench -count=1 -v ./services/testum/ -args -bench.short=%v -bench.reps=%d`. "+
 		"Measurement took %.0f s (setup and host-key pinning excluded).\n\n",
-		map[bool]string{true: "make bench", false: "make bench FULL=1"}[*benchShort], *benchShort, reps, measured.Seconds())
+		makeCmd, *benchShort, reps, measured.Seconds())
 	fmt.Fprintf(&b, "Peers: %s; %s; %s; %s.\n\n", toolVersion("pdsh", "-V"), toolVersion("parallel-ssh", "--version"),
 		toolVersion("clush", "--version"), toolVersion("ansible", "--version"))
 	fmt.Fprintf(&b, "Each figure is the median of %d run(s), the tools interleaved; parallelism = N for every tool; every tool's output "+
