@@ -145,7 +145,11 @@ func TestBench(t *testing.T) {
 		repeatFloor = append(repeatFloor, time.Since(start))
 	}
 	t.Log("repeat run: done")
-	timeline := runTimeline(t, e.srv, e.ids[:100])
+	var fanProfile string
+	if *benchProfile != "" {
+		fanProfile = filepath.Join(*benchProfile, "fanout.cpu.pprof")
+	}
+	timeline := e.runTimeline(t, hosts[:100], fanProfile)
 	fb, fbSSH := e.firstByte(t, hosts[0], 50)
 	t.Log("first byte: done")
 	var cpuProfile string
@@ -172,12 +176,19 @@ func TestBench(t *testing.T) {
 		now.Format("2006-01-02 15:04"), runtime.NumCPU(), cpuModel(), memTotal(), kernel(), toolVersion("ssh", "-V"),
 		loadBefore, loadAfter, quietness(loadBefore, loadAfter))
 	makeCmd := map[bool]string{true: "make bench", false: "make bench FULL=1"}[*benchShort]
+	var extra []string
 	if *benchReps > 0 {
-		makeCmd += fmt.Sprintf(" BENCH_ARGS=-bench.reps=%d", *benchReps)
+		extra = append(extra, fmt.Sprintf("-bench.reps=%d", *benchReps))
 	}
-	fmt.Fprintf(&b, "Command: `%s` — that is `go test -tags bench -run TestBench -count=1 -v ./services/testum/ -args -bench.short=%v -bench.reps=%d`. "+
+	if *benchProfile != "" {
+		extra = append(extra, "-bench.profile="+*benchProfile)
+	}
+	if len(extra) > 0 {
+		makeCmd += fmt.Sprintf(" BENCH_ARGS='%s'", strings.Join(extra, " "))
+	}
+	fmt.Fprintf(&b, "Command: `%s` — that is `go test -tags bench -run TestBench -count=1 -v ./services/testum/ -args -bench.short=%v -bench.reps=%d%s`. "+
 		"Measurement took %.0f s (setup and host-key pinning excluded).\n\n",
-		makeCmd, *benchShort, reps, measured.Seconds())
+		makeCmd, *benchShort, reps, map[bool]string{true: " -bench.profile=" + *benchProfile}[*benchProfile != ""], measured.Seconds())
 	fmt.Fprintf(&b, "Peers: %s; %s; %s; %s.\n\n", toolVersion("pdsh", "-V"), toolVersion("parallel-ssh", "--version"),
 		toolVersion("clush", "--version"), toolVersion("ansible", "--version"))
 	fmt.Fprintf(&b, "Each figure is the median of %d run(s), the tools interleaved; parallelism = N for every tool; every tool's output "+
@@ -262,8 +273,8 @@ func TestBench(t *testing.T) {
 		"median %.2f s, **%.0f MB/s**, %.1f s of CPU in the test process (serve with its embedded NATS, and the client). "+
 		"Plain `ssh host 'head -c %d /dev/zero' > /dev/null`: median %.2f s, **%.0f MB/s**, %.1f s of CPU in the ssh client. "+
 		"Ratio %.0f%%. The payload arrived %s: %.0f MB of WebSocket messages for %d MB of output (%.1f×). "+
-		"In testum the host ran %.2f s from start to finish (the executor had read, spooled and published to JetStream "+
-		"every byte: %.0f MB/s), so the WebSocket relay accounts for the rest. "+
+		"In testum the host ran %.2f s from start to finish (by then the executor had read, spooled and published to JetStream "+
+		"every byte: %.0f MB/s); the executor, the gateway, NATS and the client share this process and its CPU. "+
 		"The client counts the `\\u0000` escapes itself: decoding them with encoding/json cost it more CPU than the whole relay "+
 		"(pprof of a first version: 10.2 s of 16.3 s in `json.Unmarshal`).\n\n",
 		streamBytes/1_000_000, streamBytes, reps, median(st.testum).Seconds(), streamMBs, median(st.testumCPU).Seconds(),
@@ -665,10 +676,27 @@ func (s *server) wsFirst(t *testing.T, id, typ string) string {
 
 // runTimeline runs `echo ok` once on ids and splits its wall time into the
 // phases the API records (PostgreSQL timestamps, same clock as ours).
-func runTimeline(t *testing.T, s *server, ids []int64) string {
+// It also compares the CPU this process spends on it with the Go floor's
+// on the same hosts; with profile set, the run is CPU-profiled there.
+func (e *benchEnv) runTimeline(t *testing.T, hosts []string, profile string) string {
+	s, ids := e.srv, e.ids[:len(hosts)]
+	cpu0 := selfCPU()
+	if err := e.floor(t, hosts, "echo ok", "ok\n"); err != nil {
+		t.Fatal(err)
+	}
+	floorCPU := selfCPU() - cpu0
+	var stop func()
+	if profile != "" {
+		stop = startCPUProfile(t, profile)
+	}
+	cpu0 = selfCPU()
 	start := time.Now()
 	r, err := runOn(t, s, ids, "echo ok", "ok\n")
 	end := time.Now()
+	testumCPU := selfCPU() - cpu0
+	if stop != nil {
+		stop()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,6 +715,8 @@ func runTimeline(t *testing.T, s *server, ids []int64) string {
 	msf := func(a, b time.Time) float64 { return ms(b.Sub(a)) }
 	return fmt.Sprintf("POST → run created %.0f ms; → run started by a coordinator %.0f ms; → first host started %.0f ms; "+
 		"→ last host finished %.0f ms; → run finished %.0f ms; → seen final by the client (20 ms polling) and outputs read %.0f ms; "+
-		"total %.0f ms", msf(start, r.CreatedAt), msf(r.CreatedAt, *r.StartedAt), msf(*r.StartedAt, first), msf(first, last),
-		msf(last, *r.FinishedAt), msf(*r.FinishedAt, end), msf(start, end))
+		"total %.0f ms. CPU in the test process: testum (serve with its embedded NATS) %.0f ms, the Go floor on the same hosts %.0f ms "+
+		"(%.1f ms more per host; sshd and PostgreSQL run in other processes)", msf(start, r.CreatedAt), msf(r.CreatedAt, *r.StartedAt),
+		msf(*r.StartedAt, first), msf(first, last), msf(last, *r.FinishedAt), msf(*r.FinishedAt, end), msf(start, end),
+		ms(testumCPU), ms(floorCPU), ms(testumCPU-floorCPU)/float64(len(hosts)))
 }
