@@ -238,18 +238,24 @@ func startCPUProfile(t *testing.T, path string) func() {
 		f.Close()
 		t.Fatalf("cpu profile: %v", err)
 	}
-	// Where goroutines wait, too: a stream that is not CPU-bound is bound
-	// by some wait.
+	// Where goroutines wait, too: a phase that is not CPU-bound is bound by
+	// some wait. The block profile accumulates over the process's life, so
+	// a base is written first: go tool pprof -diff_base BASE PROFILE.
+	bpath := strings.TrimSuffix(path, ".cpu.pprof") + ".block.pprof"
+	writeProfile("block", strings.TrimSuffix(bpath, ".pprof")+".base.pprof")
 	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
 		runtime.SetBlockProfileRate(0)
-		bpath := strings.TrimSuffix(path, ".cpu.pprof") + ".block.pprof"
-		if bf, err := os.Create(bpath); err == nil {
-			_ = pprof.Lookup("block").WriteTo(bf, 0)
-			bf.Close()
-		}
-		t.Logf("CPU and block profiles written to %s and %s", path, bpath)
+		writeProfile("block", bpath)
+		t.Logf("CPU and block profiles written to %s and %s (diff against its .base)", path, bpath)
+	}
+}
+
+func writeProfile(name, path string) {
+	if f, err := os.Create(path); err == nil {
+		_ = pprof.Lookup(name).WriteTo(f, 0)
+		f.Close()
 	}
 }
