@@ -176,19 +176,23 @@ func TestBench(t *testing.T) {
 		now.Format("2006-01-02 15:04"), runtime.NumCPU(), cpuModel(), memTotal(), kernel(), toolVersion("ssh", "-V"),
 		loadBefore, loadAfter, quietness(loadBefore, loadAfter))
 	makeCmd := map[bool]string{true: "make bench", false: "make bench FULL=1"}[*benchShort]
-	var extra []string
-	if *benchReps > 0 {
-		extra = append(extra, fmt.Sprintf("-bench.reps=%d", *benchReps))
+	var extra []string // flags given beyond -bench.short and -bench.reps
+	if !*benchFanout {
+		extra = append(extra, "-bench.fanout=false")
 	}
 	if *benchProfile != "" {
 		extra = append(extra, "-bench.profile="+*benchProfile)
 	}
-	if len(extra) > 0 {
-		makeCmd += fmt.Sprintf(" BENCH_ARGS='%s'", strings.Join(extra, " "))
+	makeArgs := extra
+	if *benchReps > 0 {
+		makeArgs = append([]string{fmt.Sprintf("-bench.reps=%d", *benchReps)}, extra...)
 	}
-	fmt.Fprintf(&b, "Command: `%s` — that is `go test -tags bench -run TestBench -count=1 -v ./services/testum/ -args -bench.short=%v -bench.reps=%d%s`. "+
-		"Measurement took %.0f s (setup and host-key pinning excluded).\n\n",
-		makeCmd, *benchShort, reps, map[bool]string{true: " -bench.profile=" + *benchProfile}[*benchProfile != ""], measured.Seconds())
+	if len(makeArgs) > 0 {
+		makeCmd += fmt.Sprintf(" BENCH_ARGS='%s'", strings.Join(makeArgs, " "))
+	}
+	goArgs := strings.Join(append([]string{fmt.Sprintf("-bench.short=%v -bench.reps=%d", *benchShort, reps)}, extra...), " ")
+	fmt.Fprintf(&b, "Command: `%s` — that is `go test -tags bench -run TestBench -count=1 -v ./services/testum/ -args %s`. "+
+		"Measurement took %.0f s (setup and host-key pinning excluded).\n\n", makeCmd, goArgs, measured.Seconds())
 	fmt.Fprintf(&b, "Peers: %s; %s; %s; %s.\n\n", toolVersion("pdsh", "-V"), toolVersion("parallel-ssh", "--version"),
 		toolVersion("clush", "--version"), toolVersion("ansible", "--version"))
 	fmt.Fprintf(&b, "Each figure is the median of %d run(s), the tools interleaved; parallelism = N for every tool; every tool's output "+
