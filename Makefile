@@ -12,7 +12,7 @@ LDFLAGS := -X main.version=$(VERSION)
 TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all build run test web deps deps-apt deps-go generate check-generated vet bench clean help
+.PHONY: all build run test web deps deps-apt deps-go generate check-generated vet bench bench-deps clean help
 
 all: build
 
@@ -78,14 +78,20 @@ test: deps web check-generated vet
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
 
 # bench measures testum against a Go floor, pdsh, parallel-ssh, clush and
-# ansible on one loopback sshd and writes docs/benchmarks.md. FULL=1 adds
-# N = 500 and 1000.
+# ansible on one loopback sshd and writes docs/benchmarks.md and
+# docs/benchmarks.png. FULL=1 adds N = 500 and 1000, 1000 executor sessions
+# and 500 hosts for scale-out; BENCH_ARGS passes flags such as
+# -bench.reps=3 or -bench.profile=DIR.
 BENCH_PACKAGES := pdsh pssh clustershell ansible-core openssh-client
-bench: deps
+bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing; fi
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing; fi
+	@for t in pdsh parallel-ssh clush ansible ssh; do command -v $$t >/dev/null || { echo "bench: $$t not found after install"; exit 1; }; done
+
+bench: deps bench-deps
 	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run TestBench -count=1 -timeout 120m -v ./services/testum/ \
-		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md
+		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md $(BENCH_ARGS)
 
 clean:
 	rm -rf bin
