@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -152,7 +155,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 			}
 			// A finished run whose "done" is gone from the stream (expired):
 			// end once everything that remains was sent.
-			if done, state := g.wsRunEnded(ctx, run, cons, last); done {
+			if done, state := g.wsRunEnded(ctx, run, last); done {
 				_ = g.wsWrite(conn, api.WSMessage{Type: string(bus.TypeDone), Seq: last, Payload: state, State: state})
 				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
 				return
@@ -161,14 +164,26 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	}
 }
 
-// wsRunEnded reports whether the run is final and nothing is pending.
-func (g *Gateway) wsRunEnded(ctx context.Context, run uuid.UUID, cons jetstream.Consumer, last uint64) (bool, string) {
+// wsRunEnded reports whether the run is final and everything of its
+// transcript has been sent: the last message on its subjects is at or
+// before last, the stream sequence sent most recently. (The consumer's
+// pending count cannot tell: it leaves out what the client library has
+// fetched but this socket has not sent yet, and its cached copy is the one
+// from when the consumer was made.)
+func (g *Gateway) wsRunEnded(ctx context.Context, run uuid.UUID, last uint64) (bool, string) {
 	r, err := g.st.Run(ctx, run)
 	if err != nil || !r.State.Final() || r.FinishedAt == nil || time.Since(*r.FinishedAt) < 2*wsCheckEvery {
 		return false, ""
 	}
-	info := cons.CachedInfo()
-	if info == nil || info.NumPending > 0 {
+	stream, err := g.js.Stream(ctx, bus.StreamOutput)
+	if err != nil {
+		return false, ""
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, bus.OutputFilter(run))
+	switch {
+	case err == nil && m.Sequence > last:
+		return false, "" // more to send
+	case err != nil && !bus.IsNotFound(err):
 		return false, ""
 	}
 	return true, string(r.State)
@@ -210,12 +225,27 @@ func wsMessage(m jetstream.Msg) (api.WSMessage, uint64) {
 		}
 	}
 	data := m.Data()
-	if utf8.Valid(data) {
+	if utf8.Valid(data) && !mostlyEscaped(data) {
 		out.Payload = string(data)
 	} else {
 		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(data), "base64"
 	}
 	return out, seq
+}
+
+// mostlyEscaped reports whether JSON would grow data by more than base64
+// does (a third): JSON writes each control byte but \t \n \r as six
+// (\u0000). Binary-ish output such as /dev/zero would otherwise cross the
+// socket six times over. ESC is left out of the count: coloured output
+// stays readable text, at a few bytes more.
+func mostlyEscaped(data []byte) bool {
+	escaped := 0
+	for _, c := range data {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != 0x1b {
+			escaped++
+		}
+	}
+	return escaped*5 > len(data)/3
 }
 
 func parseOutputSubject(subj string) (string, int, error) {
@@ -231,10 +261,23 @@ func parseOutputSubject(subj string) (string, int, error) {
 	return subj[:i], idx, nil
 }
 
+// wsWrite sends one message as JSON text. HTML escaping is off: it would
+// write every <, > and & of the output as six bytes, for no reader that
+// needs it.
 func (g *Gateway) wsWrite(conn *websocket.Conn, m api.WSMessage) error {
+	buf := wsBufs.Get().(*bytes.Buffer)
+	defer wsBufs.Put(buf)
+	buf.Reset()
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return err
+	}
 	_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
-	return conn.WriteJSON(m)
+	return conn.WriteMessage(websocket.TextMessage, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
+
+var wsBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (g *Gateway) wsClose(conn *websocket.Conn, code int, text string) {
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
