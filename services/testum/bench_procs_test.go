@@ -51,6 +51,9 @@ func (e *benchEnv) processes(t *testing.T, sessions, scaleN, reps int) procResul
 		"SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
 		"TESTUM_LOG_LEVEL": "error", "TESTUM_LISTEN": "127.0.0.1:0",
 		"TESTUM_EXECUTOR_SLOTS": "1024", "TESTUM_MAX_HANDSHAKES": "64", "TESTUM_CONNECT_TIMEOUT": "30s",
+		// Reuse off: a joining executor has no kept connections, which would
+		// make the comparison about the pool rather than about scale-out.
+		"TESTUM_CONN_IDLE": "0",
 		"ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
 	}
 	gw := startProcess(t, env, "gateway")
