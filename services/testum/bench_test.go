@@ -286,7 +286,7 @@ func TestBench(t *testing.T) {
 		panels = append(panels, pn)
 	}
 	fmt.Fprintf(&b, "Where testum's time goes, one more `echo ok` run on 100 hosts: %s.\n\n", timeline)
-	fmt.Fprintf(&b, "## Repeat run\n\n`echo ok` on 100 hosts again right after the fan-out runs, %d time(s), each followed by the Go floor: "+
+	fmt.Fprintf(&b, "## Repeat run\n\n`echo ok` on 100 hosts again right after a first run on the same hosts, %d time(s), each followed by the Go floor: "+
 		"testum median %.2f s, Go floor %.2f s. This serve runs with the defaults: each host's SSH connection is kept for its next "+
 		"command (`TESTUM_CONN_IDLE`, 60 s), so a repeat run skips the handshakes the floor pays every time. "+
 		"(The fan-out tables above are measured with reuse off.)\n\n",
