@@ -467,6 +467,10 @@ func (q *Queries) RunHostGet(ctx context.Context, arg RunHostGetParams) (RunHost
 }
 
 const runHostSetRunning = `-- name: RunHostSetRunning :execrows
+WITH contact AS (
+    UPDATE platforms SET state = 'reachable', state_detail = '', last_contact_at = now()
+    WHERE id = $5
+)
 UPDATE run_hosts SET state = 'running'
 WHERE run_id = $1 AND idx = $2 AND attempt = $3 AND executor_id = $4::text AND state = 'connecting'
 `
@@ -476,14 +480,18 @@ type RunHostSetRunningParams struct {
 	Idx        int32
 	Attempt    int32
 	ExecutorID string
+	PlatformID int64
 }
 
+// The host's platform is recorded as reached in the same round trip: one
+// statement less on every host's way to its command.
 func (q *Queries) RunHostSetRunning(ctx context.Context, arg RunHostSetRunningParams) (int64, error) {
 	result, err := q.db.Exec(ctx, runHostSetRunning,
 		arg.RunID,
 		arg.Idx,
 		arg.Attempt,
 		arg.ExecutorID,
+		arg.PlatformID,
 	)
 	if err != nil {
 		return 0, err

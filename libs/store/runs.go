@@ -239,8 +239,8 @@ func (s *Store) RunHostClaim(ctx context.Context, run uuid.UUID, idx, attempt in
 
 // RunHostSetRunning moves a claimed host to running. ok=false means the
 // host is no longer this executor's (the reaper declared it lost).
-func (s *Store) RunHostSetRunning(ctx context.Context, run uuid.UUID, idx, attempt int, executor string) (bool, error) {
-	n, err := s.q.RunHostSetRunning(ctx, db.RunHostSetRunningParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor})
+func (s *Store) RunHostSetRunning(ctx context.Context, run uuid.UUID, idx, attempt int, executor string, platform int64) (bool, error) {
+	n, err := s.q.RunHostSetRunning(ctx, db.RunHostSetRunningParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor, PlatformID: platform})
 	return n == 1, wrap(err, "host running")
 }
 

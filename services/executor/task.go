@@ -107,9 +107,7 @@ func (t *hostTask) connectAndRun() outcome {
 			_ = client.Close()
 		}
 	}()
-	t.recordContact(platform.ID, "reachable", "")
-
-	ok, err := t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID)
+	ok, err := t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, platform.ID)
 	if err != nil || !ok {
 		// The reaper took the host from us (we looked dead), or the database is
 		// gone: do not start a command nobody would account for.
