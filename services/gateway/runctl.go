@@ -173,23 +173,26 @@ func (g *Gateway) runHostLog(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/octet-stream")
 		return c.Send(nil)
 	}
-	r, err := g.logs.Get(ctx, h.LogKey)
+	// The raw log is streamed, after the handler returns: its reader gets a
+	// context of its own, ended when fasthttp closes the body.
+	streamCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logDownloadLimit)
+	r, err := g.logs.Get(streamCtx, h.LogKey)
 	if errors.Is(err, logstore.ErrNotFound) {
+		cancel()
 		return testum.NotFound("the log of host %s is gone from the log store", h.Name)
 	}
 	if err != nil {
+		cancel()
 		return err
 	}
-	defer r.Close()
 	c.Set(fiber.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="%s-%s.log"`, id, safeFileName(h.Name)))
 	if c.Query("format") != "text" {
 		c.Set(fiber.HeaderContentType, "application/octet-stream")
-		data, err := io.ReadAll(r)
-		if err != nil {
-			return err
-		}
-		return c.Send(data)
+		c.Response().SetBodyStream(&streamedLog{r: r, cancel: cancel}, -1)
+		return nil
 	}
+	defer cancel()
+	defer r.Close()
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -200,6 +203,21 @@ func (g *Gateway) runHostLog(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
 	return c.SendString(text.String())
+}
+
+// streamedLog is a log being sent: closing it (fasthttp does, once the body
+// is written or the client went away) closes the log and ends its context.
+type streamedLog struct {
+	r      io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (l *streamedLog) Read(p []byte) (int, error) { return l.r.Read(p) }
+
+func (l *streamedLog) Close() error {
+	err := l.r.Close()
+	l.cancel()
+	return err
 }
 
 // renderTimestamped writes "TIME STREAM | line" for each indexed piece.
