@@ -11,12 +11,6 @@ INSERT INTO run_hosts (run_id, idx, platform_id, name, address) VALUES (@run_id,
 -- name: RunGet :one
 SELECT * FROM runs WHERE id = @id;
 
--- name: RunList :many
-SELECT * FROM runs ORDER BY created_at DESC, id LIMIT @lim OFFSET @off;
-
--- name: RunCount :one
-SELECT count(*) FROM runs;
-
 -- name: RunHostsList :many
 SELECT * FROM run_hosts WHERE run_id = @run_id ORDER BY idx;
 

@@ -90,17 +90,6 @@ func (q *Queries) RunCoordinatorRelease(ctx context.Context, arg RunCoordinatorR
 	return err
 }
 
-const runCount = `-- name: RunCount :one
-SELECT count(*) FROM runs
-`
-
-func (q *Queries) RunCount(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, runCount)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
 const runCreate = `-- name: RunCreate :one
 INSERT INTO runs (id, kind, command, spec, targets, parallelism, timeout_seconds, host_count,
                   created_by, created_by_name, parent_run_id)
@@ -683,55 +672,6 @@ func (q *Queries) RunHostsReleasedWaiting(ctx context.Context, arg RunHostsRelea
 	for rows.Next() {
 		var i RunHostsReleasedWaitingRow
 		if err := rows.Scan(&i.Idx, &i.Attempt); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runList = `-- name: RunList :many
-SELECT id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at FROM runs ORDER BY created_at DESC, id LIMIT $2 OFFSET $1
-`
-
-type RunListParams struct {
-	Off int32
-	Lim int32
-}
-
-func (q *Queries) RunList(ctx context.Context, arg RunListParams) ([]Run, error) {
-	rows, err := q.db.Query(ctx, runList, arg.Off, arg.Lim)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []Run{}
-	for rows.Next() {
-		var i Run
-		if err := rows.Scan(
-			&i.ID,
-			&i.State,
-			&i.Kind,
-			&i.Command,
-			&i.Spec,
-			&i.Targets,
-			&i.Parallelism,
-			&i.TimeoutSeconds,
-			&i.HostCount,
-			&i.CreatedBy,
-			&i.CreatedByName,
-			&i.ParentRunID,
-			&i.CoordinatorID,
-			&i.CancelRequested,
-			&i.AbortReason,
-			&i.Error,
-			&i.CreatedAt,
-			&i.StartedAt,
-			&i.FinishedAt,
-		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -80,27 +80,6 @@ func (s *Store) Run(ctx context.Context, id uuid.UUID) (testum.Run, error) {
 	return runFromRow(row)
 }
 
-// RunList returns a page of runs, newest first, and the total.
-func (s *Store) RunList(ctx context.Context, limit, offset int) ([]testum.Run, int, error) {
-	rows, err := s.q.RunList(ctx, db.RunListParams{Lim: int32(limit), Off: int32(offset)})
-	if err != nil {
-		return nil, 0, wrap(err, "runs")
-	}
-	n, err := s.q.RunCount(ctx)
-	if err != nil {
-		return nil, 0, wrap(err, "runs")
-	}
-	out := make([]testum.Run, 0, len(rows))
-	for _, r := range rows {
-		run, err := runFromRow(r)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, run)
-	}
-	return out, int(n), nil
-}
-
 // RunHosts returns the hosts of a run in order.
 func (s *Store) RunHosts(ctx context.Context, run uuid.UUID) ([]testum.RunHost, error) {
 	rows, err := s.q.RunHostsList(ctx, run)
