@@ -78,17 +78,28 @@ WHERE (NOT @active_only::boolean OR (s.active AND s.expires_at > @now AND s.last
 SELECT s.id, s.user_id, u.username, u.role, s.active FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = @id;
 
--- name: LoginFailureAdd :exec
-INSERT INTO login_failures (at, ip, username) VALUES (@now, @ip, @username);
+-- name: LoginAttemptAdd :one
+-- A login attempt is recorded before its key is checked, and committed on
+-- its own: concurrent attempts then see each other when they count.
+INSERT INTO login_failures (at, ip, username) VALUES (@now, @ip, @username) RETURNING id;
 
--- name: LoginFailuresSince :one
--- Failures from one address and for one username since a moment, with the
--- oldest of each (to tell when the window frees up).
+-- name: LoginAttemptRefund :exec
+-- An attempt that did not fail (the key was right, or it was refused
+-- before its key was checked) is no failure.
+DELETE FROM login_failures WHERE id = @id;
+
+-- name: LoginAttemptCounts :one
+-- Failures since a moment: for this username from this address, from this
+-- address for any username, for this username from any address; the oldest
+-- of each (to tell when the window frees up) and the newest of the pair
+-- other than the attempt itself (to space retries out).
 SELECT
+    count(*) FILTER (WHERE ip = @ip AND lower(username) = lower(@username))::bigint AS by_pair,
+    coalesce(min(at) FILTER (WHERE ip = @ip AND lower(username) = lower(@username)), @now)::timestamptz AS oldest_pair,
+    coalesce(max(at) FILTER (WHERE ip = @ip AND lower(username) = lower(@username) AND id <> @self), @since)::timestamptz AS newest_pair,
     count(*) FILTER (WHERE ip = @ip)::bigint AS by_ip,
     coalesce(min(at) FILTER (WHERE ip = @ip), @now)::timestamptz AS oldest_ip,
-    count(*) FILTER (WHERE lower(username) = lower(@username))::bigint AS by_user,
-    coalesce(min(at) FILTER (WHERE lower(username) = lower(@username)), @now)::timestamptz AS oldest_user
+    count(*) FILTER (WHERE lower(username) = lower(@username))::bigint AS by_user
 FROM login_failures
 WHERE at > @since AND (ip = @ip OR lower(username) = lower(@username));
 

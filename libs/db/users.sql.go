@@ -12,18 +12,86 @@ import (
 	"github.com/google/uuid"
 )
 
-const loginFailureAdd = `-- name: LoginFailureAdd :exec
-INSERT INTO login_failures (at, ip, username) VALUES ($1, $2, $3)
+const loginAttemptAdd = `-- name: LoginAttemptAdd :one
+INSERT INTO login_failures (at, ip, username) VALUES ($1, $2, $3) RETURNING id
 `
 
-type LoginFailureAddParams struct {
+type LoginAttemptAddParams struct {
 	Now      time.Time
 	Ip       string
 	Username string
 }
 
-func (q *Queries) LoginFailureAdd(ctx context.Context, arg LoginFailureAddParams) error {
-	_, err := q.db.Exec(ctx, loginFailureAdd, arg.Now, arg.Ip, arg.Username)
+// A login attempt is recorded before its key is checked, and committed on
+// its own: concurrent attempts then see each other when they count.
+func (q *Queries) LoginAttemptAdd(ctx context.Context, arg LoginAttemptAddParams) (int64, error) {
+	row := q.db.QueryRow(ctx, loginAttemptAdd, arg.Now, arg.Ip, arg.Username)
+	var id int64
+	err := row.Scan(&id)
+	return id, err
+}
+
+const loginAttemptCounts = `-- name: LoginAttemptCounts :one
+SELECT
+    count(*) FILTER (WHERE ip = $1 AND lower(username) = lower($2))::bigint AS by_pair,
+    coalesce(min(at) FILTER (WHERE ip = $1 AND lower(username) = lower($2)), $3)::timestamptz AS oldest_pair,
+    coalesce(max(at) FILTER (WHERE ip = $1 AND lower(username) = lower($2) AND id <> $4), $5)::timestamptz AS newest_pair,
+    count(*) FILTER (WHERE ip = $1)::bigint AS by_ip,
+    coalesce(min(at) FILTER (WHERE ip = $1), $3)::timestamptz AS oldest_ip,
+    count(*) FILTER (WHERE lower(username) = lower($2))::bigint AS by_user
+FROM login_failures
+WHERE at > $5 AND (ip = $1 OR lower(username) = lower($2))
+`
+
+type LoginAttemptCountsParams struct {
+	Ip       string
+	Username string
+	Now      time.Time
+	Self     int64
+	Since    time.Time
+}
+
+type LoginAttemptCountsRow struct {
+	ByPair     int64
+	OldestPair time.Time
+	NewestPair time.Time
+	ByIp       int64
+	OldestIp   time.Time
+	ByUser     int64
+}
+
+// Failures since a moment: for this username from this address, from this
+// address for any username, for this username from any address; the oldest
+// of each (to tell when the window frees up) and the newest of the pair
+// other than the attempt itself (to space retries out).
+func (q *Queries) LoginAttemptCounts(ctx context.Context, arg LoginAttemptCountsParams) (LoginAttemptCountsRow, error) {
+	row := q.db.QueryRow(ctx, loginAttemptCounts,
+		arg.Ip,
+		arg.Username,
+		arg.Now,
+		arg.Self,
+		arg.Since,
+	)
+	var i LoginAttemptCountsRow
+	err := row.Scan(
+		&i.ByPair,
+		&i.OldestPair,
+		&i.NewestPair,
+		&i.ByIp,
+		&i.OldestIp,
+		&i.ByUser,
+	)
+	return i, err
+}
+
+const loginAttemptRefund = `-- name: LoginAttemptRefund :exec
+DELETE FROM login_failures WHERE id = $1
+`
+
+// An attempt that did not fail (the key was right, or it was refused
+// before its key was checked) is no failure.
+func (q *Queries) LoginAttemptRefund(ctx context.Context, id int64) error {
+	_, err := q.db.Exec(ctx, loginAttemptRefund, id)
 	return err
 }
 
@@ -34,49 +102,6 @@ DELETE FROM login_failures WHERE at < $1
 func (q *Queries) LoginFailuresPrune(ctx context.Context, before time.Time) error {
 	_, err := q.db.Exec(ctx, loginFailuresPrune, before)
 	return err
-}
-
-const loginFailuresSince = `-- name: LoginFailuresSince :one
-SELECT
-    count(*) FILTER (WHERE ip = $1)::bigint AS by_ip,
-    coalesce(min(at) FILTER (WHERE ip = $1), $2)::timestamptz AS oldest_ip,
-    count(*) FILTER (WHERE lower(username) = lower($3))::bigint AS by_user,
-    coalesce(min(at) FILTER (WHERE lower(username) = lower($3)), $2)::timestamptz AS oldest_user
-FROM login_failures
-WHERE at > $4 AND (ip = $1 OR lower(username) = lower($3))
-`
-
-type LoginFailuresSinceParams struct {
-	Ip       string
-	Now      time.Time
-	Username string
-	Since    time.Time
-}
-
-type LoginFailuresSinceRow struct {
-	ByIp       int64
-	OldestIp   time.Time
-	ByUser     int64
-	OldestUser time.Time
-}
-
-// Failures from one address and for one username since a moment, with the
-// oldest of each (to tell when the window frees up).
-func (q *Queries) LoginFailuresSince(ctx context.Context, arg LoginFailuresSinceParams) (LoginFailuresSinceRow, error) {
-	row := q.db.QueryRow(ctx, loginFailuresSince,
-		arg.Ip,
-		arg.Now,
-		arg.Username,
-		arg.Since,
-	)
-	var i LoginFailuresSinceRow
-	err := row.Scan(
-		&i.ByIp,
-		&i.OldestIp,
-		&i.ByUser,
-		&i.OldestUser,
-	)
-	return i, err
 }
 
 const sessionCheck = `-- name: SessionCheck :one

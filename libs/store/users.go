@@ -215,19 +215,38 @@ func (s *Store) SessionList(ctx context.Context, activeOnly bool, idleSince time
 	return out, n, nil
 }
 
-// LoginFailure records a failed login.
-func (s *Store) LoginFailure(ctx context.Context, ip, username string) error {
-	return wrap(s.q.LoginFailureAdd(ctx, db.LoginFailureAddParams{Now: s.now(), Ip: ip, Username: username}), "login failure")
+// LoginAttempt records a login attempt as a failure before its key is
+// checked, committed at once so that concurrent attempts count each other;
+// it returns the attempt's id for LoginRefund.
+func (s *Store) LoginAttempt(ctx context.Context, ip, username string) (int64, error) {
+	id, err := s.q.LoginAttemptAdd(ctx, db.LoginAttemptAddParams{Now: s.now(), Ip: ip, Username: username})
+	return id, wrap(err, "login attempt")
 }
 
-// LoginFailures counts failures since a moment, per address and per
-// username, with the oldest of each in the window.
-func (s *Store) LoginFailures(ctx context.Context, ip, username string, since time.Time) (byIP int64, oldestIP time.Time, byUser int64, oldestUser time.Time, err error) {
-	r, err := s.q.LoginFailuresSince(ctx, db.LoginFailuresSinceParams{Ip: ip, Username: username, Since: since, Now: s.now()})
+// LoginRefund forgets an attempt that turned out not to be a failure.
+func (s *Store) LoginRefund(ctx context.Context, id int64) error {
+	return wrap(s.q.LoginAttemptRefund(ctx, id), "login attempt")
+}
+
+// LoginCounts are the failed logins within a window that bear on one
+// attempt (which counts itself).
+type LoginCounts struct {
+	ByPair     int64     // this username from this address
+	OldestPair time.Time // the oldest of those
+	NewestPair time.Time // the newest of those before this attempt (since, when none)
+	ByIP       int64     // this address, any username
+	OldestIP   time.Time
+	ByUser     int64 // this username, any address
+}
+
+// LoginAttemptCounts counts the failures since a moment around attempt self.
+func (s *Store) LoginAttemptCounts(ctx context.Context, self int64, ip, username string, since time.Time) (LoginCounts, error) {
+	r, err := s.q.LoginAttemptCounts(ctx, db.LoginAttemptCountsParams{Ip: ip, Username: username, Now: s.now(), Self: self, Since: since})
 	if err != nil {
-		return 0, time.Time{}, 0, time.Time{}, wrap(err, "login failures")
+		return LoginCounts{}, wrap(err, "login failures")
 	}
-	return r.ByIp, r.OldestIp, r.ByUser, r.OldestUser, nil
+	return LoginCounts{ByPair: r.ByPair, OldestPair: r.OldestPair, NewestPair: r.NewestPair, ByIP: r.ByIp,
+		OldestIP: r.OldestIp, ByUser: r.ByUser}, nil
 }
 
 // LoginFailuresPrune forgets failures older than before.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -19,12 +18,27 @@ import (
 )
 
 // Cookie names. The session cookie is HttpOnly; the CSRF cookie is read by
-// the console, which echoes it in the X-CSRF-Token header.
+// the console, which echoes it in the X-CSRF-Token header. Over TLS the
+// session cookie is SecureSessionCookie: a browser keeps a __Host- cookie
+// only when it is Secure, for the exact host, path /, so neither a plain
+// http page nor a sibling subdomain can set or overwrite it. The CSRF
+// cookie keeps its name (the console looks it up by name); it needs no
+// such protection, since the header must match the token's own claim.
 const (
-	SessionCookie = "testum_session"
-	CSRFCookie    = "testum_csrf"
-	CSRFHeader    = "X-CSRF-Token"
+	SessionCookie       = "testum_session"
+	SecureSessionCookie = "__Host-testum_session"
+	CSRFCookie          = "testum_csrf"
+	CSRFHeader          = "X-CSRF-Token"
 )
+
+// sessionCookieName is the session cookie's name on a TLS connection or a
+// plain one.
+func sessionCookieName(tls bool) string {
+	if tls {
+		return SecureSessionCookie
+	}
+	return SessionCookie
+}
 
 // Principal is who makes a request.
 type Principal struct {
@@ -53,11 +67,16 @@ func bearer(c *fiber.Ctx) (token string, viaCookie bool) {
 		}
 		return "", false
 	}
+	if t := c.Cookies(SecureSessionCookie); t != "" {
+		return t, true
+	}
 	return c.Cookies(SessionCookie), true
 }
 
 // safeMethod is a method that changes nothing.
-func safeMethod(m string) bool { return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions }
+func safeMethod(m string) bool {
+	return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions
+}
 
 // authenticate establishes who is calling: the token names a server-side
 // session, which must be active, not idle and not past its absolute end;
@@ -74,10 +93,16 @@ func (g *Gateway) authenticate(action auth.Action) fiber.Handler {
 		}
 		p, err := g.checkToken(c.UserContext(), token, true)
 		if err != nil {
+			if testum.CodeOf(err) == testum.CodeUnauthorized {
+				g.auditRefusal(c, "token", "auth.token", c.Method()+" "+c.Path(),
+					map[string]any{"reason": "invalid, expired or ended session", "via": map[bool]string{true: "cookie", false: "bearer"}[viaCookie]})
+			}
 			return err
 		}
 		p.viaCookie = viaCookie
 		if viaCookie && !safeMethod(c.Method()) && !auth.SameCSRF(p.csrf, c.Get(CSRFHeader)) {
+			c.Locals(principalKey, p) // names the actor in the audit entry; the request ends here
+			g.auditRefusal(c, "csrf", "access.denied", c.Method()+" "+c.Path(), map[string]any{"reason": "missing or wrong " + CSRFHeader})
 			return testum.Errorf(testum.CodeForbidden, "missing or wrong %s header", CSRFHeader)
 		}
 		c.Locals(principalKey, p)
@@ -148,7 +173,7 @@ func (g *Gateway) auditAlone(c *fiber.Ctx, action, target string, details map[st
 }
 
 func (g *Gateway) auditEntry(c *fiber.Ctx, action, target string, details map[string]any, outcome string) testum.AuditEntry {
-	e := testum.AuditEntry{Action: action, Target: target, Details: details, IP: c.IP(), Outcome: outcome}
+	e := testum.AuditEntry{Action: action, Target: target, Details: details, IP: g.clientIP(c), Outcome: outcome}
 	if p := principal(c); p != nil {
 		id := p.UserID
 		e.ActorID, e.Actor = &id, p.Username
@@ -161,22 +186,11 @@ func (g *Gateway) auditEntry(c *fiber.Ctx, action, target string, details map[st
 // Origin is the only proof. Non-browser clients send no Origin.
 func (g *Gateway) checkOrigin(c *fiber.Ctx) error {
 	origin := c.Get(fiber.HeaderOrigin)
-	if origin == "" {
+	if origin == "" || g.originAllowed(c, origin) {
 		return c.Next()
 	}
-	u, err := url.Parse(origin)
-	if err == nil && u.Host != "" {
-		if u.Host == c.Hostname() {
-			return c.Next()
-		}
-		for _, a := range g.cfg.AllowedOrigins {
-			if strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
-				return c.Next()
-			}
-		}
-	}
-	g.auditAlone(c, "access.denied", c.Path(), map[string]any{"reason": "websocket origin not allowed", "origin": origin}, "denied")
-	return testum.Errorf(testum.CodeForbidden, "origin %s is not allowed", origin)
+	g.auditRefusal(c, "origin", "access.denied", c.Path(), map[string]any{"reason": "websocket origin not allowed", "origin": truncate(origin, 200)})
+	return testum.Errorf(testum.CodeForbidden, "origin %s is not allowed", truncate(origin, 200))
 }
 
 // retryAfter sets the Retry-After of a 429.

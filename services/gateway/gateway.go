@@ -41,6 +41,10 @@ type Config struct {
 	LoginWindow    time.Duration // failed logins count within this window (default 1m)
 	LoginPerIP     int           // failed logins allowed per client address in the window (default 10)
 	LoginPerUser   int           // failed logins allowed per username in the window (default 50)
+	LoginPerAddr   int           // failed logins allowed per client address, any username, in the window (default 100)
+	LoginSlowDown  time.Duration // past LoginPerUser, a failing address waits this long between tries (default 5s)
+	WriteTimeout   time.Duration // time to write one response (default 60s); WebSockets are exempt
+	DownloadWrite  time.Duration // time to write one log download (default 1h)
 	TrustedProxies []string      // addresses whose X-Forwarded-For is believed
 	AllowedOrigins []string      // WebSocket origins besides the gateway's own host
 	Now            func() time.Time
@@ -92,6 +96,18 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.LoginPerUser == 0 {
 		c.LoginPerUser = 50
 	}
+	if c.LoginPerAddr == 0 {
+		c.LoginPerAddr = 100
+	}
+	if c.LoginSlowDown == 0 {
+		c.LoginSlowDown = 5 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.DownloadWrite == 0 {
+		c.DownloadWrite = time.Hour
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -118,8 +134,10 @@ type Gateway struct {
 	log  *slog.Logger
 	app  *fiber.App
 
-	tokens *auth.Tokens
-	now    func() time.Time
+	tokens  *auth.Tokens
+	now     func() time.Time
+	proxies proxySet    // TrustedProxies, parsed
+	refusal *refusalLog // rate limit of refusal audit entries
 
 	table []Route // the API surface, in registration order
 }
@@ -140,20 +158,35 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := parseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
-		log: cfg.Logger.With("component", "gateway"), tokens: tokens, now: cfg.Now}
+		log: cfg.Logger.With("component", "gateway"), tokens: tokens, now: cfg.Now, proxies: proxies,
+		refusal: newRefusalLog()}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "testum",
 		DisableStartupMessage: true,
 		BodyLimit:             cfg.MaxBodyBytes,
 		ErrorHandler:          g.errorHandler,
-		ReadTimeout:           60 * time.Second,
-		IdleTimeout:           120 * time.Second,
-		// X-Forwarded-For is believed only from the configured proxies.
+		// A client has ReadTimeout to send a whole request (headers and
+		// body: slow senders do not hold connections), WriteTimeout to take
+		// a response and IdleTimeout between requests of a kept-alive
+		// connection. fasthttp clears the deadlines of a connection it hands
+		// to a WebSocket, which keeps its own (pings, wsWriteWait).
+		ReadTimeout:  60 * time.Second,
+		WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout:  120 * time.Second,
+		// X-Forwarded-Proto and X-Forwarded-Host are believed only from the
+		// configured proxies. X-Forwarded-For is read by clientIP, not by
+		// Fiber (which would take the whole raw header as the address).
 		EnableTrustedProxyCheck: true,
 		TrustedProxies:          cfg.TrustedProxies,
-		ProxyHeader:             proxyHeader(cfg.TrustedProxies),
 	})
+	// fasthttp sets the write deadline once per response, streamed bodies
+	// included: a log download gets longer than an API answer.
+	g.app.Server().HeaderReceived = g.requestConfig
 	g.routes()
 	return g, nil
 }
@@ -194,13 +227,4 @@ func (g *Gateway) withDeadline(c *fiber.Ctx) error {
 	defer cancel()
 	c.SetUserContext(ctx)
 	return c.Next()
-}
-
-// proxyHeader is the header that names the client when proxies are
-// trusted; none otherwise.
-func proxyHeader(trusted []string) string {
-	if len(trusted) == 0 {
-		return ""
-	}
-	return fiber.HeaderXForwardedFor
 }

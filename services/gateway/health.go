@@ -13,13 +13,17 @@ func (g *Gateway) healthz(c *fiber.Ctx) error {
 }
 
 // readyz says the gateway can do its work: PostgreSQL answers and NATS is
-// connected.
+// connected. The answer says only ready or not: what failed (a database
+// error may name hosts, users or versions) goes to the log, since the
+// route is public.
 func (g *Gateway) readyz(c *fiber.Ctx) error {
 	if err := g.st.Ping(c.UserContext()); err != nil {
-		return testum.Errorf(testum.CodeUnavailable, "postgres not ready: %v", err)
+		g.log.Warn("not ready: postgres", "err", err)
+		return testum.Errorf(testum.CodeUnavailable, "not ready")
 	}
 	if s := g.nc.Status(); s != nats.CONNECTED {
-		return testum.Errorf(testum.CodeUnavailable, "nats not ready: %s", s)
+		g.log.Warn("not ready: nats", "status", s.String())
+		return testum.Errorf(testum.CodeUnavailable, "not ready")
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -110,45 +111,98 @@ func (g *Gateway) keyDelete(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusNoContent)
 }
 
-// identity returns testum's own key pair's credential, creating it once.
-func (g *Gateway) identity(c *fiber.Ctx) (testum.Credential, error) {
-	ctx := c.UserContext()
-	cr, err := g.st.CredentialByName(ctx, IdentityCredential)
-	if err == nil || !store.IsNotFound(err) {
-		return cr, err
-	}
+// newIdentity generates testum's own key pair, ready to store.
+func newIdentity() (store.NewSecret, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return cr, err
+		return store.NewSecret{}, err
 	}
 	block, err := ssh.MarshalPrivateKey(priv, "testum")
 	if err != nil {
-		return cr, err
+		return store.NewSecret{}, err
 	}
 	signer, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
-		return cr, err
+		return store.NewSecret{}, err
 	}
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " testum"
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		if cr, err = tx.CredentialCreate(ctx, store.NewSecret{Name: IdentityCredential, Kind: testum.AuthPrivateKey,
-			Secret: pem.EncodeToMemory(block), PublicKey: pub, Fingerprint: sshx.Fingerprint(signer.PublicKey())}); err != nil {
-			return err
-		}
-		return g.audit(ctx, c, tx, "credential.create", "credential:"+IdentityCredential, map[string]any{"fingerprint": cr.Fingerprint})
-	})
-	if testum.CodeOf(err) == testum.CodeConflict { // another gateway made it first
-		return g.st.CredentialByName(ctx, IdentityCredential)
-	}
-	return cr, err
+	return store.NewSecret{Name: IdentityCredential, Kind: testum.AuthPrivateKey, Secret: pem.EncodeToMemory(block),
+		PublicKey: pub, Fingerprint: sshx.Fingerprint(signer.PublicKey())}, nil
 }
 
+// ensureIdentity returns testum's key pair, creating it when there is none;
+// audit writes the creation's entry in its transaction. Concurrent callers
+// (gateways starting together) end up with the same one.
+func ensureIdentity(ctx context.Context, st *store.Store, audit func(tx *store.Tx, cr testum.Credential) error) (testum.Credential, bool, error) {
+	cr, err := st.CredentialByName(ctx, IdentityCredential)
+	if err == nil || !store.IsNotFound(err) {
+		return cr, false, err
+	}
+	ns, err := newIdentity()
+	if err != nil {
+		return cr, false, err
+	}
+	err = st.InTx(ctx, func(tx *store.Tx) error {
+		if cr, err = tx.CredentialCreate(ctx, ns); err != nil {
+			return err
+		}
+		return audit(tx, cr)
+	})
+	if testum.CodeOf(err) == testum.CodeConflict { // another gateway made it first
+		cr, err = st.CredentialByName(ctx, IdentityCredential)
+		return cr, false, err
+	}
+	return cr, err == nil, err
+}
+
+// EnsureIdentity creates testum's own key pair at start when there is none,
+// so that no request (a GET least of all) has to; it reports whether it did.
+func EnsureIdentity(ctx context.Context, st *store.Store) (bool, error) {
+	_, created, err := ensureIdentity(ctx, st, func(tx *store.Tx, cr testum.Credential) error {
+		return tx.Audit(ctx, testum.AuditEntry{Actor: "testum", Action: "credential.create", Target: "credential:" + IdentityCredential,
+			Details: map[string]any{"fingerprint": cr.Fingerprint, "bootstrap": true}, Outcome: "ok"})
+	})
+	return created, err
+}
+
+// identity returns testum's key pair for a state-changing request, creating
+// it (audited as the caller) when it is missing.
+func (g *Gateway) identity(c *fiber.Ctx) (testum.Credential, bool, error) {
+	ctx := c.UserContext()
+	return ensureIdentity(ctx, g.st, func(tx *store.Tx, cr testum.Credential) error {
+		return g.audit(ctx, c, tx, "credential.create", "credential:"+IdentityCredential, map[string]any{"fingerprint": cr.Fingerprint})
+	})
+}
+
+func identityJSON(cr testum.Credential) fiber.Map {
+	return fiber.Map{"credential_id": cr.ID, "public_key": cr.PublicKey, "fingerprint": cr.Fingerprint}
+}
+
+// identityGet shows testum's public key; it creates nothing (a GET changes
+// no state): the key pair is made at start, or by POST.
 func (g *Gateway) identityGet(c *fiber.Ctx) error {
-	cr, err := g.identity(c)
+	cr, err := g.st.CredentialByName(c.UserContext(), IdentityCredential)
+	if store.IsNotFound(err) {
+		return testum.NotFound("testum has no identity key pair yet: POST /api/keys/identity creates it")
+	}
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"credential_id": cr.ID, "public_key": cr.PublicKey, "fingerprint": cr.Fingerprint})
+	return c.JSON(identityJSON(cr))
+}
+
+// identityCreate makes testum's key pair if it has none (201), else shows
+// the existing one (200): calling it twice is harmless.
+func (g *Gateway) identityCreate(c *fiber.Ctx) error {
+	cr, created, err := g.identity(c)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return c.Status(status).JSON(identityJSON(cr))
 }
 
 // DeployRequest names the keys to add or remove.
@@ -195,7 +249,7 @@ func (g *Gateway) keysRun(c *fiber.Ctx, revoke, onePlatform bool) error {
 		}
 	}
 	if req.Identity {
-		cr, err := g.identity(c)
+		cr, _, err := g.identity(c)
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ type Route struct {
 // authorize middleware refuses any action missing from the permission table.
 func (g *Gateway) routes() {
 	app := g.app
+	app.Use(securityHeaders)
 	app.Use(g.recoverPanics)
 
 	g.handle("GET", "/healthz", "health.read", g.healthz)
@@ -59,6 +60,7 @@ func (g *Gateway) routes() {
 	g.handle("GET", "/api/keys/", "key.read", g.keyList)
 	g.handle("POST", "/api/keys/", "key.manage", g.keyCreate)
 	g.handle("GET", "/api/keys/identity", "key.read", g.identityGet)
+	g.handle("POST", "/api/keys/identity", "key.manage", g.identityCreate)
 	g.handle("DELETE", "/api/keys/:id", "key.manage", g.keyDelete)
 	g.handle("POST", "/api/keys/deploy", "key.deploy", g.deployKeysMany)
 	g.handle("POST", "/api/keys/revoke", "key.deploy", g.revokeKeysMany)

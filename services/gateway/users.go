@@ -31,6 +31,12 @@ type LoginResponse struct {
 }
 
 func (g *Gateway) login(c *fiber.Ctx) error {
+	if err := requireJSON(c); err != nil {
+		return err
+	}
+	if err := g.checkLoginOrigin(c); err != nil {
+		return err
+	}
 	var req LoginRequest
 	if err := decode(c, &req); err != nil {
 		return err
@@ -40,26 +46,31 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		return testum.Invalid("username and password are required")
 	}
 	ctx := c.UserContext()
-	ip := c.IP()
-	if wait, err := g.loginLimited(ctx, ip, req.Username); err != nil {
+	ip := g.clientIP(c)
+	attempt, err := g.loginAdmit(c, ip, req.Username)
+	if err != nil {
 		return err
-	} else if wait > 0 {
-		retryAfter(c, wait)
-		g.auditAlone(c, "auth.login", req.Username, map[string]any{"reason": "rate limited"}, "denied")
-		return testum.Errorf(testum.CodeTooMany, "too many failed logins; try again later")
 	}
 	u, hash, err := g.st.UserByName(ctx, req.Username)
 	if err != nil && !store.IsNotFound(err) {
+		g.loginRefund(c, attempt)
 		return err
 	}
 	if !auth.CheckKey(hash, req.Password) {
-		if err := g.st.LoginFailure(ctx, ip, req.Username); err != nil {
-			return err
-		}
+		// The attempt stays recorded: it is a failure.
 		g.auditAlone(c, "auth.login", req.Username, map[string]any{"reason": "wrong username or master key"}, "failed")
 		return testum.Errorf(testum.CodeUnauthorized, "wrong username or master key")
 	}
+	g.loginRefund(c, attempt)
+	// A session the request already carries ends: a login always starts a
+	// new one (whoever planted or held the old token loses it).
+	old, replacing := g.presentedSession(c)
 	iss, err := g.openSession(c, u.ID, func(tx *store.Tx) error {
+		if replacing {
+			if _, err := tx.SessionEnd(ctx, old, "replaced by a new login"); err != nil {
+				return err
+			}
+		}
 		if err := tx.UserTouchLogin(ctx, u.ID); err != nil {
 			return err
 		}
@@ -85,13 +96,13 @@ func (g *Gateway) openSession(c *fiber.Ctx, userID int64, fn func(tx *store.Tx) 
 			return err
 		}
 		return tx.SessionCreate(ctx, store.NewSession{ID: iss.SessionID, UserID: userID, TokenHash: iss.TokenHash,
-			ExpiresAt: iss.ExpiresAt, IP: c.IP(), UserAgent: truncate(c.Get(fiber.HeaderUserAgent), 200)})
+			ExpiresAt: iss.ExpiresAt, IP: g.clientIP(c), UserAgent: truncate(c.Get(fiber.HeaderUserAgent), 200)})
 	})
 	if err != nil {
 		return auth.Issued{}, err
 	}
-	secure := c.Protocol() == "https"
-	c.Cookie(&fiber.Cookie{Name: SessionCookie, Value: iss.Token, Path: "/", Expires: iss.ExpiresAt,
+	secure := g.isTLS(c)
+	c.Cookie(&fiber.Cookie{Name: sessionCookieName(secure), Value: iss.Token, Path: "/", Expires: iss.ExpiresAt,
 		HTTPOnly: true, Secure: secure, SameSite: fiber.CookieSameSiteStrictMode})
 	c.Cookie(&fiber.Cookie{Name: CSRFCookie, Value: iss.CSRF, Path: "/", Expires: iss.ExpiresAt,
 		Secure: secure, SameSite: fiber.CookieSameSiteStrictMode})
@@ -105,35 +116,15 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// loginLimited says how long a client must wait before trying again: the
-// limits count failed logins per address and per username, across every
-// gateway (the counts live in PostgreSQL).
-func (g *Gateway) loginLimited(ctx context.Context, ip, username string) (time.Duration, error) {
-	now := g.now()
-	window := g.cfg.LoginWindow
-	byIP, oldestIP, byUser, oldestUser, err := g.st.LoginFailures(ctx, ip, username, now.Add(-window))
-	if err != nil {
-		return 0, err
-	}
-	var wait time.Duration
-	if byIP >= int64(g.cfg.LoginPerIP) {
-		wait = oldestIP.Add(window).Sub(now)
-	}
-	if byUser >= int64(g.cfg.LoginPerUser) {
-		if w := oldestUser.Add(window).Sub(now); w > wait {
-			wait = w
-		}
-	}
-	if wait < 0 {
-		wait = time.Second
-	}
-	return wait, nil
-}
-
 func (g *Gateway) clearCookies(c *fiber.Ctx) {
-	for _, name := range []string{SessionCookie, CSRFCookie} {
+	secure := g.isTLS(c)
+	names := []string{SessionCookie, CSRFCookie}
+	if secure { // a browser takes a __Host- cookie, even an expired one, only over TLS
+		names = append(names, SecureSessionCookie)
+	}
+	for _, name := range names {
 		c.Cookie(&fiber.Cookie{Name: name, Value: "", Path: "/", Expires: time.Unix(0, 0), MaxAge: -1,
-			HTTPOnly: name == SessionCookie, SameSite: fiber.CookieSameSiteStrictMode})
+			HTTPOnly: name != CSRFCookie, Secure: secure, SameSite: fiber.CookieSameSiteStrictMode})
 	}
 }
 
@@ -511,6 +502,7 @@ func (g *Gateway) sweepLoop(ctx context.Context) {
 			if _, err := g.SweepSessions(ctx); err != nil && ctx.Err() == nil {
 				g.log.Warn("session sweep failed", "err", err)
 			}
+			g.flushRefusals(ctx)
 		}
 	}
 }

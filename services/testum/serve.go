@@ -90,7 +90,8 @@ func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
 }
 
 // bootstrapAdmin creates the first super_admin when there is no user, and
-// prints a generated master key once: it is never shown again.
+// prints a generated master key once: it is never shown again. It also
+// creates testum's identity key pair when there is none.
 func bootstrapAdmin(ctx context.Context, cfg *Config, sys *system, stdout io.Writer) error {
 	created, key, err := gateway.BootstrapAdmin(ctx, sys.st, cfg.AdminUsername, cfg.AdminPassword)
 	if err != nil {
@@ -102,6 +103,15 @@ func bootstrapAdmin(ctx context.Context, cfg *Config, sys *system, stdout io.Wri
 			cfg.AdminUsername, key, cfg.AdminUsername)
 	case created:
 		sys.log.Info("created the first super_admin from ADMIN_USERNAME and ADMIN_PASSWORD", "username", cfg.AdminUsername)
+	}
+	// testum's own key pair exists from the first start: GET
+	// /api/keys/identity only reads it.
+	made, err := gateway.EnsureIdentity(ctx, sys.st)
+	if err != nil {
+		return fmt.Errorf("identity key pair: %w", err)
+	}
+	if made {
+		sys.log.Info("created testum's identity key pair", "credential", gateway.IdentityCredential)
 	}
 	return nil
 }
