@@ -39,8 +39,8 @@ type Config struct {
 	SessionMax     time.Duration // and this long after login whatever happens (default 24h)
 	SessionSweep   time.Duration // how often expired sessions are deactivated (default 5m)
 	LoginWindow    time.Duration // failed logins count within this window (default 1m)
-	LoginPerIP     int           // failed logins allowed per client address in the window (default 10)
-	LoginPerUser   int           // failed logins allowed per username in the window (default 50)
+	LoginPerIP     int           // failed logins allowed per (username, client address) in the window (default 10)
+	LoginPerUser   int           // failed logins per username, any address, past which failing addresses slow down (default 50)
 	LoginPerAddr   int           // failed logins allowed per client address, any username, in the window (default 100)
 	LoginSlowDown  time.Duration // past LoginPerUser, a failing address waits this long between tries (default 5s)
 	WriteTimeout   time.Duration // time to write one response (default 60s); WebSockets are exempt

@@ -47,7 +47,9 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	}
 	ctx := c.UserContext()
 	ip := g.clientIP(c)
-	attempt, err := g.loginAdmit(c, ip, req.Username)
+	// No user's name is longer (validUsername): a longer one is counted by
+	// its prefix, so that a guess cannot store megabytes per attempt.
+	attempt, err := g.loginAdmit(c, ip, truncate(req.Username, 256))
 	if err != nil {
 		return err
 	}
