@@ -541,3 +541,29 @@ func TestServerTimeouts(t *testing.T) {
 		t.Fatalf("defaults: %v %v %v", d.WriteTimeout, d.DownloadWrite, err)
 	}
 }
+
+// Item 23: a WebSocket outlives the server's write timeout (fasthttp clears
+// the deadlines of a hijacked connection; the relay sets its own per
+// write): its close frame, sent at the relay's first check two seconds in,
+// arrives although WriteTimeout is one second.
+func TestWebSocketOutlivesWriteTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(func(c *gateway.Config) { c.WriteTimeout = time.Second })
+	c := g.client(t, nil)
+	c.login(rootName, rootKey)
+	closed, _, err := watch(t, g, c, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.must(http.StatusNoContent, "POST", "/api/auth/logout", nil)
+	select {
+	case err := <-closed:
+		var ce *websocket.CloseError
+		if !asCloseError(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+			t.Fatalf("websocket ended with %v, want a policy-violation close", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the websocket stayed open")
+	}
+}
