@@ -287,13 +287,14 @@ func TestBadInputIsRefusedCleanly(t *testing.T) {
 			}
 		})
 	}
-	// Nothing half-written: one platform, no run, no credential beyond its own.
+	// Nothing half-written: one platform, no run, no credential beyond its
+	// own and testum's identity key pair (made at first start).
 	conn, err := pgx.Connect(context.Background(), s.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	for table, want := range map[string]int{"platforms": 1, "credentials": 1, "runs": 0, "run_hosts": 0} {
+	for table, want := range map[string]int{"platforms": 1, "credentials": 2, "runs": 0, "run_hosts": 0} {
 		var n int
 		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
 			t.Fatal(err)
