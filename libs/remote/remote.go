@@ -80,10 +80,12 @@ func Quote(s string) string {
 }
 
 // Build returns the command line and the stdin (nil for none) of a spec.
-// sudoPassword, when the run asks for sudo and the platform logs in with a
-// password, is fed to sudo -S on the first line of stdin; without it sudo
-// runs non-interactively (-n) and fails clearly if it needs a password.
-func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader) {
+// When the run asks for sudo and the platform logs in with a password
+// (sudoPassword), sudo -S asks with a prompt of its own and the returned
+// Become, which is also the stdin, answers it (see Become): the caller
+// wraps the command's output writers with it. Without a password sudo runs
+// non-interactively (-n) and fails clearly if it needs one.
+func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader, *Become) {
 	var inner string
 	var stdin string
 	if s := spec.Script; s != nil {
@@ -113,9 +115,9 @@ func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader) {
 	if !spec.Sudo {
 		b.WriteString(inner)
 		if stdin == "" {
-			return b.String(), nil
+			return b.String(), nil, nil
 		}
-		return b.String(), strings.NewReader(stdin)
+		return b.String(), strings.NewReader(stdin), nil
 	}
 	// Under sudo the environment and directory are set inside the root shell.
 	var env strings.Builder
@@ -127,11 +129,17 @@ func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader) {
 		root = "cd " + Quote(spec.Dir) + " || exit 1\n" + inner
 	}
 	if sudoPassword != "" && !strings.ContainsAny(sudoPassword, "\n\r") {
-		return "sudo -S -p '' " + env.String() + "sh -c " + Quote(root), strings.NewReader(sudoPassword + "\n" + stdin)
+		var body io.Reader
+		if stdin != "" {
+			body = strings.NewReader(stdin)
+		}
+		bc := newBecome(sudoPassword, body)
+		root = "echo " + bc.Success() + "\n" + root
+		return "sudo -S -p " + Quote(bc.Prompt()) + " " + env.String() + "sh -c " + Quote(root), bc, bc
 	}
 	cmd := "sudo -n " + env.String() + "sh -c " + Quote(root)
 	if stdin == "" {
-		return cmd, nil
+		return cmd, nil, nil
 	}
-	return cmd, strings.NewReader(stdin)
+	return cmd, strings.NewReader(stdin), nil
 }
