@@ -85,6 +85,7 @@ func (t *hostTask) connectAndRun() outcome {
 
 	target, platform, err := t.target(ctx)
 	t.sudoPass = target.Password
+	t.out.maskSecrets(targetSecrets(target))
 	if err != nil {
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
@@ -298,6 +299,7 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 // transcript's exit and status, then the event, then the ack. A host is
 // acknowledged only once its result is in PostgreSQL.
 func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
+	oc.err = t.out.maskText(oc.err)
 	if oc.err != "" && oc.state != testum.HostOK {
 		t.out.errorText(oc.err)
 	}
