@@ -42,7 +42,7 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Check validates the parts of a spec the host's shell will see.
 func Check(spec testum.RunSpec) error {
-	for k, v := range spec.Env {
+	for k, v := range spec.Environment() {
 		if !envName.MatchString(k) {
 			return fmt.Errorf("env %q: names are letters, digits and _ and do not start with a digit", k)
 		}
@@ -100,17 +100,18 @@ func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader, *Become
 	} else {
 		inner = spec.Command
 	}
+	environ := spec.Environment()
 	var b strings.Builder
 	if spec.Dir != "" {
 		b.WriteString("cd " + Quote(spec.Dir) + " || exit 1\n")
 	}
-	keys := make([]string, 0, len(spec.Env))
-	for k := range spec.Env {
+	keys := make([]string, 0, len(environ))
+	for k := range environ {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		b.WriteString("export " + k + "=" + Quote(spec.Env[k]) + "\n")
+		b.WriteString("export " + k + "=" + Quote(environ[k]) + "\n")
 	}
 	if !spec.Sudo {
 		b.WriteString(inner)
@@ -122,7 +123,7 @@ func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader, *Become
 	// Under sudo the environment and directory are set inside the root shell.
 	var env strings.Builder
 	for _, k := range keys {
-		env.WriteString(k + "=" + Quote(spec.Env[k]) + " ")
+		env.WriteString(k + "=" + Quote(environ[k]) + " ")
 	}
 	root := inner
 	if spec.Dir != "" {

@@ -2,10 +2,13 @@ package executor
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"sort"
 
 	"github.com/testum/testum/libs/remote"
 	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/testum"
 )
 
 // Mask replaces every secret testum supplied to a host in its output.
@@ -106,4 +109,23 @@ func targetSecrets(t sshx.Target) []string {
 		out = append(out, hop.Password, string(hop.Passphrase))
 	}
 	return out
+}
+
+// spec is the run's spec with its secret env values, read from PostgreSQL
+// (they never travel on NATS), and the secrets to mask in the output.
+func (t *hostTask) spec(ctx context.Context, target sshx.Target) (testum.RunSpec, []string, error) {
+	spec := t.run.Spec
+	secrets := targetSecrets(target)
+	if len(spec.SecretEnvNames) == 0 {
+		return spec, secrets, nil
+	}
+	env, err := t.e.st.RunSecretEnv(ctx, t.run.ID)
+	if err != nil {
+		return spec, secrets, fmt.Errorf("reading the run's secret env: %w", err)
+	}
+	spec.SecretEnv = env
+	for _, v := range env {
+		secrets = append(secrets, v)
+	}
+	return spec, secrets, nil
 }

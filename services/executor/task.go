@@ -85,7 +85,11 @@ func (t *hostTask) connectAndRun() outcome {
 
 	target, platform, err := t.target(ctx)
 	t.sudoPass = target.Password
-	t.out.maskSecrets(targetSecrets(target))
+	if err != nil {
+		return outcome{state: testum.HostFailed, err: err.Error()}
+	}
+	spec, secrets, err := t.spec(ctx, target)
+	t.out.maskSecrets(secrets)
 	if err != nil {
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
@@ -122,7 +126,7 @@ func (t *hostTask) connectAndRun() outcome {
 	}
 	cmdCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	cmdLine, stdin, become := remote.Build(t.run.Spec, t.sudoPass)
+	cmdLine, stdin, become := remote.Build(spec, t.sudoPass)
 	command := sshx.Command{Cmd: cmdLine, Stdin: stdin, Stdout: t.out.writer(bus.TypeStdout), Stderr: t.out.writer(bus.TypeStderr)}
 	if become != nil {
 		command.Stdout, command.Stderr = become.Stdout(command.Stdout), become.Stderr(command.Stderr)
