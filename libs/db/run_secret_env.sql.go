@@ -11,6 +11,35 @@ import (
 	"github.com/google/uuid"
 )
 
+const runSecretEnvAll = `-- name: RunSecretEnvAll :many
+SELECT run_id, env FROM run_secret_env ORDER BY run_id
+`
+
+type RunSecretEnvAllRow struct {
+	RunID uuid.UUID
+	Env   []byte
+}
+
+func (q *Queries) RunSecretEnvAll(ctx context.Context) ([]RunSecretEnvAllRow, error) {
+	rows, err := q.db.Query(ctx, runSecretEnvAll)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RunSecretEnvAllRow{}
+	for rows.Next() {
+		var i RunSecretEnvAllRow
+		if err := rows.Scan(&i.RunID, &i.Env); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const runSecretEnvCreate = `-- name: RunSecretEnvCreate :exec
 INSERT INTO run_secret_env (run_id, env, key_id) VALUES ($1, $2, $3)
 `
@@ -35,4 +64,19 @@ func (q *Queries) RunSecretEnvGet(ctx context.Context, runID uuid.UUID) ([]byte,
 	var env []byte
 	err := row.Scan(&env)
 	return env, err
+}
+
+const runSecretEnvReseal = `-- name: RunSecretEnvReseal :exec
+UPDATE run_secret_env SET env = $1, key_id = $2 WHERE run_id = $3
+`
+
+type RunSecretEnvResealParams struct {
+	Env   []byte
+	KeyID string
+	RunID uuid.UUID
+}
+
+func (q *Queries) RunSecretEnvReseal(ctx context.Context, arg RunSecretEnvResealParams) error {
+	_, err := q.db.Exec(ctx, runSecretEnvReseal, arg.Env, arg.KeyID, arg.RunID)
+	return err
 }

@@ -351,6 +351,36 @@ func (tx *Tx) RunRequestCancel(ctx context.Context, run uuid.UUID) (testum.Run, 
 	return runFromRow(row)
 }
 
+// RunSecretEnvRotate re-encrypts, with the newest key, every run's secret
+// env sealed with another key, like CredentialsRotate does for credentials.
+func (tx *Tx) RunSecretEnvRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
+	var r Rotation
+	rows, err := tx.q.RunSecretEnvAll(ctx)
+	if err != nil {
+		return r, wrap(err, "run secret env")
+	}
+	for _, row := range rows {
+		r.Checked++
+		if !needs(row.Env) {
+			continue
+		}
+		plain, err := tx.s.sealer.Open(row.Env, runSecretEnvAD(row.RunID))
+		if err != nil {
+			return r, fmt.Errorf("run %s secret env: %w", row.RunID, err)
+		}
+		sealed, err := tx.s.sealer.Seal(plain, runSecretEnvAD(row.RunID))
+		if err != nil {
+			return r, err
+		}
+		if err := tx.q.RunSecretEnvReseal(ctx, db.RunSecretEnvResealParams{RunID: row.RunID, Env: sealed,
+			KeyID: tx.s.sealer.CurrentKeyID()}); err != nil {
+			return r, wrap(err, "run secret env")
+		}
+		r.Resealed++
+	}
+	return r, nil
+}
+
 // RunsOrphaned returns unfinished runs that no live executor coordinates.
 func (s *Store) RunsOrphaned(ctx context.Context, createdBefore, aliveAfter time.Time) ([]uuid.UUID, error) {
 	ids, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{CreatedBefore: createdBefore, AliveAfter: aliveAfter})

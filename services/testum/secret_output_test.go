@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -217,6 +218,9 @@ func TestSecretEnvIsSealedAndMasked(t *testing.T) {
 			t.Errorf("%s: %d of %d rows hold the secret in plaintext", table, leaks, n)
 		}
 	}
+	if strings.Contains(dumpDatabase(t, s.DB), token) {
+		t.Error("a table holds the secret in plaintext")
+	}
 	var sealed int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM run_secret_env").Scan(&sealed); err != nil || sealed != 2 {
 		t.Errorf("sealed secret env rows: %d %v", sealed, err)
@@ -226,5 +230,37 @@ func TestSecretEnvIsSealedAndMasked(t *testing.T) {
 		"env": map[string]any{"TOKEN": 5}}, nil)
 	if st != http.StatusBadRequest || !strings.Contains(string(body), `"error"`) {
 		t.Errorf("an env value that is neither a string nor an object: %d %s", st, body)
+	}
+}
+
+// TestSecretEnvSurvivesKeyRotation: testum secrets rotate re-encrypts the
+// runs' secret env too, so a rerun works once only the new key is left.
+func TestSecretEnvSurvivesKeyRotation(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	oldKey, _ := secrets.GenerateKey()
+	env := map[string]string{"DATABASE_URL": testenv.Postgres(t), "FERNET_KEY": oldKey, "SECRET_KEY": "rotation-secret-key-0123456789abcdef01"}
+	s := startServe(t, env)
+	ids := s.fleet(t, sshd, "rot", 1, 690, nil)
+	runID := s.startRun(t, map[string]any{"command": `test "$TOKEN" = rotated-token-x`, "targets": map[string]any{"platform_ids": ids},
+		"env": map[string]any{"TOKEN": map[string]any{"value": "rotated-token-x", "secret": true}}})
+	if r := s.waitRun(t, runID); r.State != "succeeded" {
+		t.Fatalf("run: %s %+v", r.State, r.Hosts)
+	}
+
+	newKey, _ := secrets.GenerateKey()
+	renv := map[string]string{"DATABASE_URL": env["DATABASE_URL"], "FERNET_KEY": newKey + "," + oldKey}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"secrets", "rotate"}, func(k string) string { return renv[k] }, strings.NewReader(""), &out, &out); err != nil {
+		t.Fatalf("rotate: %v %s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "1 runs' secret env checked, 1 re-encrypted") {
+		t.Fatalf("rotate said %q", out.String())
+	}
+	s2 := startServe(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"], "FERNET_KEY": newKey, "SECRET_KEY": env["SECRET_KEY"]})
+	var rerun api.RunCreated
+	mustCall(t, http.StatusCreated, "POST", s2.URL+"/api/runs/"+runID+"/rerun", map[string]any{"only": "all"}, &rerun)
+	if r := s2.waitRun(t, rerun.ID); r.State != "succeeded" {
+		t.Fatalf("rerun after rotation: %s %+v", r.State, r.Hosts)
 	}
 }
