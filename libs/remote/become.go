@@ -8,9 +8,9 @@ import (
 	"sync"
 )
 
-// ErrPasswordRefused is the host's error when sudo asked for the platform's
+// PasswordRefused is the host's error when sudo asked for the platform's
 // password a second time: it refused the first.
-const ErrPasswordRefused = "sudo: the platform's password was refused"
+const PasswordRefused = "sudo: the platform's password was refused"
 
 // Become is the sudo conversation of one command run with the platform's
 // password, done the way Ansible's become does it. sudo asks with a prompt
@@ -222,8 +222,12 @@ func (c *cutter) cut(p []byte) (pass []byte, found bool, rest []byte) {
 // PartialTail returns the length of the longest tail of b that is a proper
 // prefix of token: the bytes to hold back while more may complete it.
 func PartialTail(b, token []byte) int {
+	if len(b) == 0 {
+		return 0
+	}
+	last := b[len(b)-1]
 	for k := min(len(token)-1, len(b)); k > 0; k-- {
-		if bytes.HasSuffix(b, token[:k]) {
+		if token[k-1] == last && bytes.HasSuffix(b, token[:k]) {
 			return k
 		}
 	}

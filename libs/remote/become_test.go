@@ -173,3 +173,18 @@ func TestBecomeEndsWithTheCommand(t *testing.T) {
 		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
 	}
 }
+
+func TestPartialTail(t *testing.T) {
+	for _, tc := range []struct {
+		b, token string
+		want     int
+	}{
+		{"", "abc", 0}, {"xyz", "abc", 0}, {"xa", "abc", 1}, {"xab", "abc", 2},
+		{"abc", "abc", 0}, // a whole token is not a partial one
+		{"aab", "aabx", 3}, {"ab", "aab", 0}, {"aa", "aab", 2},
+	} {
+		if got := PartialTail([]byte(tc.b), []byte(tc.token)); got != tc.want {
+			t.Errorf("PartialTail(%q, %q) = %d, want %d", tc.b, tc.token, got, tc.want)
+		}
+	}
+}

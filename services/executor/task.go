@@ -150,7 +150,7 @@ func (t *hostTask) connectAndRun() outcome {
 	switch {
 	case become != nil && become.Refused() && ctx.Err() == nil && cmdCtx.Err() == nil:
 		// sudo asked again: the stdin was closed so that it gave up.
-		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode), err: remote.ErrPasswordRefused}
+		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode), err: remote.PasswordRefused}
 	case err == nil && res.Signal != "":
 		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
 	case err == nil && res.ExitCode == 0:
