@@ -69,15 +69,18 @@ func TestSudoNeverHandsThePasswordToTheCommand(t *testing.T) {
 		}
 	}
 
-	for name, req := range map[string]map[string]any{
-		"head -1": {"command": "head -1"},
-		"cat":     {"command": "cat; id -u"},
-		"script":  {"script": map[string]any{"interpreter": "sh", "body": "cat\nid -u"}},
+	for name, tc := range map[string]struct {
+		req  map[string]any
+		want string
+	}{
+		"head -1": {map[string]any{"command": "head -1"}, ""},
+		"cat":     {map[string]any{"command": "cat; id -u"}, "0\n"},
+		"script":  {map[string]any{"script": map[string]any{"interpreter": "sh", "body": "cat\nid -u"}}, "0\n"},
 	} {
-		req["sudo"] = true
-		state, stdout, stderr, archived, hostErr := s.runSeen(t, noPwID, req)
-		if state != "succeeded" || !strings.HasSuffix(stdout, "0\n") && name != "head -1" {
-			t.Errorf("NOPASSWD %s: %s, stdout %q stderr %q %s", name, state, stdout, stderr, hostErr)
+		tc.req["sudo"] = true
+		state, stdout, stderr, archived, hostErr := s.runSeen(t, noPwID, tc.req)
+		if state != "succeeded" || stdout != tc.want {
+			t.Errorf("NOPASSWD %s: %s, stdout %q (want %q) stderr %q %s", name, state, stdout, tc.want, stderr, hostErr)
 		}
 		clean(t, "NOPASSWD "+name, nopw.Password, stdout, stderr, archived, hostErr)
 	}
