@@ -88,6 +88,11 @@ func (t *hostTask) connectAndRun() outcome {
 	if err != nil {
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
+	spec, secrets, err := t.spec(ctx, target)
+	t.out.maskSecrets(secrets)
+	if err != nil {
+		return outcome{state: testum.HostFailed, err: err.Error()}
+	}
 
 	key := targetKey(platform.ID, target)
 	client, reused, failed := t.connect(ctx, key, target, platform, true)
@@ -121,8 +126,12 @@ func (t *hostTask) connectAndRun() outcome {
 	}
 	cmdCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	cmdLine, stdin := remote.Build(t.run.Spec, t.sudoPass)
+	cmdLine, stdin, become := remote.Build(spec, t.sudoPass)
 	command := sshx.Command{Cmd: cmdLine, Stdin: stdin, Stdout: t.out.writer(bus.TypeStdout), Stderr: t.out.writer(bus.TypeStderr)}
+	if become != nil {
+		command.Stdout, command.Stderr = become.Stdout(command.Stdout), become.Stderr(command.Stderr)
+		defer become.Flush() // before finish closes the transcript
+	}
 	res, err := client.Run(cmdCtx, command)
 	if reused && errors.Is(err, sshx.ErrNotStarted) && cmdCtx.Err() == nil {
 		// The kept connection broke between its ping and the command, which
@@ -139,6 +148,9 @@ func (t *hostTask) connectAndRun() outcome {
 	// timeout or cancel the host may still be busy killing it.
 	keep = err == nil
 	switch {
+	case become != nil && become.Refused() && ctx.Err() == nil && cmdCtx.Err() == nil:
+		// sudo asked again: the stdin was closed so that it gave up.
+		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode), err: remote.PasswordRefused}
 	case err == nil && res.Signal != "":
 		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
 	case err == nil && res.ExitCode == 0:
@@ -291,6 +303,7 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 // transcript's exit and status, then the event, then the ack. A host is
 // acknowledged only once its result is in PostgreSQL.
 func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
+	oc.err = t.out.maskText(oc.err)
 	if oc.err != "" && oc.state != testum.HostOK {
 		t.out.errorText(oc.err)
 	}

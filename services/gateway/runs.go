@@ -113,7 +113,8 @@ func (g *Gateway) createRun(c *fiber.Ctx, req api.RunRequest, parent *uuid.UUID)
 
 // runSpec validates what runs and how.
 func (g *Gateway) runSpec(req api.RunRequest) (testum.RunSpec, error) {
-	spec := testum.RunSpec{RetryLost: req.RetryLost, Env: req.Env, Dir: req.Dir, Sudo: req.Sudo}
+	spec := testum.RunSpec{RetryLost: req.RetryLost, Dir: req.Dir, Sudo: req.Sudo}
+	spec.Env, spec.SecretEnv, spec.SecretEnvNames = runEnv(req.Env)
 	cmd := strings.TrimSpace(req.Command)
 	switch {
 	case cmd != "" && req.Script != nil:
@@ -414,6 +415,7 @@ func runJSON(r testum.Run, hosts []testum.RunHost) api.Run {
 		HostCount: r.HostCount, CreatedBy: r.CreatedByName, AbortReason: r.AbortReason, Error: r.Error,
 		CancelRequested: r.CancelRequested, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
+	out.Env = envJSON(r.Spec)
 	if r.Spec.Script != nil {
 		out.Script = &api.Script{Interpreter: r.Spec.Script.Interpreter, Body: r.Spec.Script.Body, Args: r.Spec.Script.Args}
 	}
