@@ -123,10 +123,6 @@ const (
 	CodeInternal     Code = "internal"     // 500
 )
 
-// CodeTargetDenied (400) refuses a platform address in a range of the
-// target policy (TESTUM_TARGET_DENY).
-const CodeTargetDenied Code = "target_denied"
-
 // Error is an error a user may see: its message is safe to show and never
 // holds a secret. Err, if set, is the cause, kept for logs.
 type Error struct {

@@ -14,7 +14,6 @@ import (
 // statusOf maps an error code to its HTTP status, once for the whole API.
 var statusOf = map[testum.Code]int{
 	testum.CodeInvalid:      http.StatusBadRequest,
-	testum.CodeTargetDenied: http.StatusBadRequest,
 	testum.CodeUnauthorized: http.StatusUnauthorized,
 	testum.CodeForbidden:    http.StatusForbidden,
 	testum.CodeNotFound:     http.StatusNotFound,
