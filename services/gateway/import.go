@@ -111,6 +111,8 @@ func (g *Gateway) platformImport(c *fiber.Ctx) error {
 				it.Result, it.Reason = "rejected", validName("platform", np.Name).Error()
 			case validHost(np.Host) != nil:
 				it.Result, it.Reason = "rejected", validHost(np.Host).Error()
+			case g.checkTarget(np.Host) != nil:
+				it.Result, it.Reason = "rejected", g.checkTarget(np.Host).Error()
 			case np.Username == "":
 				it.Result, it.Reason = "rejected", "no user: give User in the file or username in the request"
 			case validUser(np.Username) != nil:
