@@ -29,11 +29,11 @@ var statusOf = map[testum.Code]int{
 func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
-		msg := fe.Message
+		msg, code := fe.Message, ""
 		if fe.Code == fiber.StatusRequestEntityTooLarge {
-			msg = "request body too large"
+			msg, code = "request body too large", "body_too_large"
 		}
-		return c.Status(fe.Code).JSON(api.Error{Error: msg})
+		return c.Status(fe.Code).JSON(api.Error{Error: msg, Code: code})
 	}
 	var te *testum.Error
 	if errors.As(err, &te) {
@@ -49,7 +49,11 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 				c.Set(fiber.HeaderRetryAfter, ra)
 			}
 		}
-		return c.Status(status).JSON(api.Error{Error: te.Message})
+		code := te.Reason
+		if code == "" {
+			code = string(te.Code)
+		}
+		return c.Status(status).JSON(api.Error{Error: te.Message, Code: code})
 	}
 	g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
 	if errors.Is(err, context.DeadlineExceeded) {
