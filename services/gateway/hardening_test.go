@@ -40,7 +40,7 @@ func TestHostExpressionsHaveABoundedCost(t *testing.T) {
 		"auth_method": "password", "password": "pw"})
 
 	churn := strings.Repeat("x[1-99999],!x[1-99999],", 200) + "x1" // 4.6 KB, 40 million names before
-	long := strings.Repeat("x1,", 30000) + "x1"                     // 90 KB: over the length bound
+	long := strings.Repeat("x1,", 30000) + "x1"                    // 90 KB: over the length bound
 	for _, tc := range []struct{ name, path, hosts string }{
 		{"run churn", "/api/runs", churn},
 		{"preview churn", "/api/runs/preview", churn},
