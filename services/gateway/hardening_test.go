@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -154,4 +155,49 @@ func TestPasswordStaysWithItsHost(t *testing.T) {
 		"auth_method": "password", "credential_id": cr.ID})
 	c.must(http.StatusOK, "PUT", fmt.Sprintf("/api/platforms/%d", named), map[string]any{"name": "pw2",
 		"host": "127.0.0.3", "username": "u", "auth_method": "password"})
+}
+
+// TestAuditLogIsAppendOnly: the database itself refuses to change or remove
+// audit entries, and deleting a user (whose entries stay) still works.
+func TestAuditLogIsAppendOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	c := g.client(t, nil)
+	c.login(rootName, rootKey)
+	u := c.createUser("leaver", "admin")
+	g.client(t, nil).login(u.User.Username, u.MasterKey)
+	c.must(http.StatusNoContent, "DELETE", fmt.Sprintf("/api/users/%d", u.User.ID), nil)
+
+	ctx := context.Background()
+	pool := g.st.Pool()
+	count := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM audit_log").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	if before == 0 {
+		t.Fatal("no audit entries to protect")
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE actor = $1", u.User.Username).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("the deleted user's entries: %d, %v", n, err)
+	}
+	for _, q := range []string{
+		"UPDATE audit_log SET actor = 'someone else'",
+		"UPDATE audit_log SET details = '{}' WHERE action = 'user.delete'",
+		"DELETE FROM audit_log",
+		"DELETE FROM audit_log WHERE actor = '" + u.User.Username + "'",
+		"TRUNCATE audit_log",
+	} {
+		if _, err := pool.Exec(ctx, q); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: %v, want it refused", q, err)
+		}
+	}
+	if after := count(); after != before {
+		t.Fatalf("audit entries: %d before, %d after", before, after)
+	}
 }
