@@ -227,12 +227,14 @@ func (m *ansibleModel) entries() Result {
 			vars[k] = v
 		}
 
-		e := Entry{Name: name, Host: name, Port: h.port, Line: h.line, Labels: map[string]string{}}
+		e := Entry{Name: name, Host: name, Port: h.port, Line: h.line, Labels: map[string]string{}, Vars: map[string]string{}}
 		ok := true
 		for k, v := range vars {
+			// Only variables testum understands are used; the others are
+			// kept aside, for labels the import asks for by name.
 			if !strings.HasPrefix(k, "ansible_") {
 				if v.scalar {
-					e.Labels[k] = v.value
+					e.Vars[k] = v.value
 				}
 				continue
 			}
@@ -254,6 +256,11 @@ func (m *ansibleModel) entries() Result {
 		}
 		if !ok {
 			continue
+		}
+		for _, k := range []string{"ansible_ssh_pass", "ansible_ssh_password", "ansible_password"} { // last wins
+			if v, set := vars[k]; set && v.scalar && v.value != "" {
+				e.Password = v.value
+			}
 		}
 		e.Jump = jumpFromArgs(vars["ansible_ssh_common_args"].value)
 		if e.Jump == "" {

@@ -212,15 +212,24 @@ func parseLabels(raw json.RawMessage) (map[string]string, error) {
 		}
 	}
 	for k, v := range m {
-		if !labelKeyRE.MatchString(k) {
-			return nil, testum.Invalid("label key %q: use letters, digits, '.', '_', '/' and '-'", k)
-		}
-		if !labelValRE.MatchString(v) {
-			return nil, testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
+		if err := validLabel(k, v); err != nil {
+			return nil, err
 		}
 		out[k] = v
 	}
 	return out, nil
+}
+
+// validLabel checks one label, for every way labels come in (the API, an
+// import).
+func validLabel(k, v string) error {
+	if !labelKeyRE.MatchString(k) {
+		return testum.Invalid("label key %q: use letters, digits, '.', '_', '/' and '-'", k)
+	}
+	if !labelValRE.MatchString(v) {
+		return testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
+	}
+	return nil
 }
 
 // ParseLabelList reads "k=v,k2=v2"; every pair needs its '='.
