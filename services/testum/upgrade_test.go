@@ -50,6 +50,18 @@ func TestStartResealsFernetCredentials(t *testing.T) {
 		VALUES ('legacy', 'password', $1, $2) RETURNING id`, tok, secrets.LegacyFernetKeyID).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
+	// A token under a key that is not in FERNET_KEY stays as it is and does
+	// not fail the start.
+	otherKey, _ := secrets.GenerateKey()
+	fk2, _ := fernet.DecodeKey(otherKey)
+	foreign, err := fernet.EncryptAndSign([]byte("unknown-key-password"), fk2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO credentials (name, kind, secret, key_id)
+		VALUES ('foreign', 'password', $1, $2)`, foreign, secrets.LegacyFernetKeyID); err != nil {
+		t.Fatal(err)
+	}
 
 	upgrades := func() []map[string]any {
 		rows, err := st.Pool().Query(ctx, "SELECT details FROM audit_log WHERE action = 'secrets.upgrade'")
@@ -89,7 +101,11 @@ func TestStartResealsFernetCredentials(t *testing.T) {
 				t.Fatal("the re-sealed secret is not bound to its row")
 			}
 			u := upgrades()
-			if len(u) != 1 || u[0]["resealed"] != float64(1) {
+			var kept []byte
+			if err := st.Pool().QueryRow(ctx, "SELECT secret FROM credentials WHERE name = 'foreign'").Scan(&kept); err != nil || string(kept) != string(foreign) {
+				t.Fatalf("the unreadable token was changed (%v)", err)
+			}
+			if len(u) != 1 || u[0]["resealed"] != float64(1) || u[0]["unreadable"] != float64(1) {
 				t.Fatalf("after start %d: secrets.upgrade audit entries %v, want one with resealed 1", i+1, u)
 			}
 		})
