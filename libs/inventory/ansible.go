@@ -37,7 +37,13 @@ type ansibleModel struct {
 	hosts    map[string]*ansibleHost
 	order    []string
 	problems []Problem
+	expanded int // host names produced by every pattern so far, repeats included
 }
+
+// maxExpanded bounds the names all host patterns of one inventory produce
+// together: a line repeating "x[1:99999]" would otherwise cost an expansion
+// each, however many of its hosts exist already.
+const maxExpanded = 2 * MaxEntries
 
 func newModel() *ansibleModel {
 	return &ansibleModel{groups: map[string]*ansibleGroup{}, hosts: map[string]*ansibleHost{}}
@@ -60,9 +66,16 @@ func (m *ansibleModel) group(name string) *ansibleGroup {
 // "db1:2222") and adds the hosts to group with vars. It reports whether the
 // pattern was valid.
 func (m *ansibleModel) addHosts(line int, group, pattern string, vars map[string]ansibleVar) bool {
+	if m.expanded > maxExpanded {
+		return false // reported once, below
+	}
 	names, port, err := expandAnsible(pattern)
 	if err != nil {
 		m.problem(line, pattern, "%v", err)
+		return false
+	}
+	if m.expanded += len(names); m.expanded > maxExpanded {
+		m.problem(line, pattern, "host patterns expand to more than %d names in all; this line and the rest ignored", maxExpanded)
 		return false
 	}
 	if len(m.hosts)+len(names) > MaxEntries {

@@ -68,3 +68,25 @@ func TestLooksSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestAnsiblePatternsHaveABoundedCost: repeating a large range costs one
+// budget for the whole inventory, reported once.
+func TestAnsiblePatternsHaveABoundedCost(t *testing.T) {
+	ini := "[web]\n" + strings.Repeat("x[1:99999]\n", 1000)
+	res, err := Parse(FormatAnsibleINI, strings.NewReader(ini))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Entries) != 99999 {
+		t.Fatalf("%d entries, want 99999", len(res.Entries))
+	}
+	over := 0
+	for _, p := range res.Problems {
+		if strings.Contains(p.Reason, "names in all") {
+			over++
+		}
+	}
+	if over != 1 {
+		t.Fatalf("%d budget problems, want 1 (of %d problems)", over, len(res.Problems))
+	}
+}
