@@ -10,9 +10,11 @@ import (
 	"time"
 )
 
-// Error is every error response: {"error": "..."}.
+// Error is every error response: {"error": "...", "code": "..."}. code is
+// stable and machine-readable; error is for people.
 type Error struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
 }
 
 // PlatformRequest creates or replaces a platform. The secret is given as

@@ -127,6 +127,8 @@ type Gateway struct {
 	now    func() time.Time
 
 	table []Route // the API surface, in registration order
+
+	wsOpen wsSessions // WebSockets open per session (ws.go)
 }
 
 // New builds a gateway with every route of routes.go.

@@ -78,6 +78,11 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 		if np.JumpPlatformID != nil && *np.JumpPlatformID == id {
 			return testum.Invalid("a platform cannot be its own jump host")
 		}
+		if keep {
+			if err := checkSecretStays(ctx, tx, old, np); err != nil {
+				return err
+			}
+		}
 		if !keep {
 			if err := checkRefs(ctx, tx, np); err != nil {
 				return err
@@ -100,6 +105,29 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(platformJSON(p))
+}
+
+// checkSecretStays refuses to move a password to another host, port or user
+// without the password being given again: it was given for that login, and
+// password authentication hands it to whoever answers there. A named
+// credential is shared on purpose and may follow; a key proves itself with a
+// signature and reveals nothing to the new host.
+func checkSecretStays(ctx context.Context, tx *store.Tx, old testum.Platform, np store.NewPlatform) error {
+	if old.AuthMethod != testum.AuthPassword || old.CredentialID == nil {
+		return nil
+	}
+	if np.Host == old.Host && np.Port == old.Port && np.Username == old.Username {
+		return nil
+	}
+	cr, err := tx.Credential(ctx, *old.CredentialID)
+	if err != nil {
+		return err
+	}
+	if cr.Name != "" {
+		return nil
+	}
+	return &testum.Error{Code: testum.CodeInvalid, Reason: "password_required",
+		Message: "changing host, port or username of a password platform needs the password again (or a credential_id)"}
 }
 
 func (g *Gateway) platformDelete(c *fiber.Ctx) error {

@@ -93,6 +93,9 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 	if err := checkSecretsCanary(ctx, st, sys.keyring); err != nil {
 		return nil, err
 	}
+	if err := upgradeLegacySecrets(ctx, st, sys.keyring, log); err != nil {
+		return nil, err
+	}
 
 	if o.needNATS {
 		if err := sys.connectNATS(ctx, o.embed); err != nil {
