@@ -176,7 +176,9 @@ func TestParseDenyList(t *testing.T) {
 }
 
 func TestDescribeNetError(t *testing.T) {
-	op := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)} }
+	op := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+	}
 	tests := []struct {
 		err  error
 		want string

@@ -57,7 +57,9 @@ func bearer(c *fiber.Ctx) (token string, viaCookie bool) {
 }
 
 // safeMethod is a method that changes nothing.
-func safeMethod(m string) bool { return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions }
+func safeMethod(m string) bool {
+	return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions
+}
 
 // authenticate establishes who is calling: the token names a server-side
 // session, which must be active, not idle and not past its absolute end;

@@ -10,9 +10,7 @@ import (
 // dials it, which refuses denied addresses before connecting.
 func (g *Gateway) checkTarget(host string) error {
 	if err := g.cfg.TargetDeny.CheckHost(host); err != nil {
-		// A 400 like any invalid field; its stable code is target_denied
-		// once errors carry a finer code than their status class.
-		return testum.Invalid("host: %v", err)
+		return &testum.Error{Code: testum.CodeInvalid, Reason: "target_denied", Message: "host: " + err.Error()}
 	}
 	return nil
 }

@@ -224,7 +224,7 @@ func TestTargetPolicy(t *testing.T) {
 		for _, host := range []string{"169.254.169.254", "169.254.1.1", "fd00:ec2::254"} {
 			st, body := call(t, "POST", s.URL+"/api/platforms/", map[string]any{"name": "meta", "host": host,
 				"username": "u", "auth_method": "password", "password": "p"}, nil)
-			if st != http.StatusBadRequest || !strings.Contains(string(body), "target policy") {
+			if st != http.StatusBadRequest || !strings.Contains(string(body), "target policy") || !strings.Contains(string(body), `"code":"target_denied"`) {
 				t.Errorf("platform at %s: %d %s", host, st, body)
 			}
 		}

@@ -15,11 +15,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
 	"github.com/testum/testum/libs/pgcluster"
-	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/store"
 )
