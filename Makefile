@@ -5,7 +5,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 SQLC    := $(GOBIN)/sqlc
 MINIO   := $(GOBIN)/minio
 SQLC_VERSION  := v1.31.1
-MINIO_VERSION := latest
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c # what @latest resolved to on 2026-12-01 (MinIO tags are not semver)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests drive for real: OpenSSH, PostgreSQL, Chromium.

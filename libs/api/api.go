@@ -4,13 +4,17 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"time"
 )
 
-// Error is every error response: {"error": "..."}.
+// Error is every error response: {"error": "...", "code": "..."}. code is
+// stable and machine-readable; error is for people.
 type Error struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
 }
 
 // PlatformRequest creates or replaces a platform. The secret is given as
@@ -79,18 +83,57 @@ type Script struct {
 
 // RunRequest is POST /api/runs.
 type RunRequest struct {
-	Command     string            `json:"command,omitempty"`
-	Script      *Script           `json:"script,omitempty"`
-	Targets     Targets           `json:"targets"`
-	Parallelism *int              `json:"parallelism,omitempty"`
-	Timeout     *int              `json:"timeout,omitempty"`      // per host, seconds
-	Batch       json.RawMessage   `json:"batch,omitempty"`        // 10 or "25%"
-	MaxFailures json.RawMessage   `json:"max_failures,omitempty"` // 2 or "10%"
-	Deadline    *int              `json:"deadline,omitempty"`     // whole run, seconds
-	RetryLost   bool              `json:"retry_lost,omitempty"`
-	Env         map[string]string `json:"env,omitempty"`
-	Dir         string            `json:"dir,omitempty"`
-	Sudo        bool              `json:"sudo,omitempty"`
+	Command     string          `json:"command,omitempty"`
+	Script      *Script         `json:"script,omitempty"`
+	Targets     Targets         `json:"targets"`
+	Parallelism *int            `json:"parallelism,omitempty"`
+	Timeout     *int            `json:"timeout,omitempty"`      // per host, seconds
+	Batch       json.RawMessage `json:"batch,omitempty"`        // 10 or "25%"
+	MaxFailures json.RawMessage `json:"max_failures,omitempty"` // 2 or "10%"
+	Deadline    *int            `json:"deadline,omitempty"`     // whole run, seconds
+	RetryLost   bool            `json:"retry_lost,omitempty"`
+	Dir         string          `json:"dir,omitempty"`
+	Sudo        bool            `json:"sudo,omitempty"`
+
+	// Env values are strings, or {"value": "...", "secret": true}.
+	Env map[string]EnvValue `json:"env,omitempty"`
+}
+
+// EnvValue is one value of a run's env: a JSON string, or
+// {"value": "...", "secret": true} for a value that is stored encrypted and
+// shown as ******** in the API, the audit log and the output.
+type EnvValue struct {
+	Value  string
+	Secret bool
+}
+
+// UnmarshalJSON reads either form.
+func (v *EnvValue) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		*v = EnvValue{}
+		return json.Unmarshal(b, &v.Value)
+	}
+	var obj struct {
+		Value  *string `json:"value"`
+		Secret bool    `json:"secret"`
+	}
+	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &obj) != nil || obj.Value == nil {
+		return errors.New(`env values are strings or objects {"value": "...", "secret": true}`)
+	}
+	*v = EnvValue{Value: *obj.Value, Secret: obj.Secret}
+	return nil
+}
+
+// MarshalJSON writes a plain value as a string, a secret one as an object.
+func (v EnvValue) MarshalJSON() ([]byte, error) {
+	if !v.Secret {
+		return json.Marshal(v.Value)
+	}
+	return json.Marshal(struct {
+		Value  string `json:"value"`
+		Secret bool   `json:"secret"`
+	}{v.Value, true})
 }
 
 // RunCreated answers POST /api/runs.
@@ -127,6 +170,8 @@ type Run struct {
 	StartedAt       *time.Time     `json:"started_at"`
 	FinishedAt      *time.Time     `json:"finished_at"`
 	Hosts           []RunHost      `json:"hosts,omitempty"`
+
+	Env map[string]string `json:"env,omitempty"` // values marked secret read ********
 }
 
 // RunHost is one host of a run.

@@ -119,6 +119,12 @@ type RunHost struct {
 	FinishedAt   *time.Time
 }
 
+type RunSecretEnv struct {
+	RunID uuid.UUID
+	Env   []byte
+	KeyID string
+}
+
 type Session struct {
 	ID           uuid.UUID
 	UserID       int64

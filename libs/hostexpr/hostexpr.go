@@ -11,6 +11,8 @@
 package hostexpr
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -22,6 +24,73 @@ import (
 // MaxHosts is the largest number of names an expression may expand to; a
 // larger expansion is an error rather than a memory exhaustion.
 const MaxHosts = 100000
+
+// The cost of one expression is bounded, so that a request cannot buy
+// minutes of CPU with a few kilobytes: its length, its number of terms, the
+// names all its terms produce together (names removed with '!' count too:
+// "x[1-99999],!x[1-99999]" repeated would otherwise cost without end), and
+// the glob comparisons against known names.
+const (
+	MaxExprBytes  = 64 << 10 // longest expression, in bytes
+	MaxTerms      = 4096     // most comma-separated terms
+	MaxNames      = MaxHosts // most names produced by all terms together
+	MaxGlobChecks = 1 << 21  // most glob × known-name comparisons in one Match
+)
+
+// ErrTooComplex is matched (errors.Is) by every error that reports an
+// expression over one of the bounds above.
+var ErrTooComplex = errors.New("hostexpr: expression too complex")
+
+// LimitError is an expression over a bound; Bound names it.
+type LimitError struct {
+	Bound string // "length", "terms", "names", "globs", "hosts"
+	Limit int
+	msg   string
+}
+
+func (e *LimitError) Error() string        { return e.msg }
+func (e *LimitError) Is(target error) bool { return target == ErrTooComplex }
+
+func limitErr(bound string, limit int, format string, args ...any) error {
+	return &LimitError{Bound: bound, Limit: limit, msg: fmt.Sprintf(format, args...)}
+}
+
+// budget is what an expression may still spend. ctx is checked every
+// checkEvery names, so a cancelled request stops expanding.
+type budget struct {
+	ctx       context.Context
+	names     int // names still allowed
+	globs     int // glob comparisons still allowed
+	sinceTick int
+}
+
+const checkEvery = 4096
+
+func newBudget(ctx context.Context) *budget {
+	return &budget{ctx: ctx, names: MaxNames, globs: MaxGlobChecks}
+}
+
+// spend takes n names from the budget; term is for the error message.
+func (b *budget) spend(term string, n int) error {
+	if n > b.names {
+		return limitErr("names", MaxNames, "hostexpr: %q: expands to more than %d hosts in all (names removed with '!' count too)", term, MaxNames)
+	}
+	b.names -= n
+	return b.tick(n)
+}
+
+// tick checks the context once every checkEvery units of work.
+func (b *budget) tick(n int) error {
+	b.sinceTick += n
+	if b.sinceTick < checkEvery {
+		return nil
+	}
+	b.sinceTick = 0
+	if err := b.ctx.Err(); err != nil {
+		return fmt.Errorf("hostexpr: expansion stopped: %w", err)
+	}
+	return nil
+}
 
 // maxDigits bounds numeric fields so that arithmetic never overflows.
 const maxDigits = 18
@@ -42,13 +111,23 @@ type Group struct {
 // nested brackets, an empty, reversed or non-numeric range, or an expansion
 // of more than MaxHosts names is an error naming the offending term.
 func Expand(expr string) ([]string, error) {
+	return ExpandContext(context.Background(), expr)
+}
+
+// ExpandContext is Expand within the bounds of MaxExprBytes, MaxTerms and
+// MaxNames, stopping with ctx's error once ctx ends.
+func ExpandContext(ctx context.Context, expr string) ([]string, error) {
 	terms, err := splitTerms(expr)
 	if err != nil {
 		return nil, err
 	}
+	b := newBudget(ctx)
 	var acc accumulator
 	for _, t := range terms {
-		names, err := expandTerm(t.text)
+		if err := b.tick(checkEvery); err != nil { // every term: a term can be cheap but numerous
+			return nil, err
+		}
+		names, err := expandTerm(t.text, b)
 		if err != nil {
 			return nil, err
 		}
@@ -72,6 +151,12 @@ func Expand(expr string) ([]string, error) {
 // expansion. unknown lists the expanded names that are not known, plus any
 // glob pattern that matched nothing, so that the caller can report them.
 func Match(expr string, known []string) (matched, unknown []string, err error) {
+	return MatchContext(context.Background(), expr, known)
+}
+
+// MatchContext is Match within the bounds of MaxExprBytes, MaxTerms,
+// MaxNames and MaxGlobChecks, stopping with ctx's error once ctx ends.
+func MatchContext(ctx context.Context, expr string, known []string) (matched, unknown []string, err error) {
 	terms, err := splitTerms(expr)
 	if err != nil {
 		return nil, nil, err
@@ -86,9 +171,13 @@ func Match(expr string, known []string) (matched, unknown []string, err error) {
 	}
 	slices.SortFunc(sortedKnown, compareNatural)
 
+	b := newBudget(ctx)
 	var acc accumulator
 	for _, t := range terms {
-		names, err := expandTerm(t.text)
+		if err := b.tick(checkEvery); err != nil {
+			return nil, nil, err
+		}
+		names, err := expandTerm(t.text, b)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -98,8 +187,18 @@ func Match(expr string, known []string) (matched, unknown []string, err error) {
 				resolved = append(resolved, n)
 				continue
 			}
+			if len(sortedKnown) > b.globs {
+				return nil, nil, limitErr("globs", MaxGlobChecks, "hostexpr: %q: too many glob patterns against %d known names", t.raw, len(sortedKnown))
+			}
+			b.globs -= len(sortedKnown)
+			if err := b.tick(len(sortedKnown)); err != nil {
+				return nil, nil, err
+			}
 			hits, err := globKnown(t.raw, n, sortedKnown)
 			if err != nil {
+				return nil, nil, err
+			}
+			if err := b.spend(t.raw, len(hits)); err != nil { // what a glob adds or removes counts too
 				return nil, nil, err
 			}
 			if len(hits) == 0 && !t.exclude {
@@ -197,7 +296,7 @@ func (a *accumulator) result() []string {
 }
 
 func tooMany(term string) error {
-	return fmt.Errorf("hostexpr: %q: expands to more than %d hosts", term, MaxHosts)
+	return limitErr("hosts", MaxHosts, "hostexpr: %q: expands to more than %d hosts", term, MaxHosts)
 }
 
 // term is one top-level item of an expression.
@@ -209,6 +308,9 @@ type term struct {
 
 // splitTerms splits expr on the commas that are outside brackets.
 func splitTerms(expr string) ([]term, error) {
+	if len(expr) > MaxExprBytes {
+		return nil, limitErr("length", MaxExprBytes, "hostexpr: the expression is %d bytes long; at most %d", len(expr), MaxExprBytes)
+	}
 	var parts []string
 	depth, start := 0, 0
 	for i := 0; i < len(expr); i++ {
@@ -221,6 +323,9 @@ func splitTerms(expr string) ([]term, error) {
 			}
 		case ',':
 			if depth == 0 {
+				if len(parts)+1 >= MaxTerms {
+					return nil, limitErr("terms", MaxTerms, "hostexpr: the expression has more than %d terms", MaxTerms)
+				}
 				parts = append(parts, expr[start:i])
 				start = i + 1
 			}
@@ -251,14 +356,15 @@ func splitTerms(expr string) ([]term, error) {
 }
 
 // expandTerm expands one term (without its '!') into names, leftmost bracket
-// group varying slowest.
-func expandTerm(t string) ([]string, error) {
+// group varying slowest. Its names are spent from b before any is built.
+func expandTerm(t string, bud *budget) ([]string, error) {
 	if i := strings.IndexFunc(t, isSpace); i >= 0 {
 		return nil, fmt.Errorf("hostexpr: %q: whitespace inside a host name", t)
 	}
 	// Split into literal pieces and bracket groups: lits[i] precedes groups[i].
 	var lits []string
 	var groups [][]string
+	total := 1 // the product so far: checked group by group, so that many large groups stop early
 	rest := t
 	for {
 		open := strings.IndexAny(rest, "[]")
@@ -277,21 +383,21 @@ func expandTerm(t string) ([]string, error) {
 		if rest[end] == '[' {
 			return nil, fmt.Errorf("hostexpr: %q: nested brackets are not allowed", t)
 		}
-		values, err := expandGroup(t, rest[open+1:end])
+		values, err := expandGroup(t, rest[open+1:end], min(bud.names, MaxHosts)/total)
 		if err != nil {
 			return nil, err
+		}
+		total *= len(values) // each factor ≤ the budget left / total: no overflow
+		if total > MaxHosts {
+			return nil, tooMany(t)
 		}
 		lits = append(lits, rest[:open])
 		groups = append(groups, values)
 		rest = rest[end+1:]
 	}
 
-	total := 1
-	for _, g := range groups {
-		total *= len(g) // each factor ≤ MaxHosts and total checked below: no overflow
-		if total > MaxHosts {
-			return nil, tooMany(t)
-		}
+	if err := bud.spend(t, total); err != nil {
+		return nil, err
 	}
 	out := make([]string, 0, total)
 	idx := make([]int, len(groups)) // odometer, last group fastest
@@ -317,8 +423,9 @@ func expandTerm(t string) ([]string, error) {
 
 func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' }
 
-// expandGroup expands the inside of one bracket group, e.g. "1,3,05-07".
-func expandGroup(t, body string) ([]string, error) {
+// expandGroup expands the inside of one bracket group, e.g. "1,3,05-07",
+// into at most limit values: more is an error before they are built.
+func expandGroup(t, body string, limit int) ([]string, error) {
 	if strings.TrimSpace(body) == "" {
 		return nil, fmt.Errorf("hostexpr: %q: empty range []", t)
 	}
@@ -339,8 +446,8 @@ func expandGroup(t, body string) ([]string, error) {
 				return nil, fmt.Errorf("hostexpr: %q: step %q needs a range", t, item)
 			}
 			out = append(out, loText)
-			if len(out) > MaxHosts {
-				return nil, tooMany(t)
+			if len(out) > limit {
+				return nil, groupTooLarge(t, limit)
 			}
 			continue
 		}
@@ -361,6 +468,9 @@ func expandGroup(t, body string) ([]string, error) {
 		if (hi-lo)/step >= MaxHosts || uint64(len(out))+(hi-lo)/step+1 > MaxHosts {
 			return nil, tooMany(t)
 		}
+		if uint64(len(out))+(hi-lo)/step+1 > uint64(limit) {
+			return nil, groupTooLarge(t, limit)
+		}
 		width := 0
 		if len(loText) > 1 && loText[0] == '0' {
 			width = len(loText)
@@ -370,6 +480,15 @@ func expandGroup(t, body string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// groupTooLarge is a bracket group with more values than the budget left:
+// over MaxHosts by itself or with what came before it.
+func groupTooLarge(t string, limit int) error {
+	if limit >= MaxHosts {
+		return tooMany(t)
+	}
+	return limitErr("names", MaxNames, "hostexpr: %q: expands to more than %d hosts in all (names removed with '!' count too)", t, MaxNames)
 }
 
 func parseBound(t, s string) (uint64, error) {

@@ -1,6 +1,8 @@
 package hostexpr
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -241,5 +243,61 @@ func TestGather(t *testing.T) {
 	}
 	if len(Gather(nil)) != 0 {
 		t.Error("Gather(nil) should be empty")
+	}
+}
+
+// TestBoundedCost: whatever an expression looks like, what it may cost is
+// bounded, and every bound is an ErrTooComplex naming it.
+func TestBoundedCost(t *testing.T) {
+	churn := strings.Repeat("x[1-99999],!x[1-99999],", 3) + "y" // 600k names produced, none kept
+	known := make([]string, 20000)
+	for i := range known {
+		known[i] = fmt.Sprintf("h%d", i)
+	}
+	tests := []struct {
+		name  string
+		expr  string
+		bound string
+	}{
+		{"removed names count", churn, "names"},
+		{"one removal over the budget", "a[1-60000],!a[1-60000],b", "names"},
+		{"too long", strings.Repeat("a", MaxExprBytes+1), "length"},
+		{"too many terms", strings.Repeat("a,", MaxTerms) + "a", "terms"},
+		{"one term too large", "a[1-100001]", "hosts"},
+		{"too many globs", strings.Repeat("z*,", 120) + "h1", "globs"},
+		{"glob hits count", strings.Repeat("h*,!h*,", 4) + "y", "names"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Match(tt.expr, known)
+			var le *LimitError
+			if !errors.Is(err, ErrTooComplex) || !errors.As(err, &le) || le.Bound != tt.bound {
+				t.Fatalf("Match: %v, want the %s bound", err, tt.bound)
+			}
+			if len(tt.expr) < 200 && !strings.Contains(err.Error(), "hostexpr: ") {
+				t.Errorf("error %q does not say where", err)
+			}
+		})
+	}
+	// Just under the bounds still works.
+	if got, err := Expand("a[1-49999],!a[1-49999],b"); err != nil || !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("under the budget: %q, %v", got, err)
+	}
+	if got, err := Expand(strings.Repeat("a,", MaxTerms-1) + "a"); err != nil || len(got) != 1 {
+		t.Fatalf("MaxTerms terms: %d names, %v", len(got), err)
+	}
+}
+
+func TestExpandStopsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := ExpandContext(ctx, "a,b"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ExpandContext on a cancelled context: %v", err)
+	}
+	if _, _, err := MatchContext(ctx, "a*", []string{"ab"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MatchContext on a cancelled context: %v", err)
+	}
+	if got, err := ExpandContext(context.Background(), "a,b"); err != nil || len(got) != 2 {
+		t.Fatalf("ExpandContext: %q, %v", got, err)
 	}
 }

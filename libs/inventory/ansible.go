@@ -37,7 +37,13 @@ type ansibleModel struct {
 	hosts    map[string]*ansibleHost
 	order    []string
 	problems []Problem
+	expanded int // host names produced by every pattern so far, repeats included
 }
+
+// maxExpanded bounds the names all host patterns of one inventory produce
+// together: a line repeating "x[1:99999]" would otherwise cost an expansion
+// each, however many of its hosts exist already.
+const maxExpanded = 2 * MaxEntries
 
 func newModel() *ansibleModel {
 	return &ansibleModel{groups: map[string]*ansibleGroup{}, hosts: map[string]*ansibleHost{}}
@@ -60,9 +66,16 @@ func (m *ansibleModel) group(name string) *ansibleGroup {
 // "db1:2222") and adds the hosts to group with vars. It reports whether the
 // pattern was valid.
 func (m *ansibleModel) addHosts(line int, group, pattern string, vars map[string]ansibleVar) bool {
+	if m.expanded > maxExpanded {
+		return false // reported once, below
+	}
 	names, port, err := expandAnsible(pattern)
 	if err != nil {
 		m.problem(line, pattern, "%v", err)
+		return false
+	}
+	if m.expanded += len(names); m.expanded > maxExpanded {
+		m.problem(line, pattern, "host patterns expand to more than %d names in all; this line and the rest ignored", maxExpanded)
 		return false
 	}
 	if len(m.hosts)+len(names) > MaxEntries {
@@ -227,12 +240,14 @@ func (m *ansibleModel) entries() Result {
 			vars[k] = v
 		}
 
-		e := Entry{Name: name, Host: name, Port: h.port, Line: h.line, Labels: map[string]string{}}
+		e := Entry{Name: name, Host: name, Port: h.port, Line: h.line, Labels: map[string]string{}, Vars: map[string]string{}}
 		ok := true
 		for k, v := range vars {
+			// Only variables testum understands are used; the others are
+			// kept aside, for labels the import asks for by name.
 			if !strings.HasPrefix(k, "ansible_") {
 				if v.scalar {
-					e.Labels[k] = v.value
+					e.Vars[k] = v.value
 				}
 				continue
 			}
@@ -254,6 +269,11 @@ func (m *ansibleModel) entries() Result {
 		}
 		if !ok {
 			continue
+		}
+		for _, k := range []string{"ansible_ssh_pass", "ansible_ssh_password", "ansible_password"} { // last wins
+			if v, set := vars[k]; set && v.scalar && v.value != "" {
+				e.Password = v.value
+			}
 		}
 		e.Jump = jumpFromArgs(vars["ansible_ssh_common_args"].value)
 		if e.Jump == "" {

@@ -34,9 +34,24 @@ type Entry struct {
 	Port         int               // 0 = unset (caller defaults to 22)
 	User         string            // User / ansible_user
 	Jump         string            // first ProxyJump hop: alias or [user@]host[:port]
-	Labels       map[string]string // each Ansible group g gives g="true"; scalar non-ansible_* vars give key=value; never nil
+	Labels       map[string]string // each Ansible group g gives g="true"; never nil
+	Vars         map[string]string // scalar Ansible variables other than ansible_*: labels only when asked for (never nil)
+	Password     string            // ansible_password / ansible_ssh_pass: the login password, never a label
 	IdentityFile string            // IdentityFile / ansible_ssh_private_key_file (path, not read)
 	Line         int               // line where the entry was first defined
+}
+
+// LooksSecret reports whether a variable's name suggests it holds a secret
+// (it contains pass, secret, token or key, in any case): such a variable
+// never becomes a label, which every admin can read.
+func LooksSecret(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"pass", "secret", "token", "key"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // Problem is a malformed line or entry. Problems are reported, never fatal:

@@ -125,7 +125,7 @@ func ParseSSHConfig(r io.Reader) (Result, error) {
 
 	var entries []Entry
 	for _, a := range aliases {
-		e := Entry{Name: a.name, Line: a.line, Labels: map[string]string{}}
+		e := Entry{Name: a.name, Line: a.line, Labels: map[string]string{}, Vars: map[string]string{}}
 		got := map[string]sshValue{}
 		for _, b := range blocks {
 			if !b.matches(a.name) {

@@ -42,7 +42,7 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Check validates the parts of a spec the host's shell will see.
 func Check(spec testum.RunSpec) error {
-	for k, v := range spec.Env {
+	for k, v := range spec.Environment() {
 		if !envName.MatchString(k) {
 			return fmt.Errorf("env %q: names are letters, digits and _ and do not start with a digit", k)
 		}
@@ -80,10 +80,12 @@ func Quote(s string) string {
 }
 
 // Build returns the command line and the stdin (nil for none) of a spec.
-// sudoPassword, when the run asks for sudo and the platform logs in with a
-// password, is fed to sudo -S on the first line of stdin; without it sudo
-// runs non-interactively (-n) and fails clearly if it needs a password.
-func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader) {
+// When the run asks for sudo and the platform logs in with a password
+// (sudoPassword), sudo -S asks with a prompt of its own and the returned
+// Become, which is also the stdin, answers it (see Become): the caller
+// wraps the command's output writers with it. Without a password sudo runs
+// non-interactively (-n) and fails clearly if it needs one.
+func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader, *Become) {
 	var inner string
 	var stdin string
 	if s := spec.Script; s != nil {
@@ -98,40 +100,47 @@ func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader) {
 	} else {
 		inner = spec.Command
 	}
+	environ := spec.Environment()
 	var b strings.Builder
 	if spec.Dir != "" {
 		b.WriteString("cd " + Quote(spec.Dir) + " || exit 1\n")
 	}
-	keys := make([]string, 0, len(spec.Env))
-	for k := range spec.Env {
+	keys := make([]string, 0, len(environ))
+	for k := range environ {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		b.WriteString("export " + k + "=" + Quote(spec.Env[k]) + "\n")
+		b.WriteString("export " + k + "=" + Quote(environ[k]) + "\n")
 	}
 	if !spec.Sudo {
 		b.WriteString(inner)
 		if stdin == "" {
-			return b.String(), nil
+			return b.String(), nil, nil
 		}
-		return b.String(), strings.NewReader(stdin)
+		return b.String(), strings.NewReader(stdin), nil
 	}
 	// Under sudo the environment and directory are set inside the root shell.
 	var env strings.Builder
 	for _, k := range keys {
-		env.WriteString(k + "=" + Quote(spec.Env[k]) + " ")
+		env.WriteString(k + "=" + Quote(environ[k]) + " ")
 	}
 	root := inner
 	if spec.Dir != "" {
 		root = "cd " + Quote(spec.Dir) + " || exit 1\n" + inner
 	}
 	if sudoPassword != "" && !strings.ContainsAny(sudoPassword, "\n\r") {
-		return "sudo -S -p '' " + env.String() + "sh -c " + Quote(root), strings.NewReader(sudoPassword + "\n" + stdin)
+		var body io.Reader
+		if stdin != "" {
+			body = strings.NewReader(stdin)
+		}
+		bc := newBecome(sudoPassword, body)
+		root = "echo " + bc.Success() + "\n" + root
+		return "sudo -S -p " + Quote(bc.Prompt()) + " " + env.String() + "sh -c " + Quote(root), bc, bc
 	}
 	cmd := "sudo -n " + env.String() + "sh -c " + Quote(root)
 	if stdin == "" {
-		return cmd, nil
+		return cmd, nil, nil
 	}
-	return cmd, strings.NewReader(stdin)
+	return cmd, strings.NewReader(stdin), nil
 }

@@ -15,7 +15,7 @@ func run(t *testing.T, spec testum.RunSpec) string {
 	if err := Check(spec); err != nil {
 		t.Fatal(err)
 	}
-	cmd, stdin := Build(spec, "")
+	cmd, stdin, _ := Build(spec, "")
 	c := exec.Command("sh", "-c", cmd)
 	if stdin != nil {
 		c.Stdin = stdin
@@ -45,16 +45,20 @@ func TestBuild(t *testing.T) {
 	}
 }
 
-func TestSudoCarriesPasswordOnStdin(t *testing.T) {
-	cmd, stdin := Build(testum.RunSpec{Sudo: true, Script: &testum.Script{Interpreter: "bash", Body: "id -u"}}, "s3cret")
-	if !strings.HasPrefix(cmd, "sudo -S -p '' ") || strings.Contains(cmd, "s3cret") {
+func TestSudoAsksWithItsOwnPrompt(t *testing.T) {
+	cmd, stdin, bc := Build(testum.RunSpec{Sudo: true, Script: &testum.Script{Interpreter: "bash", Body: "id -u"}}, "s3cret")
+	if bc == nil || stdin != io.Reader(bc) {
+		t.Fatalf("no Become for a password sudo: %v", stdin)
+	}
+	if !strings.HasPrefix(cmd, "sudo -S -p "+Quote(bc.Prompt())+" ") || strings.Contains(cmd, "s3cret") ||
+		!strings.Contains(cmd, "echo "+bc.Success()) {
 		t.Fatalf("cmd %q", cmd)
 	}
-	b, _ := io.ReadAll(stdin)
-	if string(b) != "s3cret\nid -u\n" {
-		t.Fatalf("stdin %q", b)
+	_, _, other := Build(testum.RunSpec{Sudo: true, Command: "id"}, "s3cret")
+	if other.Prompt() == bc.Prompt() || other.Success() == bc.Success() {
+		t.Fatal("markers are not per command")
 	}
-	if cmd, _ := Build(testum.RunSpec{Sudo: true, Command: "id"}, ""); !strings.HasPrefix(cmd, "sudo -n ") {
+	if cmd, _, bc := Build(testum.RunSpec{Sudo: true, Command: "id"}, ""); !strings.HasPrefix(cmd, "sudo -n ") || bc != nil {
 		t.Fatalf("no password: %q", cmd)
 	}
 }

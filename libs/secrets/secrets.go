@@ -280,6 +280,17 @@ func (k *Keyring) NeedsRotation(ciphertext []byte) bool {
 	return subtle.ConstantTimeCompare(ciphertext[1:1+keyIDSize], k.keys[0].id[:]) != 1
 }
 
+// IsLegacy reports whether ciphertext is a Fernet token, the Python
+// testum's format, rather than an envelope written by Seal: such a token is
+// not bound to its row and is re-sealed when testum starts.
+func IsLegacy(ciphertext []byte) bool {
+	if isEnvelope(ciphertext) {
+		return false
+	}
+	_, ok := fernetToken(ciphertext)
+	return ok
+}
+
 // Len is the number of keys in the ring.
 func (k *Keyring) Len() int {
 	if k == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -56,13 +57,13 @@ func Dial(ctx context.Context, t Target, cfg Config) (*Client, error) {
 		if i > 0 {
 			viaName = "jump " + chain[i-1].Addr
 		}
-		a := &hopAttempt{target: h, via: via, viaName: viaName, timeout: cfg.ConnectTimeout}
+		a := &hopAttempt{target: h, via: via, viaName: viaName, timeout: cfg.ConnectTimeout, deny: cfg.Deny}
 		conn, chans, reqs, err := a.dial(ctx)
 		if err != nil {
 			closeJumps()
 			var de *DialError
 			if errors.As(err, &de) {
-				de.Addr = target
+				de.Addr, de.HopID = target, h.ID
 				if !last {
 					de.Hop = "jump " + h.Addr
 				}
@@ -114,6 +115,7 @@ type hopAttempt struct {
 	via     *ssh.Client // nil: a direct TCP connection
 	viaName string      // "jump 127.0.1.2:22" when via is set
 	timeout time.Duration
+	deny    DenyList
 
 	conn *watchedConn
 
@@ -122,16 +124,17 @@ type hopAttempt struct {
 	first   bool
 	allowed []string // auth methods the host accepts, as last reported
 	tried   []string // auth methods that failed
+	refused string   // a keyboard-interactive prompt left unanswered
 }
 
 func (a *hopAttempt) result() Hop {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return Hop{Addr: a.target.Addr, HostKey: a.hostKey, FirstContact: a.first}
+	return Hop{ID: a.target.ID, Addr: a.target.Addr, HostKey: a.hostKey, FirstContact: a.first}
 }
 
 func (a *hopAttempt) dial(ctx context.Context) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
-	auth, err := authMethods(a.target)
+	auth, err := authMethods(a.target, a.noteRefused)
 	if err != nil {
 		return nil, nil, nil, &DialError{Failure: AuthFailed, Err: err}
 	}
@@ -141,9 +144,10 @@ func (a *hopAttempt) dial(ctx context.Context) (ssh.Conn, <-chan ssh.NewChannel,
 
 	var raw net.Conn
 	if a.via == nil {
-		var d net.Dialer
+		// Control sees each address the name resolved to, before connect.
+		d := net.Dialer{Control: a.deny.control}
 		raw, err = d.DialContext(hctx, "tcp", a.target.Addr)
-	} else {
+	} else if err = a.deny.checkRemote(hctx, a.target.Addr); err == nil {
 		raw, err = a.via.DialContext(hctx, "tcp", a.target.Addr)
 	}
 	if err != nil {
@@ -225,7 +229,15 @@ func (a *hopAttempt) observeAuth(c *ssh.ClientAuthContext) (ssh.AuthMethod, erro
 	return nil, nil
 }
 
-func authMethods(t *Target) ([]ssh.AuthMethod, error) {
+// noteRefused remembers a keyboard-interactive prompt that was not
+// answered, for the error message.
+func (a *hopAttempt) noteRefused(prompt string) {
+	a.mu.Lock()
+	a.refused = prompt
+	a.mu.Unlock()
+}
+
+func authMethods(t *Target, refused func(prompt string)) ([]ssh.AuthMethod, error) {
 	var methods []ssh.AuthMethod
 	signer := t.Signer
 	if signer == nil && len(t.PrivateKey) > 0 {
@@ -241,7 +253,7 @@ func authMethods(t *Target) ([]ssh.AuthMethod, error) {
 	if t.Password != "" {
 		methods = append(methods,
 			ssh.Password(t.Password),
-			ssh.KeyboardInteractive(answerPasswordPrompts(t.Password)))
+			ssh.KeyboardInteractive(answerPasswordPrompts(t.Password, refused)))
 	}
 	return methods, nil
 }
@@ -249,9 +261,13 @@ func authMethods(t *Target) ([]ssh.AuthMethod, error) {
 // maxPromptRounds bounds a keyboard-interactive exchange that keeps asking.
 const maxPromptRounds = 4
 
-// answerPasswordPrompts answers keyboard-interactive prompts that hide the
-// answer (PAM's "Password: ") with the password, and visible ones with "".
-func answerPasswordPrompts(password string) ssh.KeyboardInteractiveChallenge {
+// answerPasswordPrompts answers keyboard-interactive prompts that ask for
+// the login password (PAM's "Password: ", "user@host's password: ") with
+// the password, and visible prompts with "". Any other hidden prompt (a
+// one-time code, a new password) fails the method: the password is never
+// typed into a question that did not ask for it. refused, if set, is told
+// the prompt.
+func answerPasswordPrompts(password string, refused func(prompt string)) ssh.KeyboardInteractiveChallenge {
 	rounds := 0
 	return func(_, _ string, questions []string, echos []bool) ([]string, error) {
 		answers := make([]string, len(questions))
@@ -262,13 +278,34 @@ func answerPasswordPrompts(password string) ssh.KeyboardInteractiveChallenge {
 		if rounds > maxPromptRounds {
 			return nil, errors.New("the host keeps asking keyboard-interactive questions")
 		}
-		for i := range questions {
-			if i < len(echos) && !echos[i] {
+		for i, q := range questions {
+			hidden := i >= len(echos) || !echos[i]
+			switch {
+			case !hidden:
+			case isPasswordPrompt(q):
 				answers[i] = password
+			default:
+				if refused != nil {
+					refused(q)
+				}
+				return nil, fmt.Errorf("keyboard-interactive prompt %q is not a password prompt; testum answers only password prompts", strings.TrimSpace(q))
 			}
 		}
 		return answers, nil
 	}
+}
+
+// passwordWord matches the word "password" in the languages PAM most often
+// speaks; notPassword matches prompts that mention a password but do not ask
+// for the current one (a change of password, a one-time password).
+var (
+	passwordWord = regexp.MustCompile(`(?i)password|passwort|mot de passe|contraseña|senha|пароль`)
+	notPassword  = regexp.MustCompile(`(?i)\bnew\b|retype|re-enter|repeat|again|confirm|one[- ]time|\botp\b|neues|nouveau|новый|повтор`)
+)
+
+// isPasswordPrompt reports whether a hidden prompt asks for the password.
+func isPasswordPrompt(q string) bool {
+	return passwordWord.MatchString(q) && !notPassword.MatchString(q)
 }
 
 // connectError classifies a failure to open the TCP connection (or the
@@ -276,6 +313,10 @@ func answerPasswordPrompts(password string) ssh.KeyboardInteractiveChallenge {
 func (a *hopAttempt) connectError(ctx, hctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	var denied *deniedError
+	if errors.As(err, &denied) {
+		return &DialError{Failure: Unreachable, Err: plain(err, "not dialed: %s", denied)}
 	}
 	if hctx.Err() != nil || isTimeout(err) {
 		if a.via != nil {
@@ -330,7 +371,7 @@ func (a *hopAttempt) handshakeError(ctx, hctx context.Context, err error) error 
 
 	a.mu.Lock()
 	authBegan := a.hostKey != nil
-	allowed, tried := a.allowed, a.tried
+	allowed, tried, refused := a.allowed, a.tried, a.refused
 	a.mu.Unlock()
 	spoke := a.conn.spoke.Load()
 
@@ -356,6 +397,11 @@ func (a *hopAttempt) handshakeError(ctx, hctx context.Context, err error) error 
 	tried = slices.DeleteFunc(slices.Clone(tried), func(m string) bool { return m == "none" })
 	tried = slices.Compact(tried)
 	reason, disconnected := disconnectReason(err)
+	if refused != "" && !disconnected {
+		return &DialError{Failure: AuthFailed, Err: plain(err,
+			"authentication failed (tried: %s); keyboard-interactive asked %q, which is not a password prompt (testum answers only password prompts)",
+			strings.Join(tried, ", "), strings.TrimSpace(refused))}
+	}
 	switch {
 	case disconnected && len(tried) > 0:
 		return &DialError{Failure: AuthFailed, Err: plain(err,

@@ -2,6 +2,7 @@ package sshx
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -13,9 +14,16 @@ import (
 
 // ParsePrivateKey reads a PEM private key (OpenSSH, PKCS#1, PKCS#8, SEC1;
 // ed25519, ecdsa or rsa). A passphrase given for an unencrypted key is
-// ignored. Errors wrap ErrNotAKey, ErrUnsupportedKey, ErrPassphraseRequired
-// or ErrWrongPassphrase and never quote the key or the passphrase.
+// ignored. DSA keys, RSA keys under MinRSABits and inputs over
+// MaxPrivateKeyBytes are refused. Errors wrap ErrNotAKey, ErrUnsupportedKey,
+// ErrWeakKey, ErrKeyTooLarge, ErrPassphraseRequired or ErrWrongPassphrase and
+// never quote the key or the passphrase.
 func ParsePrivateKey(pemBytes, passphrase []byte) (ssh.Signer, error) {
+	if len(pemBytes) > MaxPrivateKeyBytes {
+		// An RSA key of 16384 bits is about 12 KiB of PEM: anything larger
+		// is not a key, and parsing it would only cost time.
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrKeyTooLarge, len(pemBytes), MaxPrivateKeyBytes)
+	}
 	block, _ := pem.Decode(pemBytes)
 	if block == nil {
 		return nil, fmt.Errorf("%w: no PEM block found", ErrNotAKey)
@@ -31,6 +39,10 @@ func ParsePrivateKey(pemBytes, passphrase []byte) (ssh.Signer, error) {
 			return nil, fmt.Errorf("%w: %q", ErrUnsupportedKey, block.Type)
 		}
 		return nil, fmt.Errorf("%w: the PEM block is a %q", ErrNotAKey, block.Type)
+	}
+
+	if block.Type == "OPENSSH PRIVATE KEY" && openSSHKeyType(block.Bytes) == ssh.InsecureKeyAlgoDSA {
+		return nil, fmt.Errorf("%w: DSA keys are insecure and refused by current OpenSSH", ErrUnsupportedKey)
 	}
 
 	signer, err := ssh.ParsePrivateKey(pemBytes)
@@ -52,7 +64,57 @@ func ParsePrivateKey(pemBytes, passphrase []byte) (ssh.Signer, error) {
 	if signer.PublicKey().Type() == ssh.InsecureKeyAlgoDSA {
 		return nil, fmt.Errorf("%w: DSA keys are insecure and refused by current OpenSSH", ErrUnsupportedKey)
 	}
+	if err := checkStrength(signer.PublicKey()); err != nil {
+		return nil, err
+	}
 	return signer, nil
+}
+
+// MaxPrivateKeyBytes bounds the PEM text of a private key.
+const MaxPrivateKeyBytes = 16 << 10
+
+// MinRSABits is the smallest RSA modulus accepted (NIST SP 800-131A; OpenSSH
+// 9.x refuses RSA keys under 1024 bits and warns under 2048).
+const MinRSABits = 2048
+
+// checkStrength refuses RSA keys whose modulus is too short to be safe.
+func checkStrength(pub ssh.PublicKey) error {
+	cpk, ok := pub.(ssh.CryptoPublicKey)
+	if !ok {
+		return nil
+	}
+	if rk, ok := cpk.CryptoPublicKey().(*rsa.PublicKey); ok && rk.N.BitLen() < MinRSABits {
+		return fmt.Errorf("%w: an RSA key of %d bits; use at least %d bits (or ed25519)", ErrWeakKey, rk.N.BitLen(), MinRSABits)
+	}
+	return nil
+}
+
+// openSSHKeyType reads the key type of an "openssh-key-v1" blob from its
+// public key, which is stored in the clear even when the key is encrypted;
+// "" when the blob is not one. The library only says "unhandled key type"
+// for a DSA key in this format.
+func openSSHKeyType(b []byte) string {
+	const magic = "openssh-key-v1\x00"
+	rest, ok := bytes.CutPrefix(b, []byte(magic))
+	if !ok {
+		return ""
+	}
+	var w struct {
+		CipherName, KDFName, KDFOptions string
+		NumKeys                         uint32
+		PubKey, PrivKeyBlock            []byte
+	}
+	if err := ssh.Unmarshal(rest, &w); err != nil {
+		return ""
+	}
+	var pub struct {
+		Type string
+		Rest []byte `ssh:"rest"`
+	}
+	if err := ssh.Unmarshal(w.PubKey, &pub); err != nil {
+		return ""
+	}
+	return pub.Type
 }
 
 // Fingerprint returns the OpenSSH SHA256 fingerprint of k ("SHA256:…"), or

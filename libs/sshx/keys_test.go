@@ -1,6 +1,7 @@
 package sshx
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -39,6 +40,8 @@ func newTestKey(t testing.TB, kind string) testKey {
 		priv, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	case "rsa":
 		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "rsa1024":
+		priv, err = rsa.GenerateKey(rand.Reader, 1024)
 	default:
 		t.Fatalf("unknown key kind %q", kind)
 	}
@@ -113,6 +116,7 @@ func TestParsePrivateKey(t *testing.T) {
 	ed := newTestKey(t, "ed25519")
 	ec := newTestKey(t, "ecdsa")
 	rs := newTestKey(t, "rsa")
+	weak := newTestKey(t, "rsa1024")
 
 	tests := []struct {
 		name       string
@@ -147,6 +151,12 @@ func TestParsePrivateKey(t *testing.T) {
 		{"garbage in a key block", pem.EncodeToMemory(&pem.Block{Type: "OPENSSH PRIVATE KEY", Bytes: []byte("nope")}), "", nil, ErrNotAKey},
 		{"encrypted pkcs8", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), pass, nil, ErrUnsupportedKey},
 		{"dsa", pem.EncodeToMemory(&pem.Block{Type: "DSA PRIVATE KEY", Bytes: []byte{1}}), "", nil, ErrUnsupportedKey},
+		{"openssh dsa", openSSHDSA(), "", nil, ErrUnsupportedKey},
+		{"openssh rsa 1024", weak.openSSH(t, ""), "", nil, ErrWeakKey},
+		{"openssh rsa 1024 with passphrase", weak.openSSH(t, pass), pass, nil, ErrWeakKey},
+		{"pkcs1 rsa 1024", weak.legacy(t, ""), "", nil, ErrWeakKey},
+		{"pkcs8 rsa 1024", weak.pkcs8(t), "", nil, ErrWeakKey},
+		{"over 16 KiB", append(ed.openSSH(t, ""), bytes.Repeat([]byte("\n"), MaxPrivateKeyBytes)...), "", nil, ErrKeyTooLarge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,6 +178,23 @@ func TestParsePrivateKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openSSHDSA is a DSA key in the openssh-key-v1 format, as ssh-keygen -t
+// dsa wrote it before OpenSSH 9.8 dropped DSA: only its public half and
+// framing matter here (the parser must refuse it by its type, with a clear
+// message).
+func openSSHDSA() []byte {
+	pub := ssh.Marshal(struct {
+		Type       string
+		P, Q, G, Y []byte
+	}{ssh.InsecureKeyAlgoDSA, []byte{1}, []byte{1}, []byte{1}, []byte{1}})
+	blob := append([]byte("openssh-key-v1\x00"), ssh.Marshal(struct {
+		CipherName, KDFName, KDFOptions string
+		NumKeys                         uint32
+		PubKey, PrivKeyBlock            []byte
+	}{"none", "none", "", 1, pub, []byte{0, 0, 0, 0}})...)
+	return pem.EncodeToMemory(&pem.Block{Type: "OPENSSH PRIVATE KEY", Bytes: blob})
 }
 
 func TestFingerprint(t *testing.T) {

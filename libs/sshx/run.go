@@ -117,6 +117,9 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 			break
 		}
 		out.detach()
+		if stdinDone != nil {
+			stdinEnded(cmd.Stdin) // ended or abandoned: nothing more will be asked
+		}
 		res := unknown
 		var sessErr error
 		if k.ended {
@@ -130,6 +133,7 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 	_ = sess.Close()
 	var stdinErr error
 	if stdinDone != nil {
+		stdinEnded(cmd.Stdin)
 		stdinErr = <-stdinDone
 	}
 
@@ -392,6 +396,14 @@ func sameWriter(a, b io.Writer) (same bool) {
 		}
 	}()
 	return a == b
+}
+
+// stdinEnded tells a Stdin that waits on the command's output that the
+// command has ended.
+func stdinEnded(r io.Reader) {
+	if e, ok := r.(interface{ CommandEnded() }); ok {
+		e.CommandEnded()
+	}
 }
 
 // copyStdin feeds r to the command and closes its stdin. A write error

@@ -442,3 +442,39 @@ func TestRunKillRefusedWithConcurrentCommandsDoesNotHang(t *testing.T) {
 		t.Log("the other command ended normally") // killed from outside: exit status varies
 	}
 }
+
+// waitingStdin has nothing to give until the command ends (as a sudo
+// answer that waits for a prompt which never comes).
+type waitingStdin struct{ ended chan struct{} }
+
+func (w waitingStdin) Read([]byte) (int, error) {
+	<-w.ended
+	return 0, io.EOF
+}
+
+func (w waitingStdin) CommandEnded() { close(w.ended) }
+
+// TestRunEndsAWaitingStdin: Run returns once the command ended, although
+// its Stdin never gave anything, and the Client closes without hanging.
+func TestRunEndsAWaitingStdin(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartSSHD(t)
+	c := dial(t, passwordTarget(s, 1), testConfig)
+	done := make(chan struct{})
+	var (
+		res sshx.Result
+		err error
+	)
+	go func() {
+		defer close(done)
+		res, err = c.Run(context.Background(), sshx.Command{Cmd: "exit 4", Stdin: waitingStdin{make(chan struct{})}})
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run waits for a stdin that has nothing to give after the command ended")
+	}
+	if err != nil || res.ExitCode != 4 {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+}

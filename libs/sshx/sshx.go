@@ -60,6 +60,9 @@ type Config struct {
 	// once; > 0 sends TERM, waits up to KillGrace for the command to end,
 	// then sends KILL.
 	KillGrace time.Duration
+	// Deny lists the address ranges no hop may be dialed at (the target
+	// policy). nil means DefaultDeny; an empty, non-nil list denies nothing.
+	Deny DenyList
 }
 
 // CheckAndSetDefaults rejects negative durations and fills in defaults.
@@ -78,11 +81,18 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.KeepAlive == 0 {
 		c.KeepAlive = DefaultKeepAlive
 	}
+	if c.Deny == nil {
+		c.Deny = DefaultDeny()
+	}
 	return nil
 }
 
 // Target is one host to log in to.
 type Target struct {
+	// ID is the caller's name for this host (testum: the platform id). Dial
+	// does not read it; it comes back in Hop.ID and DialError.HopID so that
+	// the caller can pin or record keys of every hop on its own record.
+	ID       int64
 	Addr     string // host:port (":22" is added when the port is missing)
 	User     string
 	Password string // password auth; also answers keyboard-interactive password prompts
@@ -111,6 +121,7 @@ type HostKeyCheck struct {
 
 // Hop is what Dial learned about one host of the chain.
 type Hop struct {
+	ID      int64 // the Target.ID of this host
 	Addr    string
 	HostKey ssh.PublicKey // the key the host presented
 	// FirstContact is true when nothing was pinned and auto_add accepted
@@ -139,6 +150,9 @@ type DialError struct {
 	// Hop names the jump host that failed ("jump 127.0.1.2:22"); "" when
 	// the target itself failed.
 	Hop string
+	// HopID is the Target.ID of the host that failed: the target's own or
+	// that of the jump host Hop names.
+	HopID int64
 	// Offered is the host key the failing host presented, for
 	// hostkey_rejected (so an administrator can accept it); nil if the
 	// host offered no key of the pinned type.
@@ -180,7 +194,13 @@ var (
 	ErrUnsupportedKey     = errors.New("unsupported private key")
 	ErrPassphraseRequired = errors.New("the private key is protected by a passphrase and none was given")
 	ErrWrongPassphrase    = errors.New("wrong passphrase for the private key")
+	ErrWeakKey            = errors.New("the private key is too weak")
+	ErrKeyTooLarge        = errors.New("the private key is too large")
 )
+
+// ErrTargetDenied is wrapped by the error of a dial refused by the target
+// policy (Config.Deny): no connection was attempted.
+var ErrTargetDenied = errors.New("address denied by the target policy")
 
 // plainError is an error whose message is written for operators while its
 // chain still holds the library or system cause for errors.Is and logs.

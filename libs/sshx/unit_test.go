@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -56,7 +57,8 @@ func TestHopChain(t *testing.T) {
 }
 
 func TestAnswerPasswordPrompts(t *testing.T) {
-	answer := answerPasswordPrompts("s3cret")
+	var refused []string
+	answer := answerPasswordPrompts("s3cret", func(q string) { refused = append(refused, q) })
 	got, err := answer("", "", nil, nil)
 	if err != nil || len(got) != 0 {
 		t.Fatalf("informational round: %v, %v", got, err)
@@ -74,10 +76,109 @@ func TestAnswerPasswordPrompts(t *testing.T) {
 	if err == nil {
 		t.Fatal("an endless keyboard-interactive exchange was not cut short")
 	}
+
+	// Only a hidden prompt that asks for the login password gets it.
+	for _, tc := range []struct {
+		prompt string
+		answer bool
+	}{
+		{"Password: ", true},
+		{"password:", true},
+		{"testum-pw-1a2b@127.0.0.1's password: ", true},
+		{"Password for ops@EXAMPLE.ORG: ", true},
+		{"Пароль: ", true},
+		{"Verification code: ", false},
+		{"Enter PASSCODE: ", false},
+		{"One-time password (OATH) for `ops': ", false},
+		{"OTP: ", false},
+		{"New password: ", false},
+		{"Retype new password: ", false},
+		{"Token: ", false},
+		{"", false},
+	} {
+		t.Run(tc.prompt, func(t *testing.T) {
+			refused = nil
+			got, err := answerPasswordPrompts("s3cret", func(q string) { refused = append(refused, q) })("", "", []string{tc.prompt}, []bool{false})
+			if tc.answer {
+				if err != nil || len(got) != 1 || got[0] != "s3cret" {
+					t.Fatalf("%q: answers %q, err %v; want the password", tc.prompt, got, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("%q: answered %q, want the method to fail", tc.prompt, got)
+			}
+			for _, a := range got {
+				if a == "s3cret" {
+					t.Fatalf("%q: the password was given", tc.prompt)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cret") || len(refused) != 1 || refused[0] != tc.prompt {
+				t.Fatalf("%q: err %v, refused %q", tc.prompt, err, refused)
+			}
+		})
+	}
+	// A visible question next to a hidden code: nothing is sent at all.
+	if got, err := answerPasswordPrompts("s3cret", nil)("", "", []string{"Password: ", "Verification code: "}, []bool{false, false}); err == nil {
+		t.Fatalf("a password and a code asked together: answered %q", got)
+	}
+}
+
+func TestParseDenyList(t *testing.T) {
+	d, err := ParseDenyList(" 169.254.0.0/16, 10.1.2.3 ,fd00:ec2::254/128,::ffff:192.0.2.0/120")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.String(), "169.254.0.0/16,10.1.2.3/32,fd00:ec2::254/128,192.0.2.0/24"; got != want {
+		t.Fatalf("String = %q, want %q", got, want)
+	}
+	for addr, denied := range map[string]bool{
+		"169.254.169.254":        true,
+		"::ffff:169.254.169.254": true,
+		"10.1.2.3":               true,
+		"10.1.2.4":               false,
+		"fd00:ec2::254":          true,
+		"fd00:ec2::253":          false,
+		"192.0.2.77":             true,
+		"127.0.0.1":              false,
+	} {
+		if _, got := d.Denying(netip.MustParseAddr(addr)); got != denied {
+			t.Errorf("Denying(%s) = %v, want %v", addr, got, denied)
+		}
+	}
+	none, err := ParseDenyList("none")
+	if err != nil || none == nil || len(none) != 0 || none.String() != "none" {
+		t.Fatalf("none = %#v, %v; want an empty, non-nil list", none, err)
+	}
+	for _, bad := range []string{"", " , ", "169.254.0.0/33", "example.org", "10.0.0.0/8,nope"} {
+		if _, err := ParseDenyList(bad); err == nil {
+			t.Errorf("ParseDenyList(%q) accepted", bad)
+		}
+	}
+	def := DefaultDeny()
+	for _, addr := range []string{"169.254.169.254", "fd00:ec2::254", "fe80::1"} {
+		if err := def.CheckHost(addr); !errors.Is(err, ErrTargetDenied) {
+			t.Errorf("the default policy lets %s through: %v", addr, err)
+		}
+	}
+	if err := def.CheckHost("[fe80::1]"); !errors.Is(err, ErrTargetDenied) {
+		t.Errorf("a bracketed address went through: %v", err)
+	}
+	for _, host := range []string{"127.0.0.1", "10.0.0.1", "metadata.google.internal", "::1"} {
+		if err := def.CheckHost(host); err != nil {
+			t.Errorf("CheckHost(%s): %v", host, err)
+		}
+	}
+	var c Config
+	if err := c.CheckAndSetDefaults(); err != nil || c.Deny.String() != DefaultDenyRanges {
+		t.Fatalf("a zero Config denies %s (%v), want the defaults", c.Deny, err)
+	}
 }
 
 func TestDescribeNetError(t *testing.T) {
-	op := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)} }
+	op := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+	}
 	tests := []struct {
 		err  error
 		want string

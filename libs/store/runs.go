@@ -68,7 +68,59 @@ func (tx *Tx) RunCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
 	if _, err := tx.q.RunHostsInsert(ctx, params); err != nil {
 		return testum.Run{}, wrap(err, "run hosts")
 	}
-	return runFromRow(row)
+	if err := tx.runSecretEnvCreate(ctx, nr.ID, nr.Spec.SecretEnv); err != nil {
+		return testum.Run{}, err
+	}
+	run, err := runFromRow(row)
+	run.Spec.SecretEnv = nr.Spec.SecretEnv
+	return run, err
+}
+
+// runSecretEnvAD binds a run's sealed environment to its row.
+func runSecretEnvAD(id uuid.UUID) []byte { return []byte("run_secret_env/" + id.String() + "/env") }
+
+// runSecretEnvCreate seals a run's secret env values apart from its spec.
+func (tx *Tx) runSecretEnvCreate(ctx context.Context, id uuid.UUID, env map[string]string) error {
+	if len(env) == 0 {
+		return nil
+	}
+	if tx.s.sealer == nil {
+		return fmt.Errorf("run secret env: no encryption key configured")
+	}
+	plain, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	sealed, err := tx.s.sealer.Seal(plain, runSecretEnvAD(id))
+	if err != nil {
+		return fmt.Errorf("seal run secret env: %w", err)
+	}
+	err = tx.q.RunSecretEnvCreate(ctx, db.RunSecretEnvCreateParams{RunID: id, Env: sealed, KeyID: tx.s.sealer.CurrentKeyID()})
+	return wrap(err, "run secret env")
+}
+
+// RunSecretEnv returns the decrypted secret env values of a run (empty when
+// it has none), for the executor and for a rerun only.
+func (s *Store) RunSecretEnv(ctx context.Context, id uuid.UUID) (map[string]string, error) {
+	sealed, err := s.q.RunSecretEnvGet(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, wrap(err, "run secret env")
+	}
+	if s.sealer == nil {
+		return nil, fmt.Errorf("run secret env: no encryption key configured")
+	}
+	plain, err := s.sealer.Open(sealed, runSecretEnvAD(id))
+	if err != nil {
+		return nil, fmt.Errorf("run %s secret env: %w", id, err)
+	}
+	env := map[string]string{}
+	if err := json.Unmarshal(plain, &env); err != nil {
+		return nil, fmt.Errorf("run %s secret env: %w", id, err)
+	}
+	return env, nil
 }
 
 // Run returns one run.
@@ -297,6 +349,36 @@ func (tx *Tx) RunRequestCancel(ctx context.Context, run uuid.UUID) (testum.Run, 
 		return testum.Run{}, wrap(err, "run "+run.String())
 	}
 	return runFromRow(row)
+}
+
+// RunSecretEnvRotate re-encrypts, with the newest key, every run's secret
+// env sealed with another key, like CredentialsRotate does for credentials.
+func (tx *Tx) RunSecretEnvRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
+	var r Rotation
+	rows, err := tx.q.RunSecretEnvAll(ctx)
+	if err != nil {
+		return r, wrap(err, "run secret env")
+	}
+	for _, row := range rows {
+		r.Checked++
+		if !needs(row.Env) {
+			continue
+		}
+		plain, err := tx.s.sealer.Open(row.Env, runSecretEnvAD(row.RunID))
+		if err != nil {
+			return r, fmt.Errorf("run %s secret env: %w", row.RunID, err)
+		}
+		sealed, err := tx.s.sealer.Seal(plain, runSecretEnvAD(row.RunID))
+		if err != nil {
+			return r, err
+		}
+		if err := tx.q.RunSecretEnvReseal(ctx, db.RunSecretEnvResealParams{RunID: row.RunID, Env: sealed,
+			KeyID: tx.s.sealer.CurrentKeyID()}); err != nil {
+			return r, wrap(err, "run secret env")
+		}
+		r.Resealed++
+	}
+	return r, nil
 }
 
 // RunsOrphaned returns unfinished runs that no live executor coordinates.

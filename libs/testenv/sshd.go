@@ -521,11 +521,31 @@ func (s *SSHD) Processes(addr string) ([]Process, error) {
 // rule is a file of its own in /etc/sudoers.d, checked with visudo.
 func (s *SSHD) AllowSudo(t testing.TB, u *User) {
 	t.Helper()
+	s.sudoRule(t, u, u.Name+" ALL=(ALL:ALL) ALL\n")
+}
+
+// AllowSudoNoPassword lets u run anything as root with sudo without a
+// password (NOPASSWD, as the default user of most cloud images), until the
+// test ends.
+func (s *SSHD) AllowSudoNoPassword(t testing.TB, u *User) {
+	t.Helper()
+	s.sudoRule(t, u, u.Name+" ALL=(ALL:ALL) NOPASSWD: ALL\n")
+}
+
+// AllowSudoAskingRootPassword lets u run sudo, but sudo asks for root's
+// password (rootpw), which no harness user knows: u's own password is
+// always refused.
+func (s *SSHD) AllowSudoAskingRootPassword(t testing.TB, u *User) {
+	t.Helper()
+	s.sudoRule(t, u, "Defaults:"+u.Name+" rootpw\n"+u.Name+" ALL=(ALL:ALL) ALL\n")
+}
+
+func (s *SSHD) sudoRule(t testing.TB, u *User, rule string) {
+	t.Helper()
 	if !strings.HasPrefix(u.Name, userPrefix) {
-		t.Fatalf("testenv: AllowSudo is for the harness's own users, not %q", u.Name)
+		t.Fatalf("testenv: sudo rules are for the harness's own users, not %q", u.Name)
 	}
 	path := filepath.Join("/etc/sudoers.d", u.Name)
-	rule := u.Name + " ALL=(ALL:ALL) ALL\n"
 	if err := os.WriteFile(path, []byte(rule), 0o440); err != nil {
 		t.Fatalf("testenv: sudo rule for %s: %v (is sudo installed?)", u.Name, err)
 	}

@@ -48,6 +48,8 @@ type RunSpec struct {
 	Command        string            `json:"command,omitempty"`
 	Script         *Script           `json:"script,omitempty"`
 	Env            map[string]string `json:"env,omitempty"`
+	SecretEnv      map[string]string `json:"-"`                    // env values marked secret: the store seals them apart
+	SecretEnvNames []string          `json:"secret_env,omitempty"` // their names, which the spec keeps
 	Dir            string            `json:"dir,omitempty"`
 	Sudo           bool              `json:"sudo,omitempty"`
 	TimeoutSeconds int               `json:"timeout"`
@@ -57,6 +59,21 @@ type RunSpec struct {
 	DeadlineSecs   int               `json:"deadline,omitempty"`     // whole-run deadline
 	RetryLost      bool              `json:"retry_lost,omitempty"`
 	OutputCapBytes int64             `json:"output_cap,omitempty"`
+}
+
+// Environment is the run's whole environment: plain and secret values.
+func (s RunSpec) Environment() map[string]string {
+	if len(s.SecretEnv) == 0 {
+		return s.Env
+	}
+	all := make(map[string]string, len(s.Env)+len(s.SecretEnv))
+	for k, v := range s.Env {
+		all[k] = v
+	}
+	for k, v := range s.SecretEnv {
+		all[k] = v
+	}
+	return all
 }
 
 // Script is a script body run by an interpreter.

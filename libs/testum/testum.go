@@ -127,6 +127,7 @@ const (
 // holds a secret. Err, if set, is the cause, kept for logs.
 type Error struct {
 	Code    Code
+	Reason  string // a finer machine-readable code than Code (e.g. hosts_too_complex); the API sends it as "code"
 	Message string
 	Err     error
 }

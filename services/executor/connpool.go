@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"strconv"
 	"sync"
 	"time"
 
@@ -145,6 +146,7 @@ func targetKey(platformID int64, t sshx.Target) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "platform %d\n", platformID)
 	for hop := &t; hop != nil; hop = hop.Jump {
+		writeField(h, "id", []byte(strconv.FormatInt(hop.ID, 10)))
 		writeField(h, "addr", []byte(hop.Addr))
 		writeField(h, "user", []byte(hop.User))
 		writeField(h, "password", []byte(hop.Password))
@@ -162,12 +164,28 @@ func targetKey(platformID int64, t sshx.Target) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// pinnedTarget is t as it will be next time, with the key a first contact
-// has just pinned (the target's; jump hosts are pinned on their own
-// platforms): the key a new connection is kept under.
+// pinnedTarget is t as it will be next time, with the keys a first
+// contact has just pinned on the target's and the jump hosts' platforms:
+// the key a new connection is kept under. The chain is copied; t is not
+// changed.
 func pinnedTarget(t sshx.Target, c *sshx.Client) sshx.Target {
-	if t.HostKey.Pinned == nil && c.FirstContact() {
-		t.HostKey.Pinned = c.HostKey()
+	var chain []*sshx.Target // target first, outermost jump last
+	for hop := &t; hop != nil; hop = hop.Jump {
+		chain = append(chain, hop)
+		if hop.Jump != nil {
+			j := *hop.Jump
+			hop.Jump = &j
+		}
+	}
+	hops := c.Hops() // outermost jump first, target last
+	if len(hops) != len(chain) {
+		return t
+	}
+	for i, h := range hops {
+		hop := chain[len(chain)-1-i]
+		if hop.HostKey.Pinned == nil && h.FirstContact {
+			hop.HostKey.Pinned = h.HostKey
+		}
 	}
 	return t
 }

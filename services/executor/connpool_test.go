@@ -38,6 +38,8 @@ func TestTargetKey(t *testing.T) {
 		"pinned key":    func(t *sshx.Target) int64 { t.HostKey.Pinned = pin; return 1 },
 		"policy":        func(t *sshx.Target) int64 { t.HostKey.Policy = "strict"; return 1 },
 		"jump password": func(t *sshx.Target) int64 { t.Jump.Password = "other"; return 1 },
+		"jump platform": func(t *sshx.Target) int64 { t.Jump.ID = 9; return 1 },
+		"jump pinned":   func(t *sshx.Target) int64 { t.Jump.HostKey.Pinned = pin; return 1 },
 		"no jump":       func(t *sshx.Target) int64 { t.Jump = nil; return 1 },
 		// Fields must not run into each other.
 		"shifted bytes": func(t *sshx.Target) int64 { t.User, t.Password = "opsp", "w"; return 1 },

@@ -22,6 +22,7 @@ import (
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -43,6 +44,7 @@ type Config struct {
 	DrainTimeout      time.Duration // soft stop: how long running commands may finish (default 30s)
 	ConnIdle          time.Duration // how long a finished command's connection waits for the next (default 60s)
 	NoConnReuse       bool          // a new connection for every command
+	TargetDeny        sshx.DenyList // address ranges never dialed (nil: sshx.DefaultDeny)
 	Logger            *slog.Logger
 }
 
@@ -105,6 +107,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.NoConnReuse || c.ConnIdle < 0 {
 		c.ConnIdle = 0
 	}
+	if c.TargetDeny == nil {
+		c.TargetDeny = sshx.DefaultDeny()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,8 +138,9 @@ type Executor struct {
 	mu     sync.Mutex
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
 
-	runs *runCache
-	pool *connPool // connections kept for the next command on the same host
+	runs    *runCache
+	pool    *connPool    // connections kept for the next command on the same host
+	signers *signerCache // private keys parsed once per run
 }
 
 // New builds an executor; Run starts it.
@@ -160,6 +166,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		active:     map[uuid.UUID]map[*hostTask]struct{}{},
 		runs:       newRunCache(1024),
 		pool:       newConnPool(cfg.ConnIdle, cfg.Slots),
+		signers:    newSignerCache(),
 	}
 	for range cfg.Slots {
 		e.slots <- struct{}{}

@@ -67,6 +67,7 @@ type transcript struct {
 	seq      int
 	pubErr   error
 
+	mask      *secretMask // nil: nothing to mask
 	accepted  int64
 	truncated bool
 	hash      hash.Hash
@@ -116,6 +117,34 @@ func (t *transcript) write(typ bus.Type, p []byte) (int, error) {
 	if t.ended {
 		return n, nil
 	}
+	if t.mask != nil {
+		p = t.mask.write(string(typ), p)
+	}
+	t.acceptLocked(typ, p)
+	for t.queued > maxQueued && !t.ended && t.pubErr == nil && t.ctx.Err() == nil {
+		t.cond.Wait()
+	}
+	return n, nil
+}
+
+// maskSecrets makes every later write replace these secrets (those of at
+// least MinMaskLen bytes) with Mask, before the stream, the archive and the
+// digest see the bytes.
+func (t *transcript) maskSecrets(secrets []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.mask = newSecretMask(secrets)
+}
+
+// maskText masks the secrets in a message about the host (its error).
+func (t *transcript) maskText(s string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mask.text(s)
+}
+
+// acceptLocked spools, counts and queues output up to the cap.
+func (t *transcript) acceptLocked(typ bus.Type, p []byte) {
 	if room := t.cap - t.accepted; int64(len(p)) > room {
 		p = p[:max(room, 0)]
 		if !t.truncated {
@@ -131,10 +160,6 @@ func (t *transcript) write(typ bus.Type, p []byte) (int, error) {
 		t.enqueueOutputLocked(typ, p)
 	}
 	t.kickLocked()
-	for t.queued > maxQueued && !t.ended && t.pubErr == nil && t.ctx.Err() == nil {
-		t.cond.Wait()
-	}
-	return n, nil
 }
 
 // enqueueOutputLocked appends p, merging with the last item of the same
@@ -172,7 +197,7 @@ func (t *transcript) status(s testum.HostState) {
 }
 
 func (t *transcript) errorText(msg string) {
-	t.control(outItem{typ: bus.TypeError, data: []byte(msg)})
+	t.control(outItem{typ: bus.TypeError, data: []byte(t.maskText(msg))})
 }
 
 func (t *transcript) exit(s testum.HostState, code *int, signal string) {
@@ -295,6 +320,12 @@ type outputStats struct {
 func (t *transcript) close() outputStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !t.ended && t.mask != nil {
+		// What was held back as a possible secret's beginning was not one.
+		for _, typ := range []bus.Type{bus.TypeStdout, bus.TypeStderr} {
+			t.acceptLocked(typ, t.mask.flush(string(typ)))
+		}
+	}
 	t.ended = true
 	t.cond.Broadcast()
 	t.waitIdleLocked()

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/fleet"
@@ -88,6 +87,11 @@ func (t *hostTask) connectAndRun() outcome {
 	if err != nil {
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
+	spec, secrets, err := t.spec(ctx, target)
+	t.out.maskSecrets(secrets)
+	if err != nil {
+		return outcome{state: testum.HostFailed, err: err.Error()}
+	}
 
 	key := targetKey(platform.ID, target)
 	client, reused, failed := t.connect(ctx, key, target, platform, true)
@@ -121,8 +125,12 @@ func (t *hostTask) connectAndRun() outcome {
 	}
 	cmdCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	cmdLine, stdin := remote.Build(t.run.Spec, t.sudoPass)
+	cmdLine, stdin, become := remote.Build(spec, t.sudoPass)
 	command := sshx.Command{Cmd: cmdLine, Stdin: stdin, Stdout: t.out.writer(bus.TypeStdout), Stderr: t.out.writer(bus.TypeStderr)}
+	if become != nil {
+		command.Stdout, command.Stderr = become.Stdout(command.Stdout), become.Stderr(command.Stderr)
+		defer become.Flush() // before finish closes the transcript
+	}
 	res, err := client.Run(cmdCtx, command)
 	if reused && errors.Is(err, sshx.ErrNotStarted) && cmdCtx.Err() == nil {
 		// The kept connection broke between its ping and the command, which
@@ -139,6 +147,9 @@ func (t *hostTask) connectAndRun() outcome {
 	// timeout or cancel the host may still be busy killing it.
 	keep = err == nil
 	switch {
+	case become != nil && become.Refused() && ctx.Err() == nil && cmdCtx.Err() == nil:
+		// sudo asked again: the stdin was closed so that it gave up.
+		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode), err: remote.PasswordRefused}
 	case err == nil && res.Signal != "":
 		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
 	case err == nil && res.ExitCode == 0:
@@ -172,12 +183,24 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 			_ = c.Close()
 		}
 	}
+	// Parsed here, after the pool had its chance: a kept connection needs no
+	// key at all.
+	target, err := t.e.signers.apply(ctx, t.run.ID, target)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(t.interrupted(ctx, nil))
+		}
+		msg := fmt.Sprintf("ssh %s: cannot use the private key: %v", target.Addr, err)
+		t.recordContact(platform.ID, string(testum.HostAuthFailed), msg)
+		return fail(outcome{state: testum.HostAuthFailed, err: msg})
+	}
 	select {
 	case t.e.handshakes <- struct{}{}:
 	case <-ctx.Done():
 		return fail(t.interrupted(ctx, nil))
 	}
-	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive})
+	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive,
+		Deny: t.e.cfg.TargetDeny})
 	<-t.e.handshakes
 	if err != nil {
 		if ctx.Err() != nil {
@@ -185,9 +208,15 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 		}
 		return fail(t.dialFailed(ctx, platform, err))
 	}
-	if err := t.pinHostKey(ctx, platform, client); err != nil {
+	// Every hop's key seen for the first time is pinned on its own
+	// platform, jump hosts included, before the connection is used.
+	pinned, err := fleet.PinFirstContacts(ctx, t.e.st, client.Hops())
+	for _, h := range pinned {
+		t.log.Info("host key pinned on first contact", "platform", h.ID, "addr", h.Addr, "fingerprint", sshx.Fingerprint(h.HostKey))
+	}
+	if err != nil {
 		_ = client.Close()
-		return fail(outcome{state: testum.HostHostKeyRejected, err: err.Error()})
+		return fail(outcome{state: testum.HostHostKeyRejected, err: fmt.Sprintf("ssh %s: %v", target.Addr, err)})
 	}
 	return client, false, nil
 }
@@ -218,8 +247,9 @@ func (t *hostTask) interrupted(ctx context.Context, res *sshx.Result) outcome {
 	return oc
 }
 
-// dialFailed maps a dial error to a host state and remembers an offered
-// host key for an extended_admin to accept.
+// dialFailed maps a dial error to a host state and remembers a rejected
+// host key, on the platform of the hop that offered it (the target or a
+// jump host), for an extended_admin to accept.
 func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error) outcome {
 	var de *sshx.DialError
 	if !errors.As(err, &de) {
@@ -230,40 +260,15 @@ func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error)
 	if !state.Valid() {
 		state = testum.HostUnreachable
 	}
-	if state == testum.HostHostKeyRejected && de.Hop == "" && de.Offered != nil {
-		key := string(ssh.MarshalAuthorizedKey(de.Offered))
-		if err := t.e.st.PlatformOfferHostKey(ctx, p.ID, trimNL(key), sshx.Fingerprint(de.Offered)); err != nil {
-			t.log.Warn("recording offered host key", "err", err)
-		}
+	if _, err := fleet.RecordOffered(ctx, t.e.st, de); err != nil {
+		t.log.Warn("recording offered host key", "err", err)
 	}
-	t.recordContact(p.ID, string(state), de.Error())
-	return outcome{state: state, err: de.Error()}
-}
-
-// pinHostKey pins the key seen on first contact (auto_add). If another
-// executor pinned a different key in the meantime, this one is refused.
-func (t *hostTask) pinHostKey(ctx context.Context, p testum.Platform, c *sshx.Client) error {
-	if !c.FirstContact() {
-		return nil
+	msg := fleet.DescribeDialError(ctx, t.e.st, de)
+	t.recordContact(p.ID, string(state), msg)
+	if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
+		t.recordContact(de.HopID, string(state), msg) // the jump host failed: its own state says so
 	}
-	key := trimNL(string(ssh.MarshalAuthorizedKey(c.HostKey())))
-	fp := sshx.Fingerprint(c.HostKey())
-	pinned, err := t.e.st.PlatformPinHostKey(ctx, p.ID, key, fp)
-	if err != nil {
-		return fmt.Errorf("pinning the host key: %w", err)
-	}
-	if pinned {
-		t.log.Info("host key pinned on first contact", "fingerprint", fp)
-		return nil
-	}
-	now, err := t.e.st.Platform(ctx, p.ID)
-	if err != nil {
-		return fmt.Errorf("re-reading the pinned host key: %w", err)
-	}
-	if now.HostKey != key {
-		return fmt.Errorf("host key %s differs from %s, pinned meanwhile by another contact", fp, now.HostKeyFingerprint)
-	}
-	return nil
+	return outcome{state: state, err: msg}
 }
 
 func (t *hostTask) recordContact(platform int64, state, detail string) {
@@ -291,6 +296,7 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 // transcript's exit and status, then the event, then the ack. A host is
 // acknowledged only once its result is in PostgreSQL.
 func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
+	oc.err = t.out.maskText(oc.err)
 	if oc.err != "" && oc.state != testum.HostOK {
 		t.out.errorText(oc.err)
 	}
@@ -379,10 +385,3 @@ func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 }
 
 func intp(v int) *int { return &v }
-
-func trimNL(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
-}

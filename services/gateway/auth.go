@@ -190,7 +190,8 @@ func (g *Gateway) checkOrigin(c *fiber.Ctx) error {
 		return c.Next()
 	}
 	g.auditRefusal(c, "origin", "access.denied", c.Path(), map[string]any{"reason": "websocket origin not allowed", "origin": truncate(origin, 200)})
-	return testum.Errorf(testum.CodeForbidden, "origin %s is not allowed", truncate(origin, 200))
+	return &testum.Error{Code: testum.CodeForbidden, Reason: "origin_not_allowed",
+		Message: fmt.Sprintf("origin %s is not allowed", truncate(origin, 200))}
 }
 
 // retryAfter sets the Retry-After of a 429.

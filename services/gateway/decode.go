@@ -10,18 +10,43 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/testum/testum/libs/testum"
 )
 
+// JSON bodies of ordinary routes are small: 1 MiB bounds what one request
+// makes the gateway decode. Two routes carry more and keep the server's
+// whole body limit (Config.MaxBodyBytes, 8 MiB by default): a run, whose
+// script may be 4 MiB before JSON escaping, and an inventory import.
+const jsonBodyLimit = 1 << 20
+
+var largeBodyRoutes = map[string]bool{
+	"/api/runs":             true,
+	"/api/platforms/import": true,
+}
+
 // decode reads a JSON body into v, with a clear error for what is wrong.
 // Unknown fields are ignored (older clients send extra ones).
 func decode(c *fiber.Ctx, v any) error {
 	body := c.Body()
+	if len(body) > jsonBodyLimit && !largeBodyRoutes[c.Route().Path] {
+		return fiber.NewError(fiber.StatusRequestEntityTooLarge, "request body too large")
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return testum.Invalid("request body is empty: expected a JSON object")
+	}
+	// encoding/json replaces invalid UTF-8 with U+FFFD without a word: a
+	// name or command would be stored other than it was sent.
+	if !utf8.Valid(body) {
+		return &testum.Error{Code: testum.CodeInvalid, Reason: "invalid_utf8", Message: "request body is not valid UTF-8"}
+	}
+	// PostgreSQL's text and jsonb hold no NUL: refused here, once for every
+	// field (a login name, a label, a command), rather than as a 500 later.
+	if hasNULEscape(body) {
+		return &testum.Error{Code: testum.CodeInvalid, Reason: "nul_character", Message: `request body holds a NUL character (\u0000): no field may contain one`}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
@@ -45,6 +70,27 @@ func decode(c *fiber.Ctx, v any) error {
 		return testum.Invalid("malformed JSON: more than one value in the body")
 	}
 	return nil
+}
+
+// hasNULEscape reports whether a JSON text holds the escape \u0000 (a raw
+// NUL byte is a syntax error already). The escape is a NUL only when its
+// backslash is not itself escaped: an odd run of backslashes before "u0000".
+func hasNULEscape(body []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(body[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		n := 0
+		for k := j - 1; k >= 0 && body[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // paramID reads a positive integer path parameter.
@@ -166,15 +212,24 @@ func parseLabels(raw json.RawMessage) (map[string]string, error) {
 		}
 	}
 	for k, v := range m {
-		if !labelKeyRE.MatchString(k) {
-			return nil, testum.Invalid("label key %q: use letters, digits, '.', '_', '/' and '-'", k)
-		}
-		if !labelValRE.MatchString(v) {
-			return nil, testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
+		if err := validLabel(k, v); err != nil {
+			return nil, err
 		}
 		out[k] = v
 	}
 	return out, nil
+}
+
+// validLabel checks one label, for every way labels come in (the API, an
+// import).
+func validLabel(k, v string) error {
+	if !labelKeyRE.MatchString(k) {
+		return testum.Invalid("label key %q: use letters, digits, '.', '_', '/' and '-'", k)
+	}
+	if !labelValRE.MatchString(v) {
+		return testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
+	}
+	return nil
 }
 
 // ParseLabelList reads "k=v,k2=v2"; every pair needs its '='.

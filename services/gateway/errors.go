@@ -29,11 +29,14 @@ var statusOf = map[testum.Code]int{
 func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
-		msg := fe.Message
-		if fe.Code == fiber.StatusRequestEntityTooLarge {
-			msg = "request body too large"
+		msg, code := fe.Message, codeOfStatus(fe.Code)
+		switch fe.Code {
+		case fiber.StatusRequestEntityTooLarge:
+			msg, code = "request body too large", "body_too_large"
+		case fiber.StatusUnsupportedMediaType:
+			code = "unsupported_media_type"
 		}
-		return c.Status(fe.Code).JSON(api.Error{Error: msg})
+		return c.Status(fe.Code).JSON(api.Error{Error: msg, Code: code})
 	}
 	var te *testum.Error
 	if errors.As(err, &te) {
@@ -49,14 +52,29 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 				c.Set(fiber.HeaderRetryAfter, ra)
 			}
 		}
-		return c.Status(status).JSON(api.Error{Error: te.Message})
+		code := te.Reason
+		if code == "" {
+			code = string(te.Code)
+		}
+		return c.Status(status).JSON(api.Error{Error: te.Message, Code: code})
 	}
 	g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// The request's deadline passed (a database or NATS that is slow or
 		// restarting): the client may retry.
 		c.Set(fiber.HeaderRetryAfter, "1")
-		return c.Status(http.StatusServiceUnavailable).JSON(api.Error{Error: "the request took too long; try again"})
+		return c.Status(http.StatusServiceUnavailable).JSON(api.Error{Error: "the request took too long; try again", Code: string(testum.CodeUnavailable)})
 	}
-	return c.Status(http.StatusInternalServerError).JSON(api.Error{Error: "internal error"})
+	return c.Status(http.StatusInternalServerError).JSON(api.Error{Error: "internal error", Code: string(testum.CodeInternal)})
+}
+
+// codeOfStatus names the code of a Fiber error (a route that does not
+// exist, a method not allowed) by its status, when one code has it.
+func codeOfStatus(status int) string {
+	for code, st := range statusOf {
+		if st == status {
+			return string(code)
+		}
+	}
+	return ""
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -33,6 +34,7 @@ type Config struct {
 
 	ConnectTimeout time.Duration        // SSH connect timeout of platform tests (default 10s)
 	HostKeyPolicy  testum.HostKeyPolicy // the global host key policy (default auto_add)
+	TargetDeny     sshx.DenyList        // address ranges no platform may have (nil: sshx.DefaultDeny)
 
 	SecretKey      string        // signs session tokens (SECRET_KEY)
 	SessionIdle    time.Duration // a session ends after this long without a request (default 15m)
@@ -77,6 +79,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.HostKeyPolicy == "" {
 		c.HostKeyPolicy = testum.HostKeyAutoAdd
+	}
+	if c.TargetDeny == nil {
+		c.TargetDeny = sshx.DefaultDeny()
 	}
 	if c.SessionIdle == 0 {
 		c.SessionIdle = 15 * time.Minute
@@ -140,6 +145,8 @@ type Gateway struct {
 	refusal *refusalLog // rate limit of refusal audit entries
 
 	table []Route // the API surface, in registration order
+
+	wsOpen wsSessions // WebSockets open per session (ws.go)
 }
 
 // New builds a gateway with every route of routes.go.

@@ -2,568 +2,202 @@ package gateway_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
-
-	"github.com/fasthttp/websocket"
-	"github.com/google/uuid"
-	"github.com/valyala/fasthttp"
-
-	"github.com/testum/testum/services/gateway"
 )
 
-// rawLogin posts a login without the harness client (safe from goroutines).
-func rawLogin(base, forwardedFor, user, key string) (int, http.Header, error) {
-	req, err := http.NewRequest("POST", base+"/api/auth/login", strings.NewReader(`{"username":"`+user+`","password":"`+key+`"}`))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Forwarded-For", forwardedFor)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, resp.Header, nil
-}
-
-// from is a client whose requests come through the trusted proxy from ip.
-func from(t *testing.T, g *gw, ip string) *client {
-	c := g.client(t, nil)
-	c.header["X-Forwarded-For"] = ip
-	return c
-}
-
-func wrongLogin(c *client, user string, i int) response {
-	c.t.Helper()
-	return c.do("POST", "/api/auth/login", map[string]string{"username": user, "password": fmt.Sprintf("wrong-key-%03d-xxxx", i)})
-}
-
-// auditOf returns the audit entries of an action, newest first.
-func auditOf(t *testing.T, g *gw, action string) []map[string]any {
+// errCode reads the machine-readable code of an error answer.
+func errCode(t *testing.T, r response) string {
 	t.Helper()
-	root := g.client(t, nil)
-	root.header["X-Forwarded-For"] = "127.0.0.254"
-	root.login(rootName, rootKey)
-	var out []map[string]any
-	root.must(http.StatusOK, "GET", "/api/audit?limit=1000&action="+action, nil).decode(t, &out)
-	return out
+	var e struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	r.decode(t, &e)
+	return e.Code
 }
 
-// Item 5: a burst of concurrent wrong logins cannot all reach the key
-// check: the attempt is counted before bcrypt.
-func TestLoginLimitHoldsUnderConcurrency(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	const burst = 30
-	statuses := make([]int, burst)
-	retry := make([]string, burst)
-	errs := make([]error, burst)
-	var wg sync.WaitGroup
-	for i := range burst {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, h, err := rawLogin(g.URL, "127.0.0.20", rootName, fmt.Sprintf("wrong-key-%03d-xxxx", i))
-			statuses[i], errs[i] = st, err
-			if h != nil {
-				retry[i] = h.Get("Retry-After")
-			}
-		}()
-	}
-	wg.Wait()
-	var unauthorized, limited int
-	for i, st := range statuses {
-		if errs[i] != nil {
-			t.Fatal(errs[i])
-		}
-		switch st {
-		case http.StatusUnauthorized:
-			unauthorized++
-		case http.StatusTooManyRequests:
-			limited++
-			if retry[i] == "" {
-				t.Errorf("a 429 without Retry-After")
-			}
-		default:
-			t.Errorf("login %d: status %d", i, st)
-		}
-	}
-	if unauthorized > 10 || unauthorized+limited != burst {
-		t.Fatalf("%d wrong logins checked, %d limited: the limit is 10 a minute", unauthorized, limited)
-	}
-	// A refused attempt is no failure: once the window passes, the address
-	// may try again.
-	e.clock.Advance(61 * time.Second)
-	from(t, g, "127.0.0.20").login(rootName, rootKey)
-
-	// A successful login counts as no failure either.
-	c := from(t, g, "127.0.0.21")
-	for range 5 {
-		c.login(rootName, rootKey)
-	}
-	for i := range 10 {
-		if r := wrongLogin(c, rootName, i); r.Status != http.StatusUnauthorized {
-			t.Fatalf("failure %d after 5 good logins: %d %s", i+1, r.Status, r.Body)
-		}
-	}
-	if r := wrongLogin(c, rootName, 10); r.Status != http.StatusTooManyRequests {
-		t.Fatalf("11th failure: %d", r.Status)
-	}
-}
-
-// Item 6: failures for a username from some addresses never refuse its
-// right key from an address that has not been failing.
-func TestSuperAdminNotLockedOut(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	n := 0
-	for a := range 5 { // 50 failures for root: the username-wide limit
-		c := from(t, g, fmt.Sprintf("127.0.0.%d", 30+a))
-		for range 10 {
-			if r := wrongLogin(c, rootName, n); r.Status != http.StatusUnauthorized {
-				t.Fatalf("failure %d: %d %s", n, r.Status, r.Body)
-			}
-			n++
-		}
-	}
-	// From an address that has not been failing, the right key works.
-	from(t, g, "127.0.0.99").login(rootName, rootKey)
-	// From one that has, the limit of that pair holds.
-	if r := from(t, g, "127.0.0.30").do("POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey}); r.Status != http.StatusTooManyRequests {
-		t.Fatalf("failing address: %d %s", r.Status, r.Body)
-	}
-	// A new address gets its first try; after a failure, while the username
-	// is under attack, it waits a few seconds between tries.
-	c := from(t, g, "127.0.0.40")
-	if r := wrongLogin(c, rootName, 100); r.Status != http.StatusUnauthorized {
-		t.Fatalf("first try of a new address: %d %s", r.Status, r.Body)
-	}
-	r := c.do("POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey})
-	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); r.Status != http.StatusTooManyRequests || err != nil || ra < 1 || ra > 5 {
-		t.Fatalf("second try at once: %d, Retry-After %q", r.Status, r.Header.Get("Retry-After"))
-	}
-	e.clock.Advance(5 * time.Second)
-	c.login(rootName, rootKey)
-}
-
-// Item 7: behind a trusted proxy the client is the first untrusted hop from
-// the right; what the client wrote to the left of it is ignored.
-func TestClientAddressBehindProxy(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(func(c *gateway.Config) { c.TrustedProxies = []string{"127.0.0.1", "127.0.0.60/32"} })
-	for i := range 10 {
-		c := from(t, g, fmt.Sprintf("127.9.9.%d, 127.0.0.50", i+1))
-		if r := wrongLogin(c, "someone", i); r.Status != http.StatusUnauthorized {
-			t.Fatalf("failure %d: %d", i+1, r.Status)
-		}
-	}
-	if r := wrongLogin(from(t, g, "127.9.9.200,127.0.0.50"), "someone", 11); r.Status != http.StatusTooManyRequests {
-		t.Fatalf("a made-up X-Forwarded-For prefix reset the limit: %d %s", r.Status, r.Body)
-	}
-	for _, en := range auditOf(t, g, "auth.login") {
-		if en["target"] == "someone" && en["ip"] != "127.0.0.50" {
-			t.Fatalf("audit records address %q, want 127.0.0.50", en["ip"])
-		}
-	}
-	// A chain of trusted proxies is skipped; the hop left of it is the client.
-	c := from(t, g, "127.9.9.9, 127.0.0.51, 127.0.0.60")
-	c.login(rootName, rootKey)
-	var sessions []map[string]any
-	c.must(http.StatusOK, "GET", "/api/sessions", nil).decode(t, &sessions)
-	found := false
-	for _, s := range sessions {
-		found = found || s["ip"] == "127.0.0.51"
-	}
-	if !found {
-		t.Fatalf("no session from 127.0.0.51: %v", sessions)
-	}
-}
-
-// Item 10: a login that carries a session ends it.
-func TestLoginEndsPresentedSession(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	c := g.client(t, nil)
-	old := c.login(rootName, rootKey).AccessToken
-	c.login(rootName, rootKey) // sends the old token as Bearer
-	stale := g.client(t, nil)
-	stale.token = old
-	stale.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil)
-	c.must(http.StatusOK, "GET", "/api/auth/me", nil)
-
-	k := g.client(t, nil)
-	k.loginCookie(rootName, rootKey)
-	oldCookies := k.cookies
-	r := k.must(http.StatusOK, "POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey})
-	k.cookies = oldCookies
-	k.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil)
-	var lr struct {
-		AccessToken string `json:"access_token"`
-	}
-	r.decode(t, &lr)
-	fresh := g.client(t, nil)
-	fresh.token = lr.AccessToken
-	fresh.must(http.StatusOK, "GET", "/api/auth/me", nil)
-}
-
-// Item 11: a cross-site form cannot post a login.
-func TestLoginRefusesFormsAndForeignOrigins(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(func(c *gateway.Config) { c.AllowedOrigins = []string{"https://console.example.org"} })
-	body := map[string]string{"username": rootName, "password": rootKey}
-	form := "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb\r\n--x--\r\n"
-	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""} {
-		c := g.client(t, nil)
-		c.header["Content-Type"] = ct
-		var b any = body
-		if strings.HasPrefix(ct, "multipart/") {
-			b = form // a well-formed one: fasthttp refuses a broken one by itself
-		}
-		if r := c.do("POST", "/api/auth/login", b); r.Status != http.StatusUnsupportedMediaType || !strings.Contains(string(r.Body), "application/json") {
-			t.Errorf("Content-Type %q: %d %s", ct, r.Status, r.Body)
-		}
-	}
-	c := g.client(t, nil)
-	c.header["Content-Type"] = "application/json; charset=utf-8"
-	c.must(http.StatusOK, "POST", "/api/auth/login", body)
-
-	host := strings.TrimPrefix(g.URL, "http://")
-	for origin, want := range map[string]int{
-		"https://evil.example.com":    http.StatusForbidden,
-		"null":                        http.StatusForbidden,
-		g.URL:                         http.StatusOK, // same origin
-		"https://console.example.org": http.StatusOK, // allowed
-	} {
-		c := g.client(t, nil)
-		c.header["Origin"] = origin
-		if r := c.do("POST", "/api/auth/login", body); r.Status != want {
-			t.Errorf("Origin %s: %d, want %d: %s", origin, r.Status, want, r.Body)
-		}
-	}
-	// TLS ended by the trusted proxy: the http origin of the same host is
-	// another origin.
-	tls := g.client(t, nil)
-	tls.header["X-Forwarded-Proto"] = "https"
-	tls.header["Origin"] = "http://" + host
-	tls.must(http.StatusForbidden, "POST", "/api/auth/login", body)
-	tls.header["Origin"] = "https://" + host
-	tls.must(http.StatusOK, "POST", "/api/auth/login", body)
-}
-
-// Item 12: refused tokens and CSRF refusals are audited, once per address
-// and kind a minute, with the count of those folded in.
-func TestRefusalsAuditedWithoutFlooding(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	bad := from(t, g, "127.0.0.70")
-	bad.token = "not.a.token"
-	for range 20 {
-		bad.must(http.StatusUnauthorized, "GET", "/api/platforms/", nil)
-	}
-	tokenEntries := func() []map[string]any {
-		var out []map[string]any
-		for _, en := range auditOf(t, g, "auth.token") {
-			if en["ip"] == "127.0.0.70" {
-				out = append(out, en)
-			}
-		}
-		return out
-	}
-	if got := tokenEntries(); len(got) != 1 || got[0]["outcome"] != "denied" {
-		t.Fatalf("20 refused tokens: %d audit entries %v, want 1", len(got), got)
-	}
-	e.clock.Advance(61 * time.Second)
-	bad.must(http.StatusUnauthorized, "GET", "/api/platforms/", nil)
-	got := tokenEntries()
-	if len(got) != 2 {
-		t.Fatalf("after a minute: %d entries", len(got))
-	}
-	details, _ := got[0]["details"].(map[string]any)
-	if details["folded_before"] != float64(19) {
-		t.Fatalf("the second entry does not count the folded refusals: %v", details)
-	}
-	if strings.Contains(fmt.Sprint(got), "not.a.token") {
-		t.Fatal("the refused token reached the audit log")
-	}
-
-	// An ended session's token is refused and audited the same way.
-	ended := from(t, g, "127.0.0.71")
-	ended.login(rootName, rootKey)
-	ended.must(http.StatusNoContent, "POST", "/api/auth/logout", nil)
-	ended.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil)
-
-	k := from(t, g, "127.0.0.72")
-	k.loginCookie(rootName, rootKey)
-	for range 5 {
-		k.must(http.StatusForbidden, "POST", "/api/users", map[string]string{"username": "x1", "role": "admin"})
-	}
-	var csrf, endedTok int
-	for _, en := range auditOf(t, g, "access.denied") {
-		if d, _ := en["details"].(map[string]any); en["ip"] == "127.0.0.72" && d["kind"] == "csrf" {
-			csrf++
-			if en["actor"] != rootName {
-				t.Errorf("CSRF refusal without its actor: %v", en)
-			}
-		}
-	}
-	for _, en := range auditOf(t, g, "auth.token") {
-		endedTok += map[bool]int{true: 1}[en["ip"] == "127.0.0.71"]
-	}
-	if csrf != 1 || endedTok != 1 {
-		t.Fatalf("audit entries: %d CSRF refusals (want 1), %d ended-token refusals (want 1)", csrf, endedTok)
-	}
-}
-
-// Item 13: reading testum's identity creates nothing.
-func TestIdentityNotCreatedByGet(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	root := g.client(t, nil)
-	root.login(rootName, rootKey)
-	r := root.must(http.StatusNotFound, "GET", "/api/keys/identity", nil)
-	if !strings.Contains(string(r.Body), "POST /api/keys/identity") {
-		t.Fatalf("404 does not say what to do: %s", r.Body)
-	}
-	root.must(http.StatusNotFound, "GET", "/api/keys/identity", nil)
-	var n int
-	if err := g.st.Pool().QueryRow(context.Background(), "SELECT count(*) FROM credentials WHERE name = $1", gateway.IdentityCredential).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("after GETs: %d identity credentials (%v)", n, err)
-	}
-	var made, again, read struct {
-		CredentialID int64  `json:"credential_id"`
-		PublicKey    string `json:"public_key"`
-	}
-	root.must(http.StatusCreated, "POST", "/api/keys/identity", nil).decode(t, &made)
-	root.must(http.StatusOK, "POST", "/api/keys/identity", nil).decode(t, &again)
-	root.must(http.StatusOK, "GET", "/api/keys/identity", nil).decode(t, &read)
-	if made.CredentialID == 0 || again != made || read != made || !strings.HasPrefix(made.PublicKey, "ssh-ed25519 ") {
-		t.Fatalf("identity: made %+v, again %+v, read %+v", made, again, read)
-	}
-
-	// At start (EnsureIdentity, as serve and gateway call it) it is made
-	// once, whoever starts first.
-	e2 := newEnv(t)
-	g2 := e2.start(nil)
-	if created, err := gateway.EnsureIdentity(context.Background(), g2.st); err != nil || !created {
-		t.Fatalf("EnsureIdentity: %v %v", created, err)
-	}
-	if created, err := gateway.EnsureIdentity(context.Background(), g2.st); err != nil || created {
-		t.Fatalf("second EnsureIdentity: %v %v", created, err)
-	}
-	c2 := g2.client(t, nil)
-	c2.login(rootName, rootKey)
-	c2.must(http.StatusOK, "GET", "/api/keys/identity", nil)
-}
-
-// Item 14: every response forbids sniffing, referrers and framing; the API
-// is never cached.
-func TestSecurityHeaders(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	c := g.client(t, nil)
-	check := func(what string, r response, api bool) {
-		t.Helper()
-		h := r.Header
-		if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Referrer-Policy") != "no-referrer" ||
-			!strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
-			t.Errorf("%s: headers %v", what, h)
-		}
-		if api && h.Get("Cache-Control") != "no-store" {
-			t.Errorf("%s: Cache-Control %q", what, h.Get("Cache-Control"))
-		}
-	}
-	check("healthz", c.must(http.StatusOK, "GET", "/healthz", nil), true)
-	check("401", c.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil), true)
-	check("404", c.must(http.StatusNotFound, "GET", "/api/no/such/route", nil), true)
-	check("login", c.must(http.StatusOK, "POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey}), true)
-	c.login(rootName, rootKey)
-	check("list", c.must(http.StatusOK, "GET", "/api/platforms/", nil), true)
-	check("console", c.do("GET", "/", nil), false)
-}
-
-// Item 15: over TLS (here ended by the trusted proxy) the session cookie is
-// __Host- prefixed and Secure; plain http keeps the old name.
-func TestSessionCookieOverTLS(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	cookieOf := func(c *client) *http.Cookie {
-		for _, ck := range c.cookies {
-			if strings.HasSuffix(ck.Name, "testum_session") {
-				return ck
-			}
-		}
-		t.Fatalf("no session cookie in %v", c.cookies)
-		return nil
-	}
-	loginVia := func(g *gw, proto string) *client {
-		req, _ := http.NewRequest("POST", g.URL+"/api/auth/login", strings.NewReader(`{"username":"`+rootName+`","password":"`+rootKey+`"}`))
-		req.Header.Set("Content-Type", "application/json")
-		if proto != "" {
-			req.Header.Set("X-Forwarded-Proto", proto)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		c := g.client(t, nil)
-		c.cookies = resp.Cookies()
-		return c
-	}
-	tls := loginVia(g, "https")
-	ck := cookieOf(tls)
-	if ck.Name != gateway.SecureSessionCookie || !ck.Secure || !ck.HttpOnly || ck.Path != "/" || ck.Domain != "" {
-		t.Fatalf("session cookie over TLS: %+v", ck)
-	}
-	tls.must(http.StatusOK, "GET", "/api/auth/me", nil) // the new name is read
-
-	plain := loginVia(g, "")
-	if ck := cookieOf(plain); ck.Name != gateway.SessionCookie || ck.Secure {
-		t.Fatalf("session cookie over http: %+v", ck)
-	}
-	plain.must(http.StatusOK, "GET", "/api/auth/me", nil)
-
-	// X-Forwarded-Proto from an untrusted peer is ignored.
-	g2 := e.start(func(c *gateway.Config) { c.TrustedProxies = nil })
-	if ck := cookieOf(loginVia(g2, "https")); ck.Name != gateway.SessionCookie || ck.Secure {
-		t.Fatalf("X-Forwarded-Proto believed from an untrusted peer: %+v", ck)
-	}
-}
-
-// Item 23: the WebSocket origin check compares the scheme too.
-func TestWebSocketOriginScheme(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(nil)
-	root := g.client(t, nil)
-	root.login(rootName, rootKey)
+func createPlatform(t *testing.T, c *client, body map[string]any) int64 {
+	t.Helper()
 	var p struct {
 		ID int64 `json:"id"`
 	}
-	root.must(http.StatusCreated, "POST", "/api/platforms/", map[string]any{"name": "p-" + uuid.NewString()[:8],
-		"host": "127.0.0.1", "port": 1, "username": "u", "auth_method": "password", "password": "pw"}).decode(t, &p)
-	var run struct {
-		ID string `json:"id"`
-	}
-	root.must(http.StatusCreated, "POST", "/api/runs", map[string]any{"command": "true",
-		"targets": map[string]any{"platform_ids": []int64{p.ID}}}).decode(t, &run)
-	host := strings.TrimPrefix(g.URL, "http://")
-	dial := func(origin string) int {
-		h := http.Header{"Authorization": {"Bearer " + root.token}, "Origin": {origin}, "X-Forwarded-Proto": {"https"}}
-		conn, resp, err := websocket.DefaultDialer.Dial("ws://"+host+"/ws/tasks/"+run.ID, h)
-		if err == nil {
-			conn.Close()
-			return http.StatusSwitchingProtocols
-		}
-		if resp == nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode
-	}
-	if st := dial("http://" + host); st != http.StatusForbidden {
-		t.Fatalf("http origin for a TLS gateway: %d", st)
-	}
-	if st := dial("https://" + host); st != http.StatusSwitchingProtocols {
-		t.Fatalf("https origin of the same host: %d", st)
-	}
+	c.must(http.StatusCreated, "POST", "/api/platforms/", body).decode(t, &p)
+	return p.ID
 }
 
-// Item 23: /readyz tells only ready or not ready; the details are logged.
-func TestReadyzSaysOnlyReady(t *testing.T) {
+// TestHostExpressionsHaveABoundedCost: the expression that cost about 66 ms
+// per 23 bytes is refused with 400 hosts_too_complex, on every route that
+// resolves targets, and a run that fits still goes through.
+func TestHostExpressionsHaveABoundedCost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
 	c := g.client(t, nil)
-	r := c.must(http.StatusOK, "GET", "/readyz", nil)
-	if strings.TrimSpace(string(r.Body)) != `{"status":"ready"}` {
-		t.Fatalf("ready: %s", r.Body)
-	}
-	g.st.Close() // PostgreSQL is gone for this gateway
-	r = c.must(http.StatusServiceUnavailable, "GET", "/readyz", nil)
-	var body map[string]any
-	if err := json.Unmarshal(r.Body, &body); err != nil || len(body) != 1 || body["error"] != "not ready" {
-		t.Fatalf("not ready: %s", r.Body)
-	}
-	if !strings.Contains(e.logs.String(), "not ready: postgres") {
-		t.Fatal("the reason is not in the log")
-	}
-}
+	c.login(rootName, rootKey)
+	createPlatform(t, c, map[string]any{"name": "x1", "host": "127.0.0.1", "port": 1, "username": "u",
+		"auth_method": "password", "password": "pw"})
 
-// Item 23: the server has read, write and idle timeouts; a log download
-// gets a write deadline of its own (fasthttp applies one to a whole
-// response, streamed or not, and clears it for a hijacked WebSocket).
-func TestServerTimeouts(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g := e.start(func(c *gateway.Config) { c.WriteTimeout = 42 * time.Second; c.DownloadWrite = 3 * time.Hour })
-	s := g.App().Server()
-	if s.ReadTimeout <= 0 || s.IdleTimeout <= 0 || s.WriteTimeout != 42*time.Second {
-		t.Fatalf("timeouts: read %v write %v idle %v", s.ReadTimeout, s.WriteTimeout, s.IdleTimeout)
-	}
-	if s.HeaderReceived == nil {
-		t.Fatal("no per-request configuration")
-	}
-	for path, want := range map[string]time.Duration{
-		"/api/runs/" + uuid.NewString() + "/logs":            3 * time.Hour,
-		"/api/runs/" + uuid.NewString() + "/hosts/3/log?x=1": 3 * time.Hour,
-		"/api/runs/" + uuid.NewString():                      0,
-		"/api/platforms/":                                    0,
+	churn := strings.Repeat("x[1-99999],!x[1-99999],", 200) + "x1" // 4.6 KB, 40 million names before
+	long := strings.Repeat("x1,", 30000) + "x1"                    // 90 KB: over the length bound
+	for _, tc := range []struct{ name, path, hosts string }{
+		{"run churn", "/api/runs", churn},
+		{"preview churn", "/api/runs/preview", churn},
+		{"run long", "/api/runs", long},
 	} {
-		var h fasthttp.RequestHeader
-		h.SetMethod("GET")
-		h.SetRequestURI(path)
-		if got := s.HeaderReceived(&h).WriteTimeout; got != want {
-			t.Errorf("%s: write timeout %v, want %v", path, got, want)
+		body := map[string]any{"command": "true", "targets": map[string]any{"hosts": tc.hosts}}
+		if tc.path == "/api/runs/preview" {
+			body = map[string]any{"hosts": tc.hosts}
+		}
+		r := c.do("POST", tc.path, body)
+		if r.Status != http.StatusBadRequest || errCode(t, r) != "hosts_too_complex" {
+			t.Fatalf("%s: %d %.300s, want 400 hosts_too_complex", tc.name, r.Status, r.Body)
 		}
 	}
-	// The defaults.
-	d := gateway.Config{}
-	if err := d.CheckAndSetDefaults(); err != nil || d.WriteTimeout != time.Minute || d.DownloadWrite != time.Hour {
-		t.Fatalf("defaults: %v %v %v", d.WriteTimeout, d.DownloadWrite, err)
-	}
+	c.must(http.StatusCreated, "POST", "/api/runs", map[string]any{"command": "true",
+		"targets": map[string]any{"hosts": "x[1-5],!x[2-5]"}})
 }
 
-// Item 23: a WebSocket outlives the server's write timeout (fasthttp clears
-// the deadlines of a hijacked connection; the relay sets its own per
-// write): its close frame, sent at the relay's first check two seconds in,
-// arrives although WriteTimeout is one second.
-func TestWebSocketOutlivesWriteTimeout(t *testing.T) {
+// TestBodyLimits: ordinary JSON routes take 1 MiB, run creation more.
+func TestBodyLimits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	g := e.start(func(c *gateway.Config) { c.WriteTimeout = time.Second })
+	g := e.start(nil)
 	c := g.client(t, nil)
 	c.login(rootName, rootKey)
-	closed, _, err := watch(t, g, c, "")
-	if err != nil {
-		t.Fatal(err)
+	pad := strings.Repeat("a", 1<<20)
+	r := c.do("POST", "/api/platforms/", map[string]any{"name": "big", "host": "127.0.0.1", "username": "u",
+		"password": "pw", "pad": pad})
+	if r.Status != http.StatusRequestEntityTooLarge || errCode(t, r) != "body_too_large" {
+		t.Fatalf("a 1 MiB platform body: %d %.200s", r.Status, r.Body)
 	}
-	c.must(http.StatusNoContent, "POST", "/api/auth/logout", nil)
-	select {
-	case err := <-closed:
-		var ce *websocket.CloseError
-		if !asCloseError(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
-			t.Fatalf("websocket ended with %v, want a policy-violation close", err)
+	// A run body of 2 MiB (a script) is read; its targets are what is wrong.
+	r = c.do("POST", "/api/runs", map[string]any{"script": map[string]any{"body": pad + pad},
+		"targets": map[string]any{"platform_ids": []int64{424242}}})
+	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "424242") {
+		t.Fatalf("a 2 MiB run body: %d %.200s", r.Status, r.Body)
+	}
+}
+
+// TestRequestFieldBounds: durations have upper bounds, invalid UTF-8 and
+// NUL characters are 400s, not a silent U+FFFD or a 500.
+func TestRequestFieldBounds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	c := g.client(t, nil)
+	c.login(rootName, rootKey)
+	id := createPlatform(t, c, map[string]any{"name": "b1", "host": "127.0.0.1", "port": 1, "username": "u",
+		"auth_method": "password", "password": "pw"})
+	targets := map[string]any{"platform_ids": []int64{id}}
+	week := 7 * 24 * 3600
+	for _, tc := range []struct {
+		name string
+		path string
+		body any
+		code string
+	}{
+		{"deadline over a week", "/api/runs", map[string]any{"command": "true", "targets": targets, "deadline": week + 1}, "invalid"},
+		{"deadline overflowing", "/api/runs", map[string]any{"command": "true", "targets": targets, "deadline": int64(1) << 62}, "invalid"},
+		{"timeout over a week", "/api/runs", map[string]any{"command": "true", "targets": targets, "timeout": week + 1}, "invalid"},
+		{"run_command timeout", fmt.Sprintf("/api/platforms/%d/run_command", id), map[string]any{"command": "true", "timeout": int64(1) << 62}, "invalid"},
+		{"invalid UTF-8", "/api/platforms/", "{\"name\":\"ok\xff\",\"host\":\"127.0.0.1\",\"username\":\"u\",\"password\":\"pw\"}", "invalid_utf8"},
+		{"NUL in a login name", "/api/auth/login", `{"username":"ro\u0000ot","password":"x"}`, "nul_character"},
+		{"NUL in a label", "/api/platforms/", `{"name":"n1","host":"127.0.0.1","username":"u","password":"pw","labels":{"a":"b\u0000"}}`, "nul_character"},
+	} {
+		r := c.do("POST", tc.path, tc.body)
+		if r.Status != http.StatusBadRequest || errCode(t, r) != tc.code {
+			t.Errorf("%s: %d %s, want 400 %s", tc.name, r.Status, r.Body, tc.code)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the websocket stayed open")
+	}
+	// An escaped backslash before u0000 is text, not a NUL.
+	c.must(http.StatusCreated, "POST", "/api/runs", `{"command":"echo \\u0000","targets":{"platform_ids":[`+fmt.Sprint(id)+`]},"deadline":604800}`)
+}
+
+// TestPasswordStaysWithItsHost: a password platform moved to another
+// host, port or user needs its password again; a named credential follows.
+func TestPasswordStaysWithItsHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	c := g.client(t, nil)
+	c.login(rootName, rootKey)
+	base := map[string]any{"name": "pw1", "host": "127.0.0.1", "port": 22, "username": "u", "auth_method": "password"}
+	with := func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	id := createPlatform(t, c, with("password", "secret-pw"))
+	path := fmt.Sprintf("/api/platforms/%d", id)
+	for _, change := range [][]any{{"host", "127.0.0.2"}, {"port", 2222}, {"username", "other"}} {
+		r := c.do("PUT", path, with(change...))
+		if r.Status != http.StatusBadRequest || errCode(t, r) != "password_required" {
+			t.Fatalf("changing %v without the password: %d %s", change[0], r.Status, r.Body)
+		}
+	}
+	c.must(http.StatusOK, "PUT", path, with("labels", map[string]string{"role": "web"})) // same login: fine
+	c.must(http.StatusOK, "PUT", path, with("host", "127.0.0.2", "password", "secret-pw"))
+
+	var cr struct {
+		ID int64 `json:"id"`
+	}
+	c.must(http.StatusCreated, "POST", "/api/credentials", map[string]any{"name": "shared", "kind": "password",
+		"password": "shared-pw"}).decode(t, &cr)
+	named := createPlatform(t, c, map[string]any{"name": "pw2", "host": "127.0.0.1", "username": "u",
+		"auth_method": "password", "credential_id": cr.ID})
+	c.must(http.StatusOK, "PUT", fmt.Sprintf("/api/platforms/%d", named), map[string]any{"name": "pw2",
+		"host": "127.0.0.3", "username": "u", "auth_method": "password"})
+}
+
+// TestAuditLogIsAppendOnly: the database itself refuses to change or remove
+// audit entries, and deleting a user (whose entries stay) still works.
+func TestAuditLogIsAppendOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	c := g.client(t, nil)
+	c.login(rootName, rootKey)
+	u := c.createUser("leaver", "admin")
+	g.client(t, nil).login(u.User.Username, u.MasterKey)
+	c.must(http.StatusNoContent, "DELETE", fmt.Sprintf("/api/users/%d", u.User.ID), nil)
+
+	ctx := context.Background()
+	pool := g.st.Pool()
+	count := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM audit_log").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	if before == 0 {
+		t.Fatal("no audit entries to protect")
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE actor = $1", u.User.Username).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("the deleted user's entries: %d, %v", n, err)
+	}
+	for _, q := range []string{
+		"UPDATE audit_log SET actor = 'someone else'",
+		"UPDATE audit_log SET details = '{}' WHERE action = 'user.delete'",
+		"DELETE FROM audit_log",
+		"DELETE FROM audit_log WHERE actor = '" + u.User.Username + "'",
+		"TRUNCATE audit_log",
+	} {
+		if _, err := pool.Exec(ctx, q); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: %v, want it refused", q, err)
+		}
+	}
+	if after := count(); after != before {
+		t.Fatalf("audit entries: %d before, %d after", before, after)
 	}
 }

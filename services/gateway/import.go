@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -16,7 +17,14 @@ import (
 
 // ImportRequest brings a fleet in from an OpenSSH client config or an
 // Ansible inventory. Every entry gets the same login secret (a password, a
-// private key or a stored credential), unless the platform exists already.
+// private key or a stored credential), unless the platform exists already
+// or the inventory gives the host its own ansible_password (or
+// ansible_ssh_pass), which then becomes that platform's password, encrypted
+// like any other; with no secret in the request, entries without one are
+// rejected. Ansible groups become labels (group=true); other variables
+// become labels only when named in labels_from_vars, and never one whose
+// name looks secret (pass, secret, token, key): such a name refuses the
+// request. Every label is validated as on POST /api/platforms/.
 type ImportRequest struct {
 	Format       string            `json:"format"` // ssh_config, ansible_ini, ansible_yaml, or "" to detect
 	Content      string            `json:"content"`
@@ -27,6 +35,8 @@ type ImportRequest struct {
 	Passphrase   *string           `json:"passphrase,omitempty"`
 	CredentialID *int64            `json:"credential_id,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"` // added to every entry
+	// LabelsFromVars names the inventory variables that become labels.
+	LabelsFromVars []string `json:"labels_from_vars,omitempty"`
 }
 
 // ImportItem says what happened to one entry.
@@ -56,16 +66,38 @@ func (g *Gateway) platformImport(c *fiber.Ctx) error {
 	default:
 		return testum.Invalid("format %q: want ssh_config, ansible_ini, ansible_yaml or nothing to detect it", req.Format)
 	}
+	for k, v := range req.Labels {
+		if err := validLabel(k, v); err != nil {
+			return err
+		}
+	}
+	for _, name := range req.LabelsFromVars {
+		if inventory.LooksSecret(name) {
+			return &testum.Error{Code: testum.CodeInvalid, Reason: "secret_label",
+				Message: fmt.Sprintf("labels_from_vars: %q looks like a secret (pass, secret, token, key): it cannot become a label every admin reads", name)}
+		}
+		if err := validLabel(name, ""); err != nil {
+			return err
+		}
+	}
 	parsed, err := inventory.Parse(req.Format, strings.NewReader(req.Content))
 	if err != nil {
 		return testum.Invalid("cannot read the content: %v", err)
 	}
-	// The secret is validated once, on a template platform.
-	tmpl := api.PlatformRequest{Name: "import", Host: "import", Username: "import", AuthMethod: req.AuthMethod,
-		Password: req.Password, PrivateKey: req.PrivateKey, Passphrase: req.Passphrase, CredentialID: req.CredentialID}
-	base, err := newPlatform(tmpl)
-	if err != nil {
-		return err
+	// The secret is validated once, on a template platform. Without one,
+	// only entries with their own ansible_password are imported.
+	noSecret := req.Password == nil && req.PrivateKey == nil && req.CredentialID == nil
+	base := store.NewPlatform{AuthMethod: testum.AuthPassword}
+	if noSecret {
+		if m := strings.TrimSpace(req.AuthMethod); m != "" && !strings.EqualFold(m, string(testum.AuthPassword)) {
+			return testum.Invalid("auth_method %s needs its private_key or a credential_id", m)
+		}
+	} else {
+		tmpl := api.PlatformRequest{Name: "import", Host: "import", Username: "import", AuthMethod: req.AuthMethod,
+			Password: req.Password, PrivateKey: req.PrivateKey, Passphrase: req.Passphrase, CredentialID: req.CredentialID}
+		if base, err = newPlatform(tmpl); err != nil {
+			return err
+		}
 	}
 	ctx := c.UserContext()
 	var items []ImportItem
@@ -104,6 +136,11 @@ func (g *Gateway) platformImport(c *fiber.Ctx) error {
 			for k, v := range e.Labels {
 				np.Labels[k] = v
 			}
+			for _, k := range req.LabelsFromVars {
+				if v, ok := e.Vars[k]; ok {
+					np.Labels[k] = v
+				}
+			}
 			switch {
 			case byName[e.Name] != 0:
 				it.Result, it.Reason = "skipped", "a platform with this name exists"
@@ -111,22 +148,35 @@ func (g *Gateway) platformImport(c *fiber.Ctx) error {
 				it.Result, it.Reason = "rejected", validName("platform", np.Name).Error()
 			case validHost(np.Host) != nil:
 				it.Result, it.Reason = "rejected", validHost(np.Host).Error()
+			case g.checkTarget(np.Host) != nil:
+				it.Result, it.Reason = "rejected", g.checkTarget(np.Host).Error()
 			case np.Username == "":
 				it.Result, it.Reason = "rejected", "no user: give User in the file or username in the request"
 			case validUser(np.Username) != nil:
 				it.Result, it.Reason = "rejected", validUser(np.Username).Error()
+			case labelsInvalid(np.Labels) != nil:
+				it.Result, it.Reason = "rejected", labelsInvalid(np.Labels).Error()
+			case noSecret && e.Password == "":
+				it.Result, it.Reason = "rejected", "no secret: give password, private_key or credential_id in the request, or ansible_password in the inventory"
 			}
 			if it.Result == "" {
-				if credID == nil && np.Secret != nil {
-					sec := *np.Secret
-					sec.Name = "import-" + uuid.NewString()[:8]
-					cr, err := tx.CredentialCreate(ctx, sec)
-					if err != nil {
-						return err
+				if e.Password != "" {
+					// The host's own password, as Ansible would use it: an
+					// inline credential of this platform alone.
+					np.AuthMethod, np.CredentialID = testum.AuthPassword, nil
+					np.Secret = &store.NewSecret{Kind: testum.AuthPassword, Secret: []byte(e.Password)}
+				} else {
+					if credID == nil && np.Secret != nil {
+						sec := *np.Secret
+						sec.Name = "import-" + uuid.NewString()[:8]
+						cr, err := tx.CredentialCreate(ctx, sec)
+						if err != nil {
+							return err
+						}
+						credID = &cr.ID
 					}
-					credID = &cr.ID
+					np.Secret, np.CredentialID = nil, credID
 				}
-				np.Secret, np.CredentialID = nil, credID
 				p, err := tx.PlatformCreate(ctx, np)
 				if err != nil {
 					return err
@@ -172,4 +222,20 @@ func (g *Gateway) platformImport(c *fiber.Ctx) error {
 		return err
 	}
 	return c.Status(http.StatusOK).JSON(fiber.Map{"created": created, "items": items})
+}
+
+// labelsInvalid checks an imported entry's labels as the API checks them,
+// in a fixed order so the reason given is stable.
+func labelsInvalid(labels map[string]string) error {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if err := validLabel(k, labels[k]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

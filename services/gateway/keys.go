@@ -183,7 +183,8 @@ func identityJSON(cr testum.Credential) fiber.Map {
 func (g *Gateway) identityGet(c *fiber.Ctx) error {
 	cr, err := g.st.CredentialByName(c.UserContext(), IdentityCredential)
 	if store.IsNotFound(err) {
-		return testum.NotFound("testum has no identity key pair yet: POST /api/keys/identity creates it")
+		return &testum.Error{Code: testum.CodeNotFound, Reason: "no_identity",
+			Message: "testum has no identity key pair yet: POST /api/keys/identity creates it"}
 	}
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"mime"
 	"net/url"
 	"strings"
@@ -116,7 +117,8 @@ func (g *Gateway) checkLoginOrigin(c *fiber.Ctx) error {
 		return nil
 	}
 	g.auditRefusal(c, "origin", "auth.login", c.Path(), map[string]any{"reason": "login origin not allowed", "origin": truncate(origin, 200)})
-	return testum.Errorf(testum.CodeForbidden, "origin %s is not allowed", truncate(origin, 200))
+	return &testum.Error{Code: testum.CodeForbidden, Reason: "origin_not_allowed",
+		Message: fmt.Sprintf("origin %s is not allowed", truncate(origin, 200))}
 }
 
 // presentedSession is the session a login request already carries (cookie

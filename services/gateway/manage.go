@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/fleet"
@@ -73,8 +72,16 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 		if err != nil {
 			return err
 		}
+		if err := g.checkTarget(np.Host); err != nil {
+			return err
+		}
 		if np.JumpPlatformID != nil && *np.JumpPlatformID == id {
 			return testum.Invalid("a platform cannot be its own jump host")
+		}
+		if keep {
+			if err := checkSecretStays(ctx, tx, old, np); err != nil {
+				return err
+			}
 		}
 		if !keep {
 			if err := checkRefs(ctx, tx, np); err != nil {
@@ -98,6 +105,29 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(platformJSON(p))
+}
+
+// checkSecretStays refuses to move a password to another host, port or user
+// without the password being given again: it was given for that login, and
+// password authentication hands it to whoever answers there. A named
+// credential is shared on purpose and may follow; a key proves itself with a
+// signature and reveals nothing to the new host.
+func checkSecretStays(ctx context.Context, tx *store.Tx, old testum.Platform, np store.NewPlatform) error {
+	if old.AuthMethod != testum.AuthPassword || old.CredentialID == nil {
+		return nil
+	}
+	if np.Host == old.Host && np.Port == old.Port && np.Username == old.Username {
+		return nil
+	}
+	cr, err := tx.Credential(ctx, *old.CredentialID)
+	if err != nil {
+		return err
+	}
+	if cr.Name != "" {
+		return nil
+	}
+	return &testum.Error{Code: testum.CodeInvalid, Reason: "password_required",
+		Message: "changing host, port or username of a password platform needs the password again (or a credential_id)"}
 }
 
 func (g *Gateway) platformDelete(c *fiber.Ctx) error {
@@ -220,18 +250,24 @@ func (g *Gateway) platformTest(c *fiber.Ctx) error {
 		return testum.Conflict("%v", err)
 	}
 	start := time.Now()
-	client, err := sshx.Dial(ctx, tgt, sshx.Config{ConnectTimeout: g.cfg.ConnectTimeout})
+	client, err := sshx.Dial(ctx, tgt, sshx.Config{ConnectTimeout: g.cfg.ConnectTimeout, Deny: g.cfg.TargetDeny})
 	res := TestResult{Millis: time.Since(start).Milliseconds()}
 	if err != nil {
 		var de *sshx.DialError
 		res.State, res.Message = string(testum.HostUnreachable), err.Error()
 		if errors.As(err, &de) {
 			res.State = string(de.Failure.HostState())
+			res.Message = fleet.DescribeDialError(ctx, g.st, de)
 			if de.Offered != nil {
 				res.Fingerprint = sshx.Fingerprint(de.Offered)
-				if de.Failure == sshx.HostKeyRejected {
-					_ = g.st.PlatformOfferHostKey(ctx, p.ID, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(de.Offered))), res.Fingerprint)
-				}
+			}
+			// A rejected key is offered on the platform of the hop that
+			// presented it: the target's or a jump host's.
+			if _, err := fleet.RecordOffered(ctx, g.st, de); err != nil {
+				g.log.Warn("recording offered host key", "platform", de.HopID, "err", err)
+			}
+			if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
+				_ = g.st.PlatformRecordContact(ctx, de.HopID, res.State, res.Message)
 			}
 		}
 		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
@@ -241,13 +277,19 @@ func (g *Gateway) platformTest(c *fiber.Ctx) error {
 	defer client.Close()
 	hops := client.Hops()
 	last := hops[len(hops)-1]
+	// Every hop seen for the first time is pinned on its own platform, as a
+	// run would pin it.
+	pinned, err := fleet.PinFirstContacts(ctx, g.st, hops)
+	if err != nil {
+		res.State, res.Message = string(testum.HostHostKeyRejected), fmt.Sprintf("ssh %s: %v", tgt.Addr, err)
+		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
+		g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "failed")
+		return c.JSON(res)
+	}
 	res.OK, res.State, res.Message = true, string(testum.HostOK), "reachable, host key accepted, logged in as "+p.Username
 	res.Fingerprint = sshx.Fingerprint(last.HostKey)
-	if last.FirstContact {
-		key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(last.HostKey)))
-		if res.Pinned, err = g.st.PlatformPinHostKey(ctx, p.ID, key, res.Fingerprint); err != nil {
-			return err
-		}
+	for _, h := range pinned {
+		res.Pinned = res.Pinned || h.ID == p.ID
 	}
 	_ = g.st.PlatformRecordContact(ctx, p.ID, "reachable", "")
 	g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "ok")

@@ -50,6 +50,9 @@ func (g *Gateway) platformCreate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	if err := g.checkTarget(np.Host); err != nil {
+		return err
+	}
 	ctx := c.UserContext()
 	var p testum.Platform
 	err = g.st.InTx(ctx, func(tx *store.Tx) error {

@@ -122,7 +122,11 @@ func (g *Gateway) runRerun(c *fiber.Ctx) error {
 	if len(ids) == 0 {
 		return testum.Invalid("nothing to re-run: no host of run %s matches only=%s", id, req.Only)
 	}
-	rr := api.RunRequest{Command: old.Spec.Command, Targets: api.Targets{PlatformIDs: ids}, Env: old.Spec.Env,
+	env, err := g.rerunEnv(ctx, id, old.Spec)
+	if err != nil {
+		return err
+	}
+	rr := api.RunRequest{Command: old.Spec.Command, Targets: api.Targets{PlatformIDs: ids}, Env: env,
 		Dir: old.Spec.Dir, Sudo: old.Spec.Sudo, RetryLost: old.Spec.RetryLost}
 	if old.Spec.Script != nil {
 		rr.Command = ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -86,13 +87,16 @@ func (g *Gateway) createRun(c *fiber.Ctx, req api.RunRequest, parent *uuid.UUID)
 		id := p.UserID
 		nr.CreatedBy, nr.CreatedByName = &id, p.Username
 	}
+	// Targets are resolved before the transaction that stores the run: a
+	// costly expression then holds no transaction open.
+	hosts, err := g.resolveTargets(ctx, req.Targets)
+	if err != nil {
+		return testum.Run{}, err
+	}
+	nr.Hosts = hosts
 	var run testum.Run
 	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		hosts, err := g.resolveTargets(ctx, tx, req.Targets)
-		if err != nil {
-			return err
-		}
-		nr.Hosts = hosts
+		var err error
 		if run, err = tx.RunCreate(ctx, nr); err != nil {
 			return err
 		}
@@ -113,7 +117,8 @@ func (g *Gateway) createRun(c *fiber.Ctx, req api.RunRequest, parent *uuid.UUID)
 
 // runSpec validates what runs and how.
 func (g *Gateway) runSpec(req api.RunRequest) (testum.RunSpec, error) {
-	spec := testum.RunSpec{RetryLost: req.RetryLost, Env: req.Env, Dir: req.Dir, Sudo: req.Sudo}
+	spec := testum.RunSpec{RetryLost: req.RetryLost, Dir: req.Dir, Sudo: req.Sudo}
+	spec.Env, spec.SecretEnv, spec.SecretEnvNames = runEnv(req.Env)
 	cmd := strings.TrimSpace(req.Command)
 	switch {
 	case cmd != "" && req.Script != nil:
@@ -160,6 +165,9 @@ func (g *Gateway) runSpec(req api.RunRequest) (testum.RunSpec, error) {
 		if *req.Deadline <= 0 {
 			return spec, testum.Invalid("deadline %d: want a positive number of seconds", *req.Deadline)
 		}
+		if *req.Deadline > g.cfg.MaxTimeout { // seconds × time.Second overflows past 292 years
+			return spec, testum.Invalid("deadline %d: at most %d seconds", *req.Deadline, g.cfg.MaxTimeout)
+		}
 		spec.DeadlineSecs = *req.Deadline
 	}
 	var err error
@@ -197,59 +205,74 @@ func amountField(name string, raw json.RawMessage, least int) (string, error) {
 }
 
 // resolveTargets turns the request's selectors into the run's hosts, in
-// the order given, each platform once.
-func (g *Gateway) resolveTargets(ctx context.Context, tx *store.Tx, t api.Targets) ([]store.NewRunHost, error) {
+// the order given, each platform once. It reads platforms in short
+// transactions of their own and matches the host expression outside any
+// transaction, within hostexpr's bounds and the request's context.
+func (g *Gateway) resolveTargets(ctx context.Context, t api.Targets) ([]store.NewRunHost, error) {
 	labels, hosts := strings.TrimSpace(t.Labels), strings.TrimSpace(t.Hosts)
 	if len(t.PlatformIDs) == 0 && labels == "" && hosts == "" {
 		return nil, testum.Invalid("targets are empty: give platform_ids, labels or hosts")
 	}
+	if len(hosts) > hostexpr.MaxExprBytes { // before reading anything
+		return nil, &testum.Error{Code: testum.CodeInvalid, Reason: "hosts_too_complex",
+			Message: fmt.Sprintf("hosts: the expression is %d bytes long; at most %d", len(hosts), hostexpr.MaxExprBytes)}
+	}
 	// The union of what each selector names, in order: ids, then labels,
 	// then the host expression.
 	var ids []int64
-	if len(t.PlatformIDs) > 0 {
-		ps, err := tx.PlatformsByIDs(ctx, t.PlatformIDs)
-		if err != nil {
-			return nil, err
+	var byName map[string]int64
+	var names []string
+	err := g.st.InTx(ctx, func(tx *store.Tx) error {
+		if len(t.PlatformIDs) > 0 {
+			ps, err := tx.PlatformsByIDs(ctx, t.PlatformIDs)
+			if err != nil {
+				return err
+			}
+			known := make(map[int64]bool, len(ps))
+			for _, p := range ps {
+				known[p.ID] = true
+			}
+			var missing []string
+			for _, id := range t.PlatformIDs {
+				if !known[id] {
+					missing = append(missing, fmt.Sprint(id))
+				}
+			}
+			if len(missing) > 0 {
+				return testum.Invalid("unknown platform id(s): %s", strings.Join(missing, ", "))
+			}
+			ids = append(ids, t.PlatformIDs...)
 		}
-		known := make(map[int64]bool, len(ps))
-		for _, p := range ps {
-			known[p.ID] = true
-		}
-		var missing []string
-		for _, id := range t.PlatformIDs {
-			if !known[id] {
-				missing = append(missing, fmt.Sprint(id))
+		if labels != "" {
+			sel, err := ParseLabelList(labels)
+			if err != nil {
+				return err
+			}
+			ps, err := tx.PlatformsMatching(ctx, sel, maxRunHosts+1)
+			if err != nil {
+				return err
+			}
+			if len(ps) == 0 {
+				return testum.Invalid("no platform has the labels %s", labels)
+			}
+			for _, p := range ps {
+				ids = append(ids, p.ID)
 			}
 		}
-		if len(missing) > 0 {
-			return nil, testum.Invalid("unknown platform id(s): %s", strings.Join(missing, ", "))
+		if hosts != "" {
+			var err error
+			byName, names, err = tx.PlatformNames(ctx)
+			return err
 		}
-		ids = append(ids, t.PlatformIDs...)
-	}
-	if labels != "" {
-		sel, err := ParseLabelList(labels)
-		if err != nil {
-			return nil, err
-		}
-		ps, err := tx.PlatformsMatching(ctx, sel, maxRunHosts+1)
-		if err != nil {
-			return nil, err
-		}
-		if len(ps) == 0 {
-			return nil, testum.Invalid("no platform has the labels %s", labels)
-		}
-		for _, p := range ps {
-			ids = append(ids, p.ID)
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if hosts != "" {
-		byName, names, err := tx.PlatformNames(ctx)
+		matched, unknown, err := hostexpr.MatchContext(ctx, hosts, names)
 		if err != nil {
-			return nil, err
-		}
-		matched, unknown, err := hostexpr.Match(hosts, names)
-		if err != nil {
-			return nil, testum.Invalid("hosts: %v", err)
+			return nil, hostsError(err)
 		}
 		if len(unknown) > 0 {
 			return nil, testum.Invalid("hosts: no platform named %s", hostexpr.Fold(unknown))
@@ -272,7 +295,12 @@ func (g *Gateway) resolveTargets(ctx context.Context, tx *store.Tx, t api.Target
 	if len(uniq) > maxRunHosts {
 		return nil, testum.Invalid("the targets name %d hosts; a run takes at most %d", len(uniq), maxRunHosts)
 	}
-	ps, err := tx.PlatformsByIDs(ctx, uniq)
+	var ps []testum.Platform
+	err = g.st.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		ps, err = tx.PlatformsByIDs(ctx, uniq)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -282,10 +310,27 @@ func (g *Gateway) resolveTargets(ctx context.Context, tx *store.Tx, t api.Target
 	}
 	out := make([]store.NewRunHost, 0, len(uniq))
 	for _, id := range uniq {
-		p := byID[id]
+		p, ok := byID[id]
+		if !ok { // deleted since it was named
+			return nil, testum.Invalid("platform %d no longer exists", id)
+		}
 		out = append(out, store.NewRunHost{PlatformID: id, Name: p.Name, Address: fmt.Sprintf("%s:%d", p.Host, p.Port)})
 	}
 	return out, nil
+}
+
+// hostsError is the API's answer to a host expression that failed: over a
+// bound of hostexpr, a 400 with code hosts_too_complex naming the bound; a
+// request that ended meanwhile, its context's error.
+func hostsError(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	msg := "hosts: " + strings.TrimPrefix(err.Error(), "hostexpr: ")
+	if errors.Is(err, hostexpr.ErrTooComplex) {
+		return &testum.Error{Code: testum.CodeInvalid, Reason: "hosts_too_complex", Message: msg}
+	}
+	return testum.Invalid("%s", msg)
 }
 
 // maxRunHosts bounds one run's fan-out.
@@ -388,13 +433,7 @@ func (g *Gateway) runPreview(c *fiber.Ctx) error {
 	if err := decode(c, &t); err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	var hosts []store.NewRunHost
-	err := g.st.InTx(ctx, func(tx *store.Tx) error {
-		var err error
-		hosts, err = g.resolveTargets(ctx, tx, t)
-		return err
-	})
+	hosts, err := g.resolveTargets(c.UserContext(), t)
 	if err != nil {
 		return err
 	}
@@ -414,6 +453,7 @@ func runJSON(r testum.Run, hosts []testum.RunHost) api.Run {
 		HostCount: r.HostCount, CreatedBy: r.CreatedByName, AbortReason: r.AbortReason, Error: r.Error,
 		CancelRequested: r.CancelRequested, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
+	out.Env = envJSON(r.Spec)
 	if r.Spec.Script != nil {
 		out.Script = &api.Script{Interpreter: r.Spec.Script.Interpreter, Body: r.Spec.Script.Body, Args: r.Spec.Script.Args}
 	}

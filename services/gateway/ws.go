@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -30,7 +31,39 @@ const (
 	// still going (and, with sessions, that the session is still valid).
 	wsCheckEvery = 2 * time.Second
 	wsWriteWait  = 10 * time.Second
+	wsReadLimit  = 4 << 10 // bytes of one client message
+	wsPerSession = 32      // WebSockets one session may hold open on one gateway
 )
+
+// wsSessions counts the WebSockets each session holds open on this
+// gateway, so that one session cannot hold thousands of transcript
+// consumers. The zero value is ready to use.
+type wsSessions struct {
+	mu   sync.Mutex
+	open map[uuid.UUID]int
+}
+
+// acquire takes a slot for session, or reports that it holds them all.
+func (w *wsSessions) acquire(session uuid.UUID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open == nil {
+		w.open = map[uuid.UUID]int{}
+	}
+	if w.open[session] >= wsPerSession {
+		return false
+	}
+	w.open[session]++
+	return true
+}
+
+func (w *wsSessions) release(session uuid.UUID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open[session]--; w.open[session] <= 0 {
+		delete(w.open, session)
+	}
+}
 
 // wsUpgrade validates a WebSocket request before the upgrade, so that a bad
 // run id or cursor gets a JSON error with the right status.
@@ -70,6 +103,19 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	since := conn.Locals(wsSinceKey).(uint64)
 	p, _ := conn.Locals(principalKey).(*Principal)
 	log := g.log.With("run", run)
+
+	// Clients send nothing but control frames (close, ping, pong): a frame
+	// announcing more than wsReadLimit ends the socket (close 1009) before
+	// any of it is buffered.
+	conn.SetReadLimit(wsReadLimit)
+	if p != nil {
+		if !g.wsOpen.acquire(p.SessionID) {
+			g.wsClose(conn, websocket.ClosePolicyViolation,
+				fmt.Sprintf("too many WebSockets open for this session (at most %d)", wsPerSession))
+			return
+		}
+		defer g.wsOpen.release(p.SessionID)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

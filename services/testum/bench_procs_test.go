@@ -54,7 +54,7 @@ func (e *benchEnv) processes(t *testing.T, sessions, scaleN, reps int) procResul
 		// Reuse off: a joining executor has no kept connections, which would
 		// make the comparison about the pool rather than about scale-out.
 		"TESTUM_CONN_IDLE": "0",
-		"ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
+		"ADMIN_USERNAME":   testAdmin, "ADMIN_PASSWORD": testAdminKey,
 	}
 	gw := startProcess(t, env, "gateway")
 	s := &server{URL: gw.waitURL(t)}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/testum/testum/libs/sshx"
 )
 
 // Config is every setting, read once from the environment (named as in the
@@ -48,6 +50,8 @@ type Config struct {
 	StreamReplicas int
 	OutputMaxAge   time.Duration
 	OutputMaxBytes int64
+
+	TargetDeny sshx.DenyList
 }
 
 // setting is one configurable value: its flag, its variable, its default.
@@ -89,6 +93,11 @@ func (c *Config) settings(groups ...string) []setting {
 			{"session-max", "TESTUM_SESSION_MAX", "24h", "a session ends this long after login", dur(&c.SessionMax)},
 			{"trusted-proxies", "TESTUM_TRUSTED_PROXIES", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed", str(&c.TrustedProxies)},
 			{"allowed-origins", "TESTUM_ALLOWED_ORIGINS", "", "comma-separated extra origins (https://console.example.org) allowed to open WebSockets", str(&c.AllowedOrigins)},
+		},
+		// The target policy binds the gateway (platform checks and tests) and
+		// the executor (every dial) alike.
+		"targets": {
+			{"target-deny", "TESTUM_TARGET_DENY", sshx.DefaultDenyRanges, "comma-separated CIDR ranges no platform, jump host or test may connect to (none: no range); replaces the default", denyList(&c.TargetDeny)},
 		},
 		"executor": {
 			{"host-key-policy", "SSH_HOST_KEY_POLICY", "auto_add", "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
@@ -182,6 +191,17 @@ func durOrOff(p *time.Duration) func(string) error {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d < 0 {
 			return errors.New(`want a duration like "60s", or 0 for off`)
+		}
+		*p = d
+		return nil
+	}
+}
+
+func denyList(p *sshx.DenyList) func(string) error {
+	return func(v string) error {
+		d, err := sshx.ParseDenyList(v)
+		if err != nil {
+			return fmt.Errorf("want CIDR ranges like 169.254.0.0/16,10.0.0.0/8, or none: %w", err)
 		}
 		*p = d
 		return nil

@@ -555,7 +555,7 @@ web
 db
 `, sshd.Addr(280), sshd.Port, sshd.Addr(281), sshd.Port, pw.Name)
 	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"content": ini,
-		"username": pw.Name, "auth_method": "password", "password": pw.Password}, &res)
+		"username": pw.Name, "auth_method": "password", "password": pw.Password, "labels_from_vars": []string{"tier"}}, &res)
 	if res.Created != 4 {
 		t.Fatalf("ansible import: %+v", res)
 	}

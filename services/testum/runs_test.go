@@ -350,8 +350,8 @@ func TestRunDeadlineEndsRunningHosts(t *testing.T) {
 	}
 }
 
-// TestSudoWithThePlatformPassword: sudo gets the login password on stdin
-// (the script body follows it), env and dir apply inside the root shell.
+// TestSudoWithThePlatformPassword: sudo gets the login password when it asks
+// (the script body follows on stdin), env and dir apply inside the root shell.
 func TestSudoWithThePlatformPassword(t *testing.T) {
 	t.Parallel()
 	sshd := testenv.StartSSHD(t)

@@ -67,14 +67,18 @@ func cmdSecrets(ctx context.Context, args []string, getenv func(string) string, 
 	if err := checkSecretsCanary(ctx, st, sys.keyring); err != nil {
 		return err
 	}
-	var r store.Rotation
+	var r, re store.Rotation
 	err = st.InTx(ctx, func(tx *store.Tx) error {
 		var err error
 		if r, err = tx.CredentialsRotate(ctx, sys.keyring.NeedsRotation); err != nil {
 			return err
 		}
+		if re, err = tx.RunSecretEnvRotate(ctx, sys.keyring.NeedsRotation); err != nil {
+			return err
+		}
 		return tx.Audit(ctx, auditConsole("secrets.rotate", "credentials", map[string]any{
-			"checked": r.Checked, "resealed": r.Resealed, "key_id": sys.keyring.CurrentKeyID()}))
+			"checked": r.Checked, "resealed": r.Resealed, "key_id": sys.keyring.CurrentKeyID(),
+			"run_secret_env_checked": re.Checked, "run_secret_env_resealed": re.Resealed}))
 	})
 	if err != nil {
 		return err
@@ -87,5 +91,8 @@ func cmdSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	fmt.Fprintf(stdout, "%d credentials checked, %d re-encrypted with key %s\n", r.Checked, r.Resealed, sys.keyring.CurrentKeyID())
+	if re.Checked > 0 {
+		fmt.Fprintf(stdout, "%d runs' secret env checked, %d re-encrypted\n", re.Checked, re.Resealed)
+	}
 	return nil
 }

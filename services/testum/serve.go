@@ -18,7 +18,7 @@ import (
 // cmdServe runs everything in one process.
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "gateway", "executor"); err != nil {
+	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "gateway", "targets", "executor"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
@@ -67,6 +67,7 @@ func newGateway(cfg *Config, sys *system) (*gateway.Gateway, error) {
 		SessionMax:        cfg.SessionMax,
 		TrustedProxies:    splitList(cfg.TrustedProxies),
 		AllowedOrigins:    splitList(cfg.AllowedOrigins),
+		TargetDeny:        cfg.TargetDeny,
 		Logger:            sys.log,
 	}, gateway.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
 }
@@ -85,6 +86,7 @@ func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
 		DrainTimeout:      cfg.DrainTimeout,
 		ConnIdle:          cfg.ConnIdle,
 		NoConnReuse:       cfg.ConnIdle <= 0,
+		TargetDeny:        cfg.TargetDeny,
 		Logger:            sys.log,
 	}, executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
 }

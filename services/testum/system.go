@@ -15,11 +15,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
 	"github.com/testum/testum/libs/pgcluster"
-	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/store"
 )
@@ -91,6 +91,9 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 	sys.st = st
 	sys.closers = append(sys.closers, st.Close)
 	if err := checkSecretsCanary(ctx, st, sys.keyring); err != nil {
+		return nil, err
+	}
+	if err := upgradeLegacySecrets(ctx, st, sys.keyring, log); err != nil {
 		return nil, err
 	}
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
-
 )
 
 // TestUserCommands: the operator at the machine's console creates, lists,

@@ -1,0 +1,190 @@
+package remote
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/testum/testum/libs/testum"
+)
+
+// reads collects what the command's stdin would receive, in the background.
+type reads struct {
+	got  chan []byte
+	done chan struct{}
+}
+
+func readAll(t *testing.T, r io.Reader) *reads {
+	t.Helper()
+	rs := &reads{got: make(chan []byte, 100), done: make(chan struct{})}
+	go func() {
+		defer close(rs.done)
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				rs.got <- append([]byte(nil), buf[:n]...)
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return rs
+}
+
+// next waits for the next stdin bytes (a hang guard, not a timing test).
+func (rs *reads) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case b := <-rs.got:
+		return string(b)
+	case <-rs.done:
+		select {
+		case b := <-rs.got:
+			return string(b)
+		default:
+		}
+		return "<EOF>"
+	case <-time.After(10 * time.Second):
+		t.Fatal("stdin gave nothing")
+	}
+	return ""
+}
+
+// nothing checks that stdin has given nothing so far.
+func (rs *reads) nothing(t *testing.T) {
+	t.Helper()
+	select {
+	case b := <-rs.got:
+		t.Fatalf("stdin gave %q too early", b)
+	case <-rs.done:
+		t.Fatal("stdin ended too early")
+	default:
+	}
+}
+
+func writeSplit(t *testing.T, w io.Writer, s string, at int) {
+	t.Helper()
+	for _, part := range []string{s[:at], s[at:]} {
+		if n, err := w.Write([]byte(part)); err != nil || n != len(part) {
+			t.Fatalf("write %q: %d %v", part, n, err)
+		}
+	}
+}
+
+// TestBecomeAnswersOnlyItsPrompt: at every split point of the prompt and
+// of the success marker, the password goes out only after the whole prompt,
+// the body only after the whole marker, and neither marker is passed on.
+func TestBecomeAnswersOnlyItsPrompt(t *testing.T) {
+	_, _, probe := Build(testumSudo("id -u"), "pw")
+	for at := 0; at <= len(probe.Prompt())+len(probe.Success())+1; at++ {
+		_, stdin, bc := Build(testumSudo("id -u"), "pw")
+		var out, errb bytes.Buffer
+		stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
+		rs := readAll(t, stdin)
+
+		stderrText := "bashrc: warning\n" + bc.Prompt()
+		writeSplit(t, stderr, stderrText, min(at, len(stderrText)))
+		if got := rs.next(t); got != "pw\n" {
+			t.Fatalf("split %d: stdin %q, want the password", at, got)
+		}
+		rs.nothing(t)
+		stdoutText := "motd\n" + bc.Success() + "\n0\n"
+		writeSplit(t, stdout, stdoutText, min(at, len(stdoutText)))
+		if got := rs.next(t); got != "id -u\n" {
+			t.Fatalf("split %d: stdin %q, want the body", at, got)
+		}
+		if got := rs.next(t); got != "<EOF>" {
+			t.Fatalf("split %d: then %q", at, got)
+		}
+		bc.Flush()
+		if out.String() != "motd\n0\n" || errb.String() != "bashrc: warning\n" {
+			t.Fatalf("split %d: stdout %q stderr %q", at, out.String(), errb.String())
+		}
+	}
+}
+
+func testumSudo(body string) (spec testum.RunSpec) {
+	spec.Sudo = true
+	if body != "" {
+		spec.Script = &testum.Script{Interpreter: "sh", Body: body}
+	} else {
+		spec.Command = "id"
+	}
+	return spec
+}
+
+// TestBecomeWithoutPrompt: sudo that asks nothing (NOPASSWD, root, a cached
+// timestamp) never gets the password; a command gets EOF.
+func TestBecomeWithoutPrompt(t *testing.T) {
+	_, stdin, bc := Build(testumSudo(""), "pw")
+	var out bytes.Buffer
+	stdout := bc.Stdout(&out)
+	bc.Stderr(io.Discard)
+	rs := readAll(t, stdin)
+	rs.nothing(t)
+	writeSplit(t, stdout, bc.Success()+"\nroot\n", 3)
+	if got := rs.next(t); got != "<EOF>" {
+		t.Fatalf("stdin %q, want EOF and no password", got)
+	}
+	if out.String() != "root\n" || bc.Refused() {
+		t.Fatalf("stdout %q refused %v", out.String(), bc.Refused())
+	}
+}
+
+// TestBecomeSecondPromptIsARefusal: the second prompt ends stdin.
+func TestBecomeSecondPromptIsARefusal(t *testing.T) {
+	_, stdin, bc := Build(testumSudo("id"), "wrong")
+	var errb bytes.Buffer
+	bc.Stdout(io.Discard)
+	stderr := bc.Stderr(&errb)
+	rs := readAll(t, stdin)
+	writeSplit(t, stderr, bc.Prompt(), 4)
+	if got := rs.next(t); got != "wrong\n" {
+		t.Fatalf("stdin %q", got)
+	}
+	writeSplit(t, stderr, "Sorry, try again.\n"+bc.Prompt(), 20)
+	if got := rs.next(t); got != "<EOF>" || !bc.Refused() {
+		t.Fatalf("stdin %q refused %v", got, bc.Refused())
+	}
+	if strings.Contains(errb.String(), bc.Prompt()) || errb.String() != "Sorry, try again.\n" {
+		t.Fatalf("stderr %q", errb.String())
+	}
+}
+
+// TestBecomeEndsWithTheCommand: a Read still waiting ends when the command
+// ends, and what was held back as a possible marker start is passed on.
+func TestBecomeEndsWithTheCommand(t *testing.T) {
+	_, stdin, bc := Build(testumSudo("id"), "pw")
+	var out, errb bytes.Buffer
+	stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
+	rs := readAll(t, stdin)
+	_, _ = stdout.Write([]byte("x" + bc.Success()[:5]))
+	_, _ = stderr.Write([]byte("sudo: not in sudoers\n" + bc.Prompt()[:7]))
+	bc.CommandEnded()
+	if got := rs.next(t); got != "<EOF>" {
+		t.Fatalf("stdin %q", got)
+	}
+	bc.Flush()
+	if out.String() != "x"+bc.Success()[:5] || errb.String() != "sudo: not in sudoers\n"+bc.Prompt()[:7] {
+		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	}
+}
+
+func TestPartialTail(t *testing.T) {
+	for _, tc := range []struct {
+		b, token string
+		want     int
+	}{
+		{"", "abc", 0}, {"xyz", "abc", 0}, {"xa", "abc", 1}, {"xab", "abc", 2},
+		{"abc", "abc", 0}, // a whole token is not a partial one
+		{"aab", "aabx", 3}, {"ab", "aab", 0}, {"aa", "aab", 2},
+	} {
+		if got := PartialTail([]byte(tc.b), []byte(tc.token)); got != tc.want {
+			t.Errorf("PartialTail(%q, %q) = %d, want %d", tc.b, tc.token, got, tc.want)
+		}
+	}
+}
