@@ -16,16 +16,25 @@ const PasswordRefused = "sudo: the platform's password was refused"
 // password, done the way Ansible's become does it. sudo asks with a prompt
 // made up for this command (sudo -S -p), so the password goes to stdin only
 // when sudo really asks: a NOPASSWD sudoer, a root login or a cached sudo
-// timestamp never read it. The root shell first echoes a success marker on
-// stdout, and the script body (or the EOF of a command) is held back until
-// it appears, so nothing meant for sudo reaches the command. Neither marker
-// reaches the transcript. A second prompt means the password was refused:
-// stdin then ends, so sudo gives up instead of waiting.
+// timestamp never read it. The root shell first echoes a success marker,
+// and the script body (or the EOF of a command) is held back until it
+// appears, so nothing meant for sudo reaches the command. A second prompt
+// means the password was refused: stdin then ends, so sudo gives up instead
+// of waiting.
 //
-// Become is the command's stdin (Read); Stdout and Stderr wrap the
-// transcript's writers; CommandEnded (called by sshx.Run) unblocks a Read
-// still waiting when the command ends; Flush passes on what the writers
-// held back, once the command's output is complete.
+// sudo prints its prompt on stderr and the root shell echoes the marker on
+// stderr too. stdout and stderr are separate SSH streams copied by separate
+// goroutines, so only the order within one stream is the order the host
+// wrote it: with both markers on stderr, a prompt that comes after the
+// success marker was printed by the command (which can read the prompt from
+// sudo's command line), not by sudo, and is never answered. Before success
+// both markers are removed from stderr; after it stderr is passed on
+// untouched, a prompt look-alike included, and stdout is never looked at.
+//
+// Become is the command's stdin (Read); Stderr wraps the transcript's
+// stderr writer; CommandEnded (called by sshx.Run) unblocks a Read still
+// waiting when the command ends; Flush passes on what was held back, once
+// the command's output is complete.
 type Become struct {
 	prompt   string
 	success  string
@@ -39,17 +48,21 @@ type Become struct {
 	succeeded bool
 	refused   bool
 	ended     bool
-	out, err  cutter
-	outW      io.Writer
+	err       cutter // stderr before success: tokens[tokPrompt], tokens[tokSuccess]
 	errW      io.Writer
 }
+
+// The tokens Become looks for on stderr, by index in its cutter.
+const (
+	tokPrompt = iota
+	tokSuccess
+)
 
 func newBecome(password string, body io.Reader) *Become {
 	b := &Become{prompt: marker("testum-sudo-prompt-") + ":", success: marker("testum-sudo-ok-"),
 		password: []byte(password + "\n"), body: body}
 	b.cond.L = &b.mu
-	b.out.token = []byte(b.success + "\n")
-	b.err.token = []byte(b.prompt)
+	b.err.tokens = [][]byte{tokPrompt: []byte(b.prompt), tokSuccess: []byte(b.success + "\n")}
 	return b
 }
 
@@ -109,14 +122,12 @@ func (b *Become) CommandEnded() {
 	b.mu.Unlock()
 }
 
-// Stdout wraps the command's stdout writer: it removes the success marker.
-func (b *Become) Stdout(w io.Writer) io.Writer {
-	b.outW = w
-	return writerFunc(b.writeStdout)
-}
+// Stdout returns w: the markers are on stderr, so the command's stdout is
+// passed on as it comes.
+func (b *Become) Stdout(w io.Writer) io.Writer { return w }
 
-// Stderr wraps the command's stderr writer: it removes sudo's prompts and
-// answers the first one.
+// Stderr wraps the command's stderr writer: until the success marker it
+// removes sudo's prompts and the marker and answers the first prompt.
 func (b *Become) Stderr(w io.Writer) io.Writer {
 	b.errW = w
 	return writerFunc(b.writeStderr)
@@ -126,49 +137,37 @@ type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// Each stream is written by one goroutine, so the bytes decided under the
-// lock can be passed on after it, in order, without blocking Read while
-// the transcript applies back pressure.
-
-func (b *Become) writeStdout(p []byte) (int, error) {
-	b.mu.Lock()
-	if b.succeeded {
-		b.mu.Unlock()
-		return passOn(b.outW, len(p), p)
-	}
-	pass, found, rest := b.out.cut(p)
-	if found {
-		b.succeeded = true
-		b.cond.Broadcast()
-	}
-	b.mu.Unlock()
-	return passOn(b.outW, len(p), pass, rest)
-}
-
+// stderr is written by one goroutine, so the bytes decided under the lock
+// can be passed on after it, in order, without blocking Read while the
+// transcript applies back pressure.
 func (b *Become) writeStderr(p []byte) (int, error) {
 	n := len(p)
 	var passes [][]byte
 	b.mu.Lock()
-	for {
-		pass, found, rest := b.err.cut(p)
+	for !b.succeeded {
+		pass, which, rest := b.err.cut(p)
 		passes = append(passes, pass)
-		if !found {
+		p = rest
+		if which < 0 {
 			break
 		}
-		// The prompt is stripped whenever it appears; it only acts before
-		// the root shell started (it cannot be asked for after that).
-		b.prompts++
-		switch {
-		case b.succeeded:
-		case b.prompts == 1:
-			b.pending = b.password
+		switch which {
+		case tokSuccess:
+			// From here on stderr is the command's: nothing in it is sudo
+			// asking, whatever it looks like.
+			b.succeeded = true
 		default:
-			b.refused = true
-			b.pending = nil
+			b.prompts++
+			if b.prompts == 1 {
+				b.pending = b.password
+			} else {
+				b.refused = true
+				b.pending = nil
+			}
 		}
 		b.cond.Broadcast()
-		p = rest
 	}
+	passes = append(passes, p) // after success: untouched
 	b.mu.Unlock()
 	return passOn(b.errW, n, passes...)
 }
@@ -177,11 +176,10 @@ func (b *Become) writeStderr(p []byte) (int, error) {
 // marker. Call it once no more output comes (after sshx.Run returned).
 func (b *Become) Flush() {
 	b.mu.Lock()
-	out, err := b.out.held, b.err.held
-	b.out.held, b.err.held = nil, nil
+	held := b.err.held
+	b.err.held = nil
 	b.mu.Unlock()
-	_, _ = passOn(b.outW, 0, out)
-	_, _ = passOn(b.errW, 0, err)
+	_, _ = passOn(b.errW, 0, held)
 }
 
 func passOn(w io.Writer, n int, parts ...[]byte) (int, error) {
@@ -196,27 +194,37 @@ func passOn(w io.Writer, n int, parts ...[]byte) (int, error) {
 	return n, nil
 }
 
-// cutter finds a token in a stream that arrives in chunks split anywhere,
-// holding back only a tail that may be the token's beginning.
+// cutter finds the earliest of a few tokens in a stream that arrives in
+// chunks split anywhere, holding back only a tail that may be the beginning
+// of one of them. No token may be a prefix of another.
 type cutter struct {
-	token []byte
-	held  []byte
+	tokens [][]byte
+	held   []byte
 }
 
-// cut looks for the token in what is held followed by p. It returns the
-// bytes that can be passed on, whether the token was found, and, if it
-// was, the bytes after it (not looked at yet). The returned slices are the
-// caller's: p is not retained.
-func (c *cutter) cut(p []byte) (pass []byte, found bool, rest []byte) {
+// cut looks for the tokens in what is held followed by p. It returns the
+// bytes that can be passed on, which token was found first (its index, -1
+// for none), and, if one was, the bytes after it (not looked at yet). The
+// returned slices are the caller's: p is not retained.
+func (c *cutter) cut(p []byte) (pass []byte, which int, rest []byte) {
 	buf := make([]byte, 0, len(c.held)+len(p))
 	buf = append(append(buf, c.held...), p...)
 	c.held = nil
-	if i := bytes.Index(buf, c.token); i >= 0 {
-		return buf[:i], true, buf[i+len(c.token):]
+	at, which := -1, -1
+	for k, tok := range c.tokens {
+		if i := bytes.Index(buf, tok); i >= 0 && (at < 0 || i < at) {
+			at, which = i, k
+		}
 	}
-	k := PartialTail(buf, c.token)
-	c.held = buf[len(buf)-k:]
-	return buf[:len(buf)-k], false, nil
+	if which >= 0 {
+		return buf[:at], which, buf[at+len(c.tokens[which]):]
+	}
+	keep := 0
+	for _, tok := range c.tokens {
+		keep = max(keep, PartialTail(buf, tok))
+	}
+	c.held = buf[len(buf)-keep:]
+	return buf[:len(buf)-keep], -1, nil
 }
 
 // PartialTail returns the length of the longest tail of b that is a proper

@@ -75,35 +75,102 @@ func writeSplit(t *testing.T, w io.Writer, s string, at int) {
 	}
 }
 
+// all waits for stdin to end and returns everything it gave.
+func (rs *reads) all(t *testing.T) string {
+	t.Helper()
+	var got strings.Builder
+	for range 1000 {
+		b := rs.next(t)
+		if b == "<EOF>" {
+			return got.String()
+		}
+		got.WriteString(b)
+	}
+	t.Fatal("stdin did not end")
+	return ""
+}
+
 // TestBecomeAnswersOnlyItsPrompt: at every split point of the prompt and
-// of the success marker, the password goes out only after the whole prompt,
-// the body only after the whole marker, and neither marker is passed on.
+// of the success marker (both on stderr), the password goes out only after
+// the whole prompt, the body only after the whole marker, neither marker is
+// passed on, and stdout is passed on untouched.
 func TestBecomeAnswersOnlyItsPrompt(t *testing.T) {
 	_, _, probe := Build(testumSudo("id -u"), "pw")
-	for at := 0; at <= len(probe.Prompt())+len(probe.Success())+1; at++ {
+	for at := 0; at <= len(probe.Prompt())+len(probe.Success())+20; at++ {
 		_, stdin, bc := Build(testumSudo("id -u"), "pw")
 		var out, errb bytes.Buffer
 		stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
 		rs := readAll(t, stdin)
 
-		stderrText := "bashrc: warning\n" + bc.Prompt()
-		writeSplit(t, stderr, stderrText, min(at, len(stderrText)))
+		promptText := "bashrc: warning\n" + bc.Prompt()
+		writeSplit(t, stderr, promptText, min(at, len(promptText)))
 		if got := rs.next(t); got != "pw\n" {
 			t.Fatalf("split %d: stdin %q, want the password", at, got)
 		}
 		rs.nothing(t)
-		stdoutText := "motd\n" + bc.Success() + "\n0\n"
-		writeSplit(t, stdout, stdoutText, min(at, len(stdoutText)))
-		if got := rs.next(t); got != "id -u\n" {
+		writeSplit(t, stdout, "motd\n", min(at, 5))
+		rs.nothing(t)
+		successText := "\n" + bc.Success() + "\nerr\n"
+		writeSplit(t, stderr, successText, min(at, len(successText)))
+		if got := rs.all(t); got != "id -u\n" {
 			t.Fatalf("split %d: stdin %q, want the body", at, got)
 		}
-		if got := rs.next(t); got != "<EOF>" {
-			t.Fatalf("split %d: then %q", at, got)
-		}
+		_, _ = stdout.Write([]byte("0\n"))
 		bc.Flush()
-		if out.String() != "motd\n0\n" || errb.String() != "bashrc: warning\n" {
+		if out.String() != "motd\n0\n" || errb.String() != "bashrc: warning\n\nerr\n" {
 			t.Fatalf("split %d: stdout %q stderr %q", at, out.String(), errb.String())
 		}
+	}
+}
+
+// TestBecomeIgnoresPromptsAfterSuccess: a command run by a NOPASSWD sudoer
+// can read sudo's prompt from its parent's command line and print it; on
+// stderr after the success marker, or anywhere on stdout, it is the
+// command's output, never sudo asking: stdin never gives the password, and
+// the look-alike is passed on as the command printed it. At every split
+// point of both tokens, in one chunk and in two.
+func TestBecomeIgnoresPromptsAfterSuccess(t *testing.T) {
+	_, _, probe := Build(testumSudo(""), "pw")
+	for at := 0; at <= len(probe.Success())+len(probe.Prompt())+2; at++ {
+		for _, body := range []string{"", "cat"} {
+			_, stdin, bc := Build(testumSudo(body), "pw")
+			var out, errb bytes.Buffer
+			stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
+			rs := readAll(t, stdin)
+			_, _ = stdout.Write([]byte(bc.Prompt()))
+			rs.nothing(t)
+			text := bc.Success() + "\n" + bc.Prompt()
+			writeSplit(t, stderr, text, min(at, len(text)))
+			_, _ = stderr.Write([]byte(bc.Prompt()))
+			want := ""
+			if body != "" {
+				want = body + "\n"
+			}
+			if got := rs.all(t); got != want {
+				t.Fatalf("split %d body %q: stdin %q, want %q and no password", at, body, got, want)
+			}
+			bc.Flush()
+			if out.String() != bc.Prompt() || errb.String() != bc.Prompt()+bc.Prompt() || bc.Refused() {
+				t.Fatalf("split %d: stdout %q stderr %q refused %v", at, out.String(), errb.String(), bc.Refused())
+			}
+		}
+	}
+}
+
+// TestBecomePromptAndSuccessInOneChunk: sudo's prompt and the root shell's
+// marker read in one piece still give the password once, then the body.
+func TestBecomePromptAndSuccessInOneChunk(t *testing.T) {
+	_, stdin, bc := Build(testumSudo("id"), "pw")
+	var errb bytes.Buffer
+	stderr := bc.Stderr(&errb)
+	rs := readAll(t, stdin)
+	_, _ = stderr.Write([]byte("a" + bc.Prompt() + "b" + bc.Success() + "\nc" + bc.Prompt()))
+	if got := rs.all(t); got != "pw\nid\n" {
+		t.Fatalf("stdin %q, want the password once then the body", got)
+	}
+	bc.Flush()
+	if errb.String() != "abc"+bc.Prompt() || bc.Refused() {
+		t.Fatalf("stderr %q refused %v", errb.String(), bc.Refused())
 	}
 }
 
@@ -121,17 +188,16 @@ func testumSudo(body string) (spec testum.RunSpec) {
 // timestamp) never gets the password; a command gets EOF.
 func TestBecomeWithoutPrompt(t *testing.T) {
 	_, stdin, bc := Build(testumSudo(""), "pw")
-	var out bytes.Buffer
-	stdout := bc.Stdout(&out)
-	bc.Stderr(io.Discard)
+	var errb bytes.Buffer
+	stderr := bc.Stderr(&errb)
 	rs := readAll(t, stdin)
 	rs.nothing(t)
-	writeSplit(t, stdout, bc.Success()+"\nroot\n", 3)
+	writeSplit(t, stderr, bc.Success()+"\nwarn\n", 3)
 	if got := rs.next(t); got != "<EOF>" {
 		t.Fatalf("stdin %q, want EOF and no password", got)
 	}
-	if out.String() != "root\n" || bc.Refused() {
-		t.Fatalf("stdout %q refused %v", out.String(), bc.Refused())
+	if errb.String() != "warn\n" || bc.Refused() {
+		t.Fatalf("stderr %q refused %v", errb.String(), bc.Refused())
 	}
 }
 
@@ -139,7 +205,6 @@ func TestBecomeWithoutPrompt(t *testing.T) {
 func TestBecomeSecondPromptIsARefusal(t *testing.T) {
 	_, stdin, bc := Build(testumSudo("id"), "wrong")
 	var errb bytes.Buffer
-	bc.Stdout(io.Discard)
 	stderr := bc.Stderr(&errb)
 	rs := readAll(t, stdin)
 	writeSplit(t, stderr, bc.Prompt(), 4)
@@ -158,19 +223,27 @@ func TestBecomeSecondPromptIsARefusal(t *testing.T) {
 // TestBecomeEndsWithTheCommand: a Read still waiting ends when the command
 // ends, and what was held back as a possible marker start is passed on.
 func TestBecomeEndsWithTheCommand(t *testing.T) {
-	_, stdin, bc := Build(testumSudo("id"), "pw")
-	var out, errb bytes.Buffer
-	stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
-	rs := readAll(t, stdin)
-	_, _ = stdout.Write([]byte("x" + bc.Success()[:5]))
-	_, _ = stderr.Write([]byte("sudo: not in sudoers\n" + bc.Prompt()[:7]))
-	bc.CommandEnded()
-	if got := rs.next(t); got != "<EOF>" {
-		t.Fatalf("stdin %q", got)
-	}
-	bc.Flush()
-	if out.String() != "x"+bc.Success()[:5] || errb.String() != "sudo: not in sudoers\n"+bc.Prompt()[:7] {
-		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	// A tail that may begin either token (they share a prefix), and one that
+	// begins only the success marker.
+	for _, n := range []int{7, len("testum-sudo-o")} {
+		_, stdin, bc := Build(testumSudo("id"), "pw")
+		var out, errb bytes.Buffer
+		stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
+		rs := readAll(t, stdin)
+		_, _ = stdout.Write([]byte("x" + bc.Success()[:5]))
+		held := bc.Prompt()[:n]
+		if n > 7 {
+			held = bc.Success()[:n]
+		}
+		_, _ = stderr.Write([]byte("sudo: not in sudoers\n" + held))
+		bc.CommandEnded()
+		if got := rs.next(t); got != "<EOF>" {
+			t.Fatalf("stdin %q", got)
+		}
+		bc.Flush()
+		if out.String() != "x"+bc.Success()[:5] || errb.String() != "sudo: not in sudoers\n"+held {
+			t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+		}
 	}
 }
 

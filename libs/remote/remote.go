@@ -83,7 +83,7 @@ func Quote(s string) string {
 // When the run asks for sudo and the platform logs in with a password
 // (sudoPassword), sudo -S asks with a prompt of its own and the returned
 // Become, which is also the stdin, answers it (see Become): the caller
-// wraps the command's output writers with it. Without a password sudo runs
+// wraps the command's stderr writer with it. Without a password sudo runs
 // non-interactively (-n) and fails clearly if it needs one.
 func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader, *Become) {
 	var inner string
@@ -135,7 +135,8 @@ func Build(spec testum.RunSpec, sudoPassword string) (string, io.Reader, *Become
 			body = strings.NewReader(stdin)
 		}
 		bc := newBecome(sudoPassword, body)
-		root = "echo " + bc.Success() + "\n" + root
+		// On stderr, after sudo's prompt in the same stream (see Become).
+		root = "echo " + bc.Success() + " >&2\n" + root
 		return "sudo -S -p " + Quote(bc.Prompt()) + " " + env.String() + "sh -c " + Quote(root), bc, bc
 	}
 	cmd := "sudo -n " + env.String() + "sh -c " + Quote(root)

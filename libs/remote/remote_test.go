@@ -51,7 +51,7 @@ func TestSudoAsksWithItsOwnPrompt(t *testing.T) {
 		t.Fatalf("no Become for a password sudo: %v", stdin)
 	}
 	if !strings.HasPrefix(cmd, "sudo -S -p "+Quote(bc.Prompt())+" ") || strings.Contains(cmd, "s3cret") ||
-		!strings.Contains(cmd, "echo "+bc.Success()) {
+		!strings.Contains(cmd, "echo "+bc.Success()+" >&2") {
 		t.Fatalf("cmd %q", cmd)
 	}
 	_, _, other := Build(testum.RunSpec{Sudo: true, Command: "id"}, "s3cret")

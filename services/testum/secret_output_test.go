@@ -112,6 +112,52 @@ func TestSudoNeverHandsThePasswordToTheCommand(t *testing.T) {
 	clean(t, "refused", rootpw.Password, all...)
 }
 
+// TestSudoIgnoresAPromptTheCommandPrints: a NOPASSWD sudoer's command can
+// read sudo's prompt from its ancestors' command lines (sudo -S -p ...) and
+// print it on stderr right after the root shell's success marker. stdout
+// and stderr reach the executor as two unordered streams, so with the
+// marker on stdout the fake prompt could be seen first and answered with
+// the platform's password, which the command then read from stdin. Both
+// markers share stderr now: the command must read nothing. The old bug was
+// a race, so this runs a few times; the command says "found" when it found
+// the prompt, so each run really tries.
+func TestSudoIgnoresAPromptTheCommandPrints(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	nopw := sshd.NewUser(t)
+	sshd.AllowSudoNoPassword(t, nopw)
+	s := startServe(t, nil)
+	id := s.createPlatform(t, map[string]any{"name": "nopwfake01", "host": sshd.Addr(663), "port": sshd.Port,
+		"username": nopw.Name, "auth_method": "password", "password": nopw.Password})
+	// Walk up at most 5 ancestors (sudo is the root shell's parent on this
+	// host; a sudo with a pty has a monitor in between), print the prompt
+	// on stderr, then show what stdin gives, in hex so that the masking of
+	// the password in output cannot hide it.
+	const cmd = `p=$$; i=0; f=
+while [ $i -lt 5 ] && [ -z "$f" ] && [ "$p" -gt 1 ]; do
+  p=$(awk '/^PPid:/ {print $2}' /proc/$p/status)
+  f=$(tr '\0' ' ' < /proc/$p/cmdline | grep -o 'testum-sudo-prompt-[0-9a-f]*:' | head -1)
+  i=$((i+1))
+done
+[ -n "$f" ] && echo found
+printf '%s' "$f" >&2
+echo "stdin:$(head -c 200 | od -An -tx1 | tr -d ' \n')"`
+	for run := range 5 {
+		state, stdout, stderr, archived, hostErr := s.runSeen(t, id, map[string]any{"command": cmd, "sudo": true})
+		if state != "succeeded" || stdout != "found\nstdin:\n" {
+			t.Fatalf("run %d: %s, stdout %q (want the prompt found and nothing on stdin) stderr %q %s", run, state, stdout, stderr, hostErr)
+		}
+		if !strings.HasPrefix(stderr, "testum-sudo-prompt-") {
+			t.Fatalf("run %d: stderr %q, want the printed prompt passed on", run, stderr)
+		}
+		for _, x := range []string{stdout, stderr, archived, hostErr} {
+			if strings.Contains(x, nopw.Password) || strings.Contains(x, "********") || strings.Contains(x, "testum-sudo-ok-") {
+				t.Fatalf("run %d: output shows the password or the success marker: %q", run, x)
+			}
+		}
+	}
+}
+
 // outputEverywhere is a run's output as the WebSocket, the archived log and
 // the summary show it.
 func (s *server) outputEverywhere(t *testing.T, runID string) (ws, archived, summary string) {
