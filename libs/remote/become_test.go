@@ -54,15 +54,40 @@ func (rs *reads) next(t *testing.T) string {
 	return ""
 }
 
-// nothing checks that stdin has given nothing so far.
-func (rs *reads) nothing(t *testing.T) {
+// nothing checks that stdin has given nothing so far and that nothing is
+// due: the decisions are read from Become itself, so a password or body
+// released too early is caught whether or not the reading goroutine has
+// run yet. prompts is how many prompts Become should have seen.
+func (rs *reads) nothing(t *testing.T, bc *Become, prompts int) {
 	t.Helper()
+	bc.mu.Lock()
+	seen, started, over := bc.prompts, bc.succeeded, bc.ended || bc.refused
+	bc.mu.Unlock()
+	if seen != prompts || started || over {
+		t.Fatalf("Become decided too early: %d prompts (want %d), root shell started %v, stdin over %v", seen, prompts, started, over)
+	}
 	select {
 	case b := <-rs.got:
 		t.Fatalf("stdin gave %q too early", b)
 	case <-rs.done:
 		t.Fatal("stdin ended too early")
 	default:
+	}
+}
+
+// writeHalves writes s in two parts split at at, checking between them
+// that nothing is due when the first part holds less than token's end.
+func writeHalves(t *testing.T, rs *reads, bc *Become, w io.Writer, s string, at, tokenEnd, prompts int) {
+	t.Helper()
+	at = min(at, len(s))
+	if _, err := w.Write([]byte(s[:at])); err != nil {
+		t.Fatal(err)
+	}
+	if at < tokenEnd {
+		rs.nothing(t, bc, prompts)
+	}
+	if _, err := w.Write([]byte(s[at:])); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -103,15 +128,15 @@ func TestBecomeAnswersOnlyItsPrompt(t *testing.T) {
 		rs := readAll(t, stdin)
 
 		promptText := "bashrc: warning\n" + bc.Prompt()
-		writeSplit(t, stderr, promptText, min(at, len(promptText)))
+		writeHalves(t, rs, bc, stderr, promptText, at, len(promptText), 0)
 		if got := rs.next(t); got != "pw\n" {
 			t.Fatalf("split %d: stdin %q, want the password", at, got)
 		}
-		rs.nothing(t)
+		rs.nothing(t, bc, 1)
 		writeSplit(t, stdout, "motd\n", min(at, 5))
-		rs.nothing(t)
+		rs.nothing(t, bc, 1)
 		successText := "\n" + bc.Success() + "\nerr\n"
-		writeSplit(t, stderr, successText, min(at, len(successText)))
+		writeHalves(t, rs, bc, stderr, successText, at, len(bc.Success())+2, 1)
 		if got := rs.all(t); got != "id -u\n" {
 			t.Fatalf("split %d: stdin %q, want the body", at, got)
 		}
@@ -138,7 +163,7 @@ func TestBecomeIgnoresPromptsAfterSuccess(t *testing.T) {
 			stdout, stderr := bc.Stdout(&out), bc.Stderr(&errb)
 			rs := readAll(t, stdin)
 			_, _ = stdout.Write([]byte(bc.Prompt()))
-			rs.nothing(t)
+			rs.nothing(t, bc, 0)
 			text := bc.Success() + "\n" + bc.Prompt()
 			writeSplit(t, stderr, text, min(at, len(text)))
 			_, _ = stderr.Write([]byte(bc.Prompt()))
@@ -191,8 +216,8 @@ func TestBecomeWithoutPrompt(t *testing.T) {
 	var errb bytes.Buffer
 	stderr := bc.Stderr(&errb)
 	rs := readAll(t, stdin)
-	rs.nothing(t)
-	writeSplit(t, stderr, bc.Success()+"\nwarn\n", 3)
+	rs.nothing(t, bc, 0)
+	writeHalves(t, rs, bc, stderr, bc.Success()+"\nwarn\n", 3, len(bc.Success())+1, 0)
 	if got := rs.next(t); got != "<EOF>" {
 		t.Fatalf("stdin %q, want EOF and no password", got)
 	}
