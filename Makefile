@@ -3,8 +3,10 @@ SHELL := /bin/bash
 GO      ?= go
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 SQLC    := $(GOBIN)/sqlc
+OAPI_CODEGEN := $(GOBIN)/oapi-codegen
 MINIO   := $(GOBIN)/minio
 SQLC_VERSION  := v1.31.1
+OAPI_CODEGEN_VERSION := v2.8.2
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c # what @latest resolved to on 2026-12-01 (MinIO tags are not semver)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -62,14 +64,25 @@ deps-apt:
 
 deps-go:
 	@test -x $(SQLC) || { echo "building sqlc $(SQLC_VERSION)"; $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION); }
+	@$(OAPI_CODEGEN) -version 2>/dev/null | grep -qx '$(OAPI_CODEGEN_VERSION)' || { echo "building oapi-codegen $(OAPI_CODEGEN_VERSION)"; $(GO) install github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@$(OAPI_CODEGEN_VERSION); }
 	@test -x $(MINIO) || { echo "building minio"; $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 
+# The Go client and types of the HTTP API come from libs/api/openapi.yaml;
+# the console's TypeScript types too, when npm is there.
+API_CLIENT := libs/api/client
 generate:
 	$(SQLC) generate
+	cd $(API_CLIENT) && $(OAPI_CODEGEN) -config oapi-codegen.yaml ../openapi.yaml
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(WEB)/node_modules/.package-lock.json && cd $(WEB) && npm run --silent gen:api; fi
 
 # The generated code is committed; regeneration must not change it.
 check-generated:
 	$(SQLC) diff
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  sed 's|^output: .*|output: '"$$tmp"'/api.gen.go|' $(API_CLIENT)/oapi-codegen.yaml > $$tmp/cfg.yaml && \
+	  (cd $(API_CLIENT) && $(OAPI_CODEGEN) -config $$tmp/cfg.yaml ../openapi.yaml) && \
+	  diff -u $(API_CLIENT)/api.gen.go $$tmp/api.gen.go || { echo "$(API_CLIENT)/api.gen.go is stale: run make generate" >&2; exit 1; }
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(WEB)/node_modules/.package-lock.json && cd $(WEB) && npm run --silent gen:api:check; fi
 
 vet:
 	$(GO) vet ./...

@@ -29,19 +29,16 @@ var statusOf = map[testum.Code]int{
 func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
-		msg, code := fe.Message, codeOfStatus(fe.Code)
-		switch fe.Code {
-		case fiber.StatusRequestEntityTooLarge:
-			msg, code = "request body too large", "body_too_large"
-		case fiber.StatusUnsupportedMediaType:
-			code = "unsupported_media_type"
+		msg := fe.Message
+		if fe.Code == fiber.StatusRequestEntityTooLarge {
+			msg = "request body too large"
 		}
-		return c.Status(fe.Code).JSON(api.Error{Error: msg, Code: code})
+		return c.Status(fe.Code).JSON(api.Error{Error: msg, Code: codeOfStatus(fe.Code)})
 	}
 	var te *testum.Error
 	if errors.As(err, &te) {
-		status := statusOf[te.Code]
-		if status == 0 {
+		status, known := statusOf[te.Code]
+		if !known {
 			status = http.StatusInternalServerError
 		}
 		if status >= 500 {
@@ -53,8 +50,11 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 			}
 		}
 		code := te.Reason
-		if code == "" {
+		if code == "" && known {
 			code = string(te.Code)
+		}
+		if code == "" {
+			code = string(testum.CodeInternal)
 		}
 		return c.Status(status).JSON(api.Error{Error: te.Message, Code: code})
 	}
@@ -68,13 +68,32 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 	return c.Status(http.StatusInternalServerError).JSON(api.Error{Error: "internal error", Code: string(testum.CodeInternal)})
 }
 
+// statusCodes names the codes of the statuses that only Fiber and fasthttp
+// answer with: a body over the limit, a method not allowed, a request or its
+// headers too slow or too large, a plain GET of a WebSocket route.
+var statusCodes = map[int]string{
+	http.StatusMethodNotAllowed:            "method_not_allowed",
+	http.StatusRequestTimeout:              "request_timeout",
+	http.StatusRequestEntityTooLarge:       "body_too_large",
+	http.StatusUnsupportedMediaType:        "unsupported_media_type",
+	http.StatusUpgradeRequired:             "upgrade_required",
+	http.StatusRequestHeaderFieldsTooLarge: "headers_too_large",
+}
+
 // codeOfStatus names the code of a Fiber error (a route that does not
-// exist, a method not allowed) by its status, when one code has it.
+// exist, a method not allowed) by its status. Every status has one: a
+// status no code names falls back to its class, invalid or internal.
 func codeOfStatus(status int) string {
+	if code, ok := statusCodes[status]; ok {
+		return code
+	}
 	for code, st := range statusOf {
 		if st == status {
 			return string(code)
 		}
 	}
-	return ""
+	if status >= 500 {
+		return string(testum.CodeInternal)
+	}
+	return string(testum.CodeInvalid)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/sshx"
@@ -145,6 +146,7 @@ type Gateway struct {
 	refusal *refusalLog // rate limit of refusal audit entries
 
 	table []Route // the API surface, in registration order
+	spec  []byte  // the OpenAPI document, as JSON
 
 	wsOpen wsSessions // WebSockets open per session (ws.go)
 }
@@ -169,9 +171,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	spec, err := api.OpenAPIJSON()
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
 		log: cfg.Logger.With("component", "gateway"), tokens: tokens, now: cfg.Now, proxies: proxies,
-		refusal: newRefusalLog()}
+		refusal: newRefusalLog(), spec: spec}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "testum",
 		DisableStartupMessage: true,

@@ -24,6 +24,7 @@ func (g *Gateway) routes() {
 
 	g.handle("GET", "/healthz", "health.read", g.healthz)
 	g.handle("GET", "/readyz", "health.read", g.readyz)
+	g.handle("GET", "/api/openapi.json", "console.read", g.openapi) // public, like the console's files
 
 	g.handle("POST", "/api/auth/login", "auth.login", g.login)
 	g.handle("POST", "/api/auth/logout", "auth.self", g.logout)
