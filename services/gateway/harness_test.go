@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/api/apitest"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
@@ -25,7 +26,12 @@ import (
 	"github.com/testum/testum/services/gateway"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
+// TestMain validates every response the tests get through http.DefaultClient
+// against the OpenAPI document.
+func TestMain(m *testing.M) {
+	http.DefaultClient = &http.Client{Transport: apitest.Transport(http.DefaultTransport)}
+	os.Exit(apitest.Main(testenv.Run(m)))
+}
 
 const (
 	rootName = "root"
@@ -195,7 +201,7 @@ func (c *client) do(method, path string, body any) response {
 		data, _ := json.Marshal(b)
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, c.base+path, rd)
+	req, err := http.NewRequestWithContext(apitest.WithTest(context.Background(), c.t), method, c.base+path, rd)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -249,7 +255,7 @@ func (c *client) login(user, key string) loginResp {
 // loginCookie logs c in the console's way: cookies, CSRF header.
 func (c *client) loginCookie(user, key string) loginResp {
 	c.t.Helper()
-	req, _ := http.NewRequest("POST", c.base+"/api/auth/login", strings.NewReader(`{"username":"`+user+`","password":"`+key+`"}`))
+	req, _ := http.NewRequestWithContext(apitest.WithTest(context.Background(), c.t), "POST", c.base+"/api/auth/login", strings.NewReader(`{"username":"`+user+`","password":"`+key+`"}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

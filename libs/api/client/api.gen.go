@@ -560,7 +560,7 @@ type DeployRequest struct {
 	// Targets For /api/keys/deploy and /api/keys/revoke; the platform of the path otherwise.
 	Targets *Targets `json:"targets,omitempty"`
 
-	// Timeout Per host
+	// Timeout Per host, seconds.
 	Timeout *int `json:"timeout,omitempty"`
 }
 
@@ -763,7 +763,7 @@ type Platform struct {
 	LastContactAt  *time.Time    `json:"last_contact_at"`
 	Name           string        `json:"name"`
 
-	// OfferedHostKeyFingerprint A different key the host presented
+	// OfferedHostKeyFingerprint A different key the host presented, awaiting acceptance.
 	OfferedHostKeyFingerprint *string `json:"offered_host_key_fingerprint,omitempty"`
 	Port                      int     `json:"port"`
 
@@ -907,7 +907,7 @@ type RunRequest struct {
 	Batch   *Amount `json:"batch,omitempty"`
 	Command *string `json:"command,omitempty"`
 
-	// Deadline The whole run
+	// Deadline The whole run, seconds.
 	Deadline *int `json:"deadline,omitempty"`
 
 	// Dir Working directory on the host.
@@ -928,7 +928,7 @@ type RunRequest struct {
 	// Targets The hosts of a run; the union of every selector given.
 	Targets Targets `json:"targets"`
 
-	// Timeout Per host
+	// Timeout Per host, seconds.
 	Timeout *int `json:"timeout,omitempty"`
 }
 
@@ -1001,7 +1001,7 @@ type SummaryGroup struct {
 	Hosts string   `json:"hosts"`
 	Names []string `json:"names"`
 
-	// Output The output itself
+	// Output The output itself, when at most 64 KiB.
 	Output *string   `json:"output,omitempty"`
 	State  HostState `json:"state"`
 }
@@ -1284,7 +1284,7 @@ type UserListParams struct {
 
 // WsTaskParams defines parameters for WsTask.
 type WsTaskParams struct {
-	// Since The last seq received (after
+	// Since The last seq received (after, seq and last_seq are aliases).
 	Since   *uint64             `form:"since,omitempty" json:"since,omitempty"`
 	After   *uint64             `form:"after,omitempty" json:"after,omitempty"`
 	Seq     *uint64             `form:"seq,omitempty" json:"seq,omitempty"`
