@@ -3,259 +3,54 @@
 // login is kept in memory (and read back from the testum_csrf cookie after
 // a reload) and sent as X-CSRF-Token on every state-changing request.
 
-export interface User {
-  id: number;
-  username: string;
-  role: Role;
-  created_at: string;
-  key_changed_at: string;
-  last_login_at: string | null;
-}
-export type Role = 'admin' | 'extended_admin' | 'super_admin';
+import type { components } from './api-types';
+
+// The wire types are generated from libs/api/openapi.yaml into api-types.ts
+// (npm run gen:api); these are their names in the console.
+type Schemas = components['schemas'];
+
+export type User = Schemas['User'];
+export type Role = Schemas['Role'];
 export const roles: Role[] = ['admin', 'extended_admin', 'super_admin'];
 
-export interface LoginResponse {
-  access_token: string;
-  token_type: string;
-  expires_at: string;
-  csrf_token: string;
-  user: User;
-}
-
-export interface Me {
-  user: User;
-  session_id: string;
-  permissions: string[];
-  idle_timeout_seconds: number;
-}
-
-export interface Platform {
-  id: number;
-  name: string;
-  host: string;
-  port: number;
-  username: string;
-  auth_method: string;
-  credential_id: number | null;
-  labels: Record<string, string>;
-  jump_platform_id: number | null;
-  host_key_policy: string;
-  host_key_fingerprint: string;
-  offered_host_key_fingerprint?: string;
-  state: string;
-  state_detail?: string;
-  last_contact_at: string | null;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface PlatformRequest {
-  name: string;
-  host: string;
-  port?: number;
-  username: string;
-  auth_method: string;
-  password?: string;
-  private_key?: string;
-  passphrase?: string;
-  credential_id?: number;
-  labels?: Record<string, string> | string;
-  jump_platform_id?: number;
-  host_key_policy?: string;
-}
-
-export interface TestResult {
-  ok: boolean;
-  state: string;
-  message: string;
-  host_key_fingerprint?: string;
-  pinned?: boolean;
-  elapsed_ms: number;
-}
-
-export interface HostKeyInfo {
-  policy: string;
-  pinned?: string;
-  pinned_fingerprint?: string;
-  offered?: string;
-  offered_fingerprint?: string;
-  offered_at?: string;
-}
-
-export interface ImportRequest {
-  format: string;
-  content: string;
-  username: string;
-  auth_method: string;
-  password?: string;
-  private_key?: string;
-  credential_id?: number;
-  labels?: Record<string, string>;
-}
-export interface ImportItem {
-  name: string;
-  line?: number;
-  result: 'created' | 'skipped' | 'rejected';
-  reason?: string;
-  platform_id?: number;
-}
-
-export interface Credential {
-  id: number;
-  name: string;
-  kind: string;
-  has_passphrase: boolean;
-  public_key: string;
-  fingerprint: string;
-  created_at: string;
-}
-
-export interface SSHKey {
-  id: number;
-  name: string;
-  public_key: string;
-  fingerprint: string;
-  created_by: string;
-  created_at: string;
-}
-
-export interface Targets {
-  platform_ids?: number[];
-  labels?: string;
-  hosts?: string;
-}
-
-export interface Script {
-  interpreter?: string;
-  body: string;
-  args?: string[];
-}
-
-export interface RunRequest {
-  command?: string;
-  script?: Script;
-  targets: Targets;
-  parallelism?: number;
-  timeout?: number;
-  batch?: string | number;
-  max_failures?: string | number;
-}
-
-export interface RunCreated {
-  id: string;
-  task_id: string;
-  state: string;
-  hosts: number;
-}
-
-export interface Preview {
-  count: number;
-  hosts: string;
-  names: string[];
-}
-
-export interface RunHost {
-  idx: number;
-  platform_id: number | null;
-  name: string;
-  address: string;
-  state: string;
-  exit_code: number | null;
-  signal?: string;
-  error?: string;
-  attempt: number;
-  executor?: string;
-  output_bytes: number;
-  truncated: boolean;
-  started_at: string | null;
-  finished_at: string | null;
-  duration_ms: number | null;
-}
-
-export interface Run {
-  id: string;
-  state: string;
-  kind: string;
-  command: string;
-  script?: Script;
-  targets: Record<string, unknown>;
-  parallelism: number;
-  timeout: number;
-  batch?: string;
-  max_failures?: string;
-  host_count: number;
-  counts?: Record<string, number>;
-  created_by: string;
-  parent_run_id: string | null;
-  abort_reason?: string;
-  error?: string;
-  cancel_requested: boolean;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  hosts?: RunHost[];
-}
-
-export interface SummaryGroup {
-  hosts: string;
-  names: string[];
-  count: number;
-  state: string;
-  exit_code: number | null;
-  digest: string;
-  bytes: number;
-  output?: string;
-}
-
-export interface Executor {
-  id: string;
-  hostname: string;
-  pid: number;
-  slots: number;
-  started_at: string;
-  heartbeat_at: string;
-}
-
-export interface Session {
-  id: string;
-  user_id: number;
-  username: string;
-  role: string;
-  active: boolean;
-  created_at: string;
-  last_activity: string;
-  expires_at: string;
-  ended_at?: string;
-  end_reason?: string;
-  ip: string;
-  user_agent: string;
-}
-
-export interface AuditEntry {
-  id: number;
-  at: string;
-  actor_id: number | null;
-  actor: string;
-  action: string;
-  target: string;
-  details: Record<string, unknown> | null;
-  ip: string;
-  outcome: string;
-}
+export type ErrorBody = Schemas['Error'];
+export type ErrorCode = Schemas['ErrorCode'];
+export type LoginResponse = Schemas['LoginResponse'];
+export type Me = Schemas['Me'];
+export type Platform = Schemas['Platform'];
+export type PlatformRequest = Schemas['PlatformRequest'];
+export type TestResult = Schemas['TestResult'];
+export type HostKeyInfo = Schemas['HostKeyInfo'];
+// The import dialog and the run view hold these fields as the strings their
+// select and the stream give them; the document names the values.
+export type ImportRequest = Omit<Schemas['ImportRequest'], 'format'> & { format?: string };
+export type ImportItem = Schemas['ImportItem'];
+export type ImportResult = Schemas['ImportResult'];
+export type Credential = Schemas['Credential'];
+export type CredentialRequest = Schemas['CredentialRequest'];
+export type SSHKey = Schemas['SSHKey'];
+export type Identity = Schemas['Identity'];
+export type KeysRun = Schemas['KeysRun'];
+export type Targets = Schemas['Targets'];
+export type Script = Schemas['Script'];
+export type RunRequest = Schemas['RunRequest'];
+export type RunCreated = Schemas['RunCreated'];
+export type RunState = Schemas['RunState'];
+export type HostState = Schemas['HostState'];
+export type Preview = Schemas['Preview'];
+export type RunHost = Schemas['RunHost'];
+export type Run = Omit<Schemas['Run'], 'state'> & { state: string };
+export type CancelResponse = Schemas['CancelResponse'];
+export type SummaryGroup = Schemas['SummaryGroup'];
+export type RunSummary = Schemas['RunSummary'];
+export type Executor = Schemas['Executor'];
+export type Session = Schemas['Session'];
+export type AuditEntry = Schemas['AuditEntry'];
+export type UserCreated = Schemas['UserCreated'];
+export type MasterKey = Schemas['MasterKey'];
 
 // WSMessage is one message of /ws/tasks/{run}.
-export interface WSMessage {
-  type: 'stdout' | 'stderr' | 'status' | 'exit' | 'error' | 'done';
-  host?: string;
-  seq: number;
-  payload: string;
-  encoding?: 'base64';
-  idx?: number;
-  state?: string;
-  exit_code?: number;
-  signal?: string;
-  at?: string;
-}
+export type WSMessage = Schemas['WSMessage'];
 
 export interface Page<T> {
   items: T[];
@@ -364,38 +159,38 @@ export const api = {
   hostKey: (id: number) => json<HostKeyInfo>('GET', `/api/platforms/${id}/host_key`),
   hostKeyAccept: (id: number, fingerprint: string) => json<HostKeyInfo>('POST', `/api/platforms/${id}/host_key/accept`, { fingerprint }),
   deployKeys: (id: number, keyIDs: number[], identity: boolean) =>
-    json<RunCreated>('POST', `/api/platforms/${id}/deploy_keys`, { key_ids: keyIDs, identity }),
+    json<KeysRun>('POST', `/api/platforms/${id}/deploy_keys`, { key_ids: keyIDs, identity }),
   revokeKeys: (id: number, keyIDs: number[], identity: boolean) =>
-    json<RunCreated>('POST', `/api/platforms/${id}/revoke_keys`, { key_ids: keyIDs, identity }),
-  platformImport: (r: ImportRequest) => json<{ created: number; items: ImportItem[] }>('POST', '/api/platforms/import', r),
+    json<KeysRun>('POST', `/api/platforms/${id}/revoke_keys`, { key_ids: keyIDs, identity }),
+  platformImport: (r: ImportRequest) => json<ImportResult>('POST', '/api/platforms/import', r),
 
   credentials: (q?: Query) => list<Credential>('/api/credentials', q),
-  credentialCreate: (c: { name: string; kind: string; password?: string; private_key?: string; passphrase?: string }) =>
+  credentialCreate: (c: CredentialRequest) =>
     json<Credential>('POST', '/api/credentials', c),
   credentialDelete: (id: number) => json<void>('DELETE', `/api/credentials/${id}`),
 
   keys: (q?: Query) => list<SSHKey>('/api/keys/', q),
   keyCreate: (name: string, publicKey: string) => json<SSHKey>('POST', '/api/keys/', { name, public_key: publicKey }),
   keyDelete: (id: number) => json<void>('DELETE', `/api/keys/${id}`),
-  identity: () => json<{ credential_id: number; public_key: string; fingerprint: string }>('GET', '/api/keys/identity'),
+  identity: () => json<Identity>('GET', '/api/keys/identity'),
 
   runs: (q?: Query) => list<Run>('/api/runs', q),
   run: (id: string) => json<Run>('GET', `/api/runs/${enc(id)}`),
   runCreate: (r: RunRequest) => json<RunCreated>('POST', '/api/runs', r),
   runPreview: (t: Targets) => json<Preview>('POST', '/api/runs/preview', t),
-  runCancel: (id: string) => json<{ id: string; state: string }>('POST', `/api/runs/${enc(id)}/cancel`, {}),
+  runCancel: (id: string) => json<CancelResponse>('POST', `/api/runs/${enc(id)}/cancel`, {}),
   runRerun: (id: string, only: 'failed' | 'all') => json<RunCreated>('POST', `/api/runs/${enc(id)}/rerun`, { only }),
-  runSummary: (id: string) => json<{ run_id: string; groups: SummaryGroup[] | null }>('GET', `/api/runs/${enc(id)}/summary`),
+  runSummary: (id: string) => json<RunSummary>('GET', `/api/runs/${enc(id)}/summary`),
   runLogsURL: (id: string) => `/api/runs/${enc(id)}/logs`,
   hostLogURL: (id: string, idx: number) => `/api/runs/${enc(id)}/hosts/${idx}/log?format=text`,
 
   executors: () => list<Executor>('/api/executors'),
 
   users: (q?: Query) => list<User>('/api/users', q),
-  userCreate: (username: string, role: Role) => json<{ user: User; master_key: string }>('POST', '/api/users', { username, role }),
+  userCreate: (username: string, role: Role) => json<UserCreated>('POST', '/api/users', { username, role }),
   userUpdate: (id: number, role: Role) => json<User>('PUT', `/api/users/${id}`, { role }),
   userDelete: (id: number) => json<void>('DELETE', `/api/users/${id}`),
-  userResetKey: (id: number) => json<{ master_key: string }>('POST', `/api/users/${id}/reset_key`, {}),
+  userResetKey: (id: number) => json<MasterKey>('POST', `/api/users/${id}/reset_key`, {}),
   sessions: (q?: Query) => list<Session>('/api/sessions', q),
   sessionDelete: (id: string) => json<void>('DELETE', `/api/sessions/${enc(id)}`),
 

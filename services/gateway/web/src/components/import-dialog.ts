@@ -44,7 +44,7 @@ export function importDialog(done: () => void): void {
     try {
       const r = await api.platformImport(req);
       secret.value = '';
-      results.replaceChildren(...r.items.map((it) => h('tr', null, h('td', null, it.name), h('td', null, stateBadge(it.result)), h('td', { class: 'muted' }, it.reason ?? ''))));
+      results.replaceChildren(...(r.items ?? []).map((it) => h('tr', null, h('td', null, it.name), h('td', null, stateBadge(it.result)), h('td', { class: 'muted' }, it.reason ?? ''))));
       done();
     } catch (e) {
       err.show(e);
