@@ -20,6 +20,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/api/apitest"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -139,7 +140,7 @@ func call(t *testing.T, method, u string, body any, out any) (int, []byte) {
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, u, rd)
+	req, err := http.NewRequestWithContext(apitest.WithTest(context.Background(), t), method, u, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func call(t *testing.T, method, u string, body any, out any) (int, []byte) {
 	if tok := tokenFor(u); tok != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := contractClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
@@ -163,6 +164,10 @@ func call(t *testing.T, method, u string, body any, out any) (int, []byte) {
 	}
 	return resp.StatusCode, data
 }
+
+// contractClient validates every answer of call against the OpenAPI
+// document, failing the test that made the request.
+var contractClient = &http.Client{Transport: apitest.Transport(http.DefaultTransport)}
 
 // mustCall is call that fails the test unless the status is want.
 func mustCall(t *testing.T, want int, method, u string, body, out any) []byte {
@@ -235,8 +240,15 @@ func (s *server) wsCollect(t *testing.T, id string, since uint64, limit int) []a
 	for {
 		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
 		var m api.WSMessage
-		if err := conn.ReadJSON(&m); err != nil {
+		_, frame, err := conn.ReadMessage()
+		if err != nil {
 			t.Fatalf("websocket %s: read after %d messages: %v", id, len(msgs), err)
+		}
+		if msg := apitest.CheckWSMessage(frame); msg != "" {
+			t.Errorf("websocket %s: message %d breaks openapi.yaml: %s", id, len(msgs), msg)
+		}
+		if err := json.Unmarshal(frame, &m); err != nil {
+			t.Fatalf("websocket %s: message %d: %v", id, len(msgs), err)
 		}
 		msgs = append(msgs, m)
 		if m.Type == "done" || (limit > 0 && len(msgs) >= limit) {
