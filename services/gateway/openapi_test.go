@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/testum/testum/libs/api/apitest"
+	apiclient "github.com/testum/testum/libs/api/client"
 )
 
 var fiberParam = regexp.MustCompile(`:([A-Za-z_]+)`)
@@ -75,5 +77,53 @@ func TestOpenAPIServed(t *testing.T) {
 	if served.OpenAPI != "3.1.0" || served.Paths.Len() != doc.Paths.Len() || len(served.Components.Schemas) != len(doc.Components.Schemas) {
 		t.Errorf("served document: openapi %q, %d paths, %d schemas; the YAML has %d paths, %d schemas",
 			served.OpenAPI, served.Paths.Len(), len(served.Components.Schemas), doc.Paths.Len(), len(doc.Components.Schemas))
+	}
+}
+
+// The Go client generated from the document speaks to the gateway: it logs
+// in, reads who it is, creates a user and reads the errors it is answered.
+func TestGeneratedClient(t *testing.T) {
+	g := newEnv(t).start(nil)
+	ctx := apitest.WithTest(context.Background(), t)
+	anon, err := apiclient.NewClientWithResponses(g.URL, apiclient.WithHTTPClient(http.DefaultClient))
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, err := anon.AuthLoginWithResponse(ctx, apiclient.LoginRequest{Username: rootName, Password: rootKey})
+	if err != nil || login.JSON200 == nil {
+		t.Fatalf("login: %v %v %s", err, login.StatusCode(), login.Body)
+	}
+	if login.JSON200.User.Role != apiclient.SuperAdmin {
+		t.Errorf("login: role %q", login.JSON200.User.Role)
+	}
+	token := login.JSON200.AccessToken
+	c, err := apiclient.NewClientWithResponses(g.URL, apiclient.WithHTTPClient(http.DefaultClient),
+		apiclient.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+			req.Header.Set("Authorization", "Bearer "+token)
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, err := c.MeWithResponse(ctx)
+	if err != nil || me.JSON200 == nil || me.JSON200.User.Username != rootName {
+		t.Fatalf("me: %v %s", err, me.Body)
+	}
+	role := apiclient.Admin
+	made, err := c.UserCreateWithResponse(ctx, apiclient.UserCreateRequest{Username: "ann", Role: &role})
+	if err != nil || made.JSON201 == nil || made.JSON201.MasterKey == "" || made.JSON201.User.Role != apiclient.Admin {
+		t.Fatalf("user create: %v %s", err, made.Body)
+	}
+	again, err := c.UserCreateWithResponse(ctx, apiclient.UserCreateRequest{Username: "ann"})
+	if err != nil || again.JSON409 == nil || again.JSON409.Code != apiclient.ErrorCodeConflict {
+		t.Fatalf("user create again: %v %d %s", err, again.StatusCode(), again.Body)
+	}
+	runs, err := c.RunListWithResponse(ctx, &apiclient.RunListParams{})
+	if err != nil || runs.JSON200 == nil || len(*runs.JSON200) != 0 {
+		t.Fatalf("run list: %v %s", err, runs.Body)
+	}
+	gone, err := anon.MeWithResponse(ctx)
+	if err != nil || gone.JSON401 == nil || gone.JSON401.Code != apiclient.ErrorCodeUnauthorized {
+		t.Fatalf("me without a token: %v %d %s", err, gone.StatusCode(), gone.Body)
 	}
 }
