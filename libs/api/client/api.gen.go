@@ -374,7 +374,6 @@ const (
 	TestResultStateAuthFailed      TestResultState = "auth_failed"
 	TestResultStateHostkeyRejected TestResultState = "hostkey_rejected"
 	TestResultStateOk              TestResultState = "ok"
-	TestResultStateTimeout         TestResultState = "timeout"
 	TestResultStateUnreachable     TestResultState = "unreachable"
 )
 
@@ -386,8 +385,6 @@ func (e TestResultState) Valid() bool {
 	case TestResultStateHostkeyRejected:
 		return true
 	case TestResultStateOk:
-		return true
-	case TestResultStateTimeout:
 		return true
 	case TestResultStateUnreachable:
 		return true

@@ -1005,7 +1005,7 @@ export interface components {
         TestResult: {
             ok: boolean;
             /** @enum {string} */
-            state: "ok" | "unreachable" | "auth_failed" | "hostkey_rejected" | "timeout";
+            state: "ok" | "unreachable" | "auth_failed" | "hostkey_rejected";
             message: string;
             host_key_fingerprint?: string;
             /** @description The key was pinned by this test (first contact). */
