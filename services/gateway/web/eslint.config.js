@@ -1,9 +1,10 @@
 // The console's lint rules: ESLint's and typescript-eslint's recommended
 // sets, with type information (floating promises, unsafe values from JSON).
 import js from '@eslint/js';
+import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
-export default tseslint.config(
+export default defineConfig(
   { ignores: ['dist/', 'node_modules/'] },
   js.configs.recommended,
   tseslint.configs.recommendedTypeChecked,
