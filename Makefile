@@ -14,13 +14,13 @@ LDFLAGS := -X main.version=$(VERSION)
 TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all build run test web deps deps-apt deps-go generate check-generated vet bench bench-deps clean help
+.PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet bench bench-deps clean help
 
 all: build
 
 help:
 	@echo "make run    build and start testum serve with its defaults (http://127.0.0.1:8000)"
-	@echo "make test   install what is missing (apt-get, go install), check generated code, vet, test -race"
+	@echo "make test   install what is missing (apt-get, go install), check generated code, vet, lint and unit-test the console, test -race"
 	@echo "make build  build bin/testum"
 	@echo "make bench  measure fan-out, streaming, latency and memory against pdsh, pssh, clush, ansible"
 
@@ -48,6 +48,13 @@ $(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
 
 $(WEB_OUT): $(WEB)/node_modules/.package-lock.json $(WEB_SRC)
 	cd $(WEB) && npm run build
+
+# web-check lints the console (eslint) and runs its unit tests (vitest).
+# Unlike the build, it fails without npm: make test checks the console too.
+web-check:
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found: the console's lint and unit tests need Node.js 20 and npm" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(WEB)/node_modules/.package-lock.json
+	cd $(WEB) && npm run --silent lint && npm test --silent -- --run
 
 # deps installs what the tests need and the machine lacks. The Go tools build
 # while apt works (they need the CPU, apt the network).
@@ -87,7 +94,7 @@ check-generated:
 vet:
 	$(GO) vet ./...
 
-test: deps web check-generated vet
+test: deps web web-check check-generated vet
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
 
 # bench measures testum against a Go floor, pdsh, parallel-ssh, clush and

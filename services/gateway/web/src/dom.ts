@@ -14,6 +14,12 @@ export interface Props {
   on?: { [event: string]: (ev: Event) => void };
 }
 
+// attrText is an attribute's text (props other than t, targs, ph, tip and
+// on carry strings and numbers).
+function attrText(v: unknown): string {
+  return typeof v === 'string' ? v : String(v);
+}
+
 // h creates an element. Attributes with value false/null/undefined are
 // left out; true sets an empty attribute.
 export function h<K extends keyof HTMLElementTagNameMap>(tag: K, props?: Props | null, ...children: Child[]): HTMLElementTagNameMap[K] {
@@ -39,13 +45,13 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, props?: Props |
           for (const [ev, fn] of Object.entries(v as Record<string, (e: Event) => void>)) el.addEventListener(ev, fn);
           break;
         case 'value':
-          (el as unknown as HTMLInputElement).value = String(v);
+          (el as unknown as HTMLInputElement).value = attrText(v);
           break;
         case 'checked':
           (el as unknown as HTMLInputElement).checked = Boolean(v);
           break;
         default:
-          el.setAttribute(k, v === true ? '' : String(v));
+          el.setAttribute(k, v === true ? '' : attrText(v));
       }
     }
   }

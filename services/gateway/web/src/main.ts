@@ -11,32 +11,13 @@ import { layout, type Layout } from './components/layout';
 import { loginPage } from './components/login';
 import { hideIdleWarning, showIdleWarning } from './components/idle-warning';
 import type { Page } from './components/page';
-import { dashboardPage } from './components/dashboard';
-import { platformsPage } from './components/platforms';
-import { keysPage } from './components/keys';
-import { composerPage } from './components/composer';
-import { runPage } from './components/run-view';
-import { runsPage } from './components/runs';
-import { auditPage } from './components/audit';
-import { usersPage } from './components/users';
+import { pages } from './pages';
 
 const app = document.getElementById('app') as HTMLElement;
 let shell: Layout | null = null;
 let page: Page | null = null;
 let loginReason: Key | undefined;
 let afterLogin = '/';
-
-// Each page and the action of the permission table it needs.
-const pages: Record<string, { action: string; make: (r: Route) => Page }> = {
-  dashboard: { action: 'run.read', make: () => dashboardPage() },
-  platforms: { action: 'platform.read', make: (r) => platformsPage(r) },
-  keys: { action: 'key.read', make: () => keysPage() },
-  composer: { action: 'run.create', make: (r) => composerPage(r) },
-  run: { action: 'run.read', make: (r) => runPage(r.params.id) },
-  runs: { action: 'run.read', make: (r) => runsPage(r) },
-  audit: { action: 'audit.read', make: () => auditPage() },
-  users: { action: 'user.manage', make: () => usersPage() },
-};
 
 function message(id: string, key: Key): Page {
   return { el: h('section', { class: 'page', id }, h('h1', { t: key })) };

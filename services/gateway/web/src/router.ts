@@ -18,6 +18,9 @@ const patterns: Array<[string, RegExp]> = [
   ['users', /^\/users$/],
 ];
 
+// routeNames are the names parse gives besides notfound.
+export const routeNames = patterns.map(([name]) => name);
+
 let onChange: (r: Route) => void = () => {};
 
 export function parse(): Route {

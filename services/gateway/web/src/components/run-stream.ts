@@ -12,11 +12,16 @@ export interface StreamHandlers {
   sessionEnded: () => void;
 }
 
+// StreamSocket is the part of a WebSocket the stream uses.
+export type StreamSocket = Pick<WebSocket, 'onopen' | 'onmessage' | 'onclose' | 'close'>;
+
+export type Dial = (url: string) => StreamSocket;
+
 // maxPerFrame bounds the work of one frame when a long transcript replays.
 const maxPerFrame = 4000;
 
 export class RunStream {
-  private ws: WebSocket | null = null;
+  private ws: StreamSocket | null = null;
   private lastSeq = 0;
   private queue: WSMessage[] = [];
   private scheduled = false;
@@ -28,6 +33,7 @@ export class RunStream {
   constructor(
     private readonly runID: string,
     private readonly on: StreamHandlers,
+    private readonly dial: Dial = (url) => new WebSocket(url),
   ) {}
 
   start(): void {
@@ -55,7 +61,7 @@ export class RunStream {
   private connect(): void {
     if (this.stopped || this.finished) return;
     this.on.connection(this.failures > 0 ? 'reconnecting' : 'connecting');
-    const ws = new WebSocket(api.wsURL(this.runID, this.lastSeq));
+    const ws = this.dial(api.wsURL(this.runID, this.lastSeq));
     this.ws = ws;
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;

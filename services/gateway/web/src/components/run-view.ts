@@ -3,49 +3,18 @@
 // cancel, re-run of the failed hosts and the logs.
 import { h, fmtTime, setText } from '../dom';
 import { api, type Run, type WSMessage } from '../api';
+import { applyFinal, applyMessages, finalRun, rerunnable, runModel, stateCounts, stateOrder } from '../run-state';
 import { can, current } from '../session';
 import { navigate } from '../router';
 import { onTheme } from '../theme';
 import type { Key } from '../i18n';
 import { errorBox, notify } from './notice';
 import { setBadge, stateBadge } from './state-badge';
-import { HostTable, type HostState } from './host-table';
+import { HostTable } from './host-table';
 import { TerminalPane } from './terminal-pane';
 import { RunStream, type Connection } from './run-stream';
 import { summaryView } from './summary-view';
 import type { Page } from './page';
-
-const finalRun = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
-const finalHost = new Set(['ok', 'failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'canceled', 'lost', 'skipped']);
-const stateOrder = ['queued', 'connecting', 'running', 'ok', 'failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'canceled', 'lost', 'skipped'];
-
-// A host's output is kept in memory up to this many bytes (or characters)
-// while its pane is closed; the full log is always downloadable.
-const maxBuffered = 2 << 20;
-
-type Chunk = string | Uint8Array;
-
-interface HostView extends HostState {
-  chunks: Chunk[];
-  buffered: number;
-  trimmed: boolean;
-  pending: Chunk[]; // for an open pane, written at the next frame
-  pane: TerminalPane | null;
-}
-
-function decode(m: WSMessage): Chunk {
-  if (m.encoding !== 'base64') return m.payload;
-  const bin = atob(m.payload);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
-}
-
-function atMS(s: string | null | undefined): number | null {
-  if (!s) return null;
-  const t = Date.parse(s);
-  return isNaN(t) ? null : t;
-}
 
 export function runPage(runID: string): Page {
   const err = errorBox();
@@ -56,15 +25,14 @@ export function runPage(runID: string): Page {
   let tick = 0;
   let destroyed = false;
   let offTheme = () => {};
-  const hosts = new Map<number, HostView>();
-  const byName = new Map<string, HostView>();
+  const opened = new Map<number, TerminalPane>(); // the panes open, by host idx
 
   const destroy = () => {
     destroyed = true;
     offTheme();
     stream?.stop();
     window.clearInterval(tick);
-    for (const hv of hosts.values()) hv.pane?.dispose();
+    for (const pane of opened.values()) pane.dispose();
   };
 
   void (async () => {
@@ -77,27 +45,19 @@ export function runPage(runID: string): Page {
       return;
     }
     if (destroyed) return;
-    for (const rh of run.hosts ?? []) {
-      const hv: HostView = {
-        idx: rh.idx, name: rh.name, address: rh.address, state: rh.state, exit: rh.exit_code, signal: rh.signal ?? '', error: rh.error ?? '',
-        started: atMS(rh.started_at), finished: atMS(rh.finished_at), durationMS: rh.duration_ms, bytes: 0, // counted as the transcript replays
-        chunks: [], buffered: 0, trimmed: false, pending: [], pane: null,
-      };
-      hosts.set(hv.idx, hv);
-      byName.set(hv.name, hv);
-    }
     build(run);
   })();
 
   function build(run: Run): void {
-    let runState = run.state;
+    const model = runModel(run);
+    const hosts = model.hosts;
     const stateEl = stateBadge(run.state);
     stateEl.id = 'run-state';
     const conn = h('span', { class: 'conn', id: 'run-conn' });
     const counts = h('div', { class: 'counts', id: 'run-counts' });
     const panes = h('div', { class: 'panes', id: 'run-panes' });
     const summaryBox = h('div', { id: 'run-summary-box' });
-    const runErr = h('div', { class: 'error-box', id: 'run-error', hidden: !run.error && !run.abort_reason }, run.error || run.abort_reason || '');
+    const runErr = h('div', { class: 'error-box', id: 'run-error', hidden: !model.error }, model.error);
     let filter = '';
 
     const mine = current()?.user.username === run.created_by;
@@ -131,7 +91,7 @@ export function runPage(runID: string): Page {
     const openAll = h('button', { type: 'button', id: 'run-open-all', t: 'run.open_all' });
     openAll.hidden = hosts.size > 12;
     openAll.addEventListener('click', () => {
-      for (const hv of hosts.values()) if (!hv.pane) toggle(hv.idx);
+      for (const idx of hosts.keys()) if (!opened.has(idx)) toggle(idx);
     });
 
     const table = new HostTable([...hosts.values()], (idx) => api.hostLogURL(runID, idx), (idx) => toggle(idx));
@@ -160,11 +120,8 @@ export function runPage(runID: string): Page {
       setText(conn, ('run.conn_' + c) as Key);
     };
     const refreshButtons = () => {
-      const final = finalRun.has(runState);
-      cancel.hidden = final || !(can('run.cancel') && (mine || can('run.cancel_any')));
-      let notOK = 0;
-      for (const hv of hosts.values()) if (hv.state !== 'ok') notOK++;
-      rerun.hidden = !final || notOK === 0 || !can('run.create');
+      cancel.hidden = finalRun.has(model.state) || !(can('run.cancel') && (mine || can('run.cancel_any')));
+      rerun.hidden = !rerunnable(model) || !can('run.create');
     };
     // The counts per state: one chip per state seen, updated in place.
     const chips = new Map<string, { el: HTMLButtonElement; n: HTMLElement }>();
@@ -186,8 +143,7 @@ export function runPage(runID: string): Page {
       return c;
     };
     const renderCounts = () => {
-      const n: Record<string, number> = {};
-      for (const hv of hosts.values()) n[hv.state] = (n[hv.state] ?? 0) + 1;
+      const n = stateCounts(model);
       chip('all').n.textContent = String(hosts.size);
       for (const s of stateOrder) {
         const have = chips.get(s);
@@ -199,138 +155,71 @@ export function runPage(runID: string): Page {
       }
       chips.get('all')!.el.classList.toggle('active', filter === '');
     };
-    const setRunState = (s: string) => {
-      runState = s;
-      setBadge(stateEl, s);
-      el.dataset.runState = s;
+    const showRunState = () => {
+      setBadge(stateEl, model.state);
+      el.dataset.runState = model.state;
       refreshButtons();
     };
-    setRunState(run.state);
+    const showRunError = () => {
+      runErr.textContent = model.error;
+      runErr.hidden = false;
+    };
+    showRunState();
     renderCounts();
 
     function toggle(idx: number): void {
-      const hv = hosts.get(idx);
-      if (!hv) return;
-      if (hv.pane) {
-        hv.pane.dispose();
-        hv.pane = null;
+      const hm = hosts.get(idx);
+      if (!hm) return;
+      const open = opened.get(idx);
+      if (open) {
+        open.dispose();
+        opened.delete(idx);
         table.setOpen(idx, false);
         return;
       }
-      hv.pane = new TerminalPane(hv.name, hv.state, api.hostLogURL(runID, idx), () => toggle(idx));
-      panes.appendChild(hv.pane.el);
-      if (hv.trimmed) hv.pane.write('\x1b[33m[…]\x1b[0m\n');
-      for (const c of hv.chunks) hv.pane.write(c);
+      const pane = new TerminalPane(hm.name, hm.state, api.hostLogURL(runID, idx), () => toggle(idx));
+      opened.set(idx, pane);
+      panes.appendChild(pane.el);
+      if (hm.trimmed) pane.write('\x1b[33m[…]\x1b[0m\n');
+      for (const c of hm.chunks) pane.write(c);
       table.setOpen(idx, true);
     }
     offTheme = onTheme((t) => {
-      for (const hv of hosts.values()) hv.pane?.setTheme(t);
+      for (const pane of opened.values()) pane.setTheme(t);
     });
 
-    // apply folds one frame's messages into the host views, then touches
-    // the DOM once per changed host and writes once per open pane.
-    const dirty = new Set<HostView>();
+    // apply folds one frame's messages into the model, then touches the
+    // DOM once per changed host and writes once per open pane.
     const apply = (msgs: WSMessage[]) => {
-      let done: WSMessage | null = null;
-      for (const m of msgs) {
-        const hv = m.idx !== undefined ? hosts.get(m.idx) : m.host ? byName.get(m.host) : undefined;
-        switch (m.type) {
-          case 'stdout':
-          case 'stderr': {
-            if (!hv) break;
-            const c = decode(m);
-            hv.chunks.push(c);
-            hv.buffered += c.length;
-            hv.bytes += c.length;
-            while (hv.buffered > maxBuffered && hv.chunks.length > 1) {
-              hv.buffered -= hv.chunks.shift()!.length;
-              hv.trimmed = true;
-            }
-            if (hv.pane) hv.pending.push(c);
-            dirty.add(hv);
-            break;
-          }
-          case 'status':
-            if (!hv) break;
-            hv.state = m.state || m.payload;
-            if (hv.state === 'running' || hv.state === 'connecting') hv.started = hv.started ?? atMS(m.at);
-            if (hv.state === 'queued') {
-              hv.started = hv.finished = null;
-              hv.exit = null;
-            }
-            if (finalHost.has(hv.state)) hv.finished = hv.finished ?? atMS(m.at);
-            dirty.add(hv);
-            break;
-          case 'exit':
-            if (!hv) break;
-            hv.state = m.state || hv.state;
-            hv.exit = m.exit_code ?? null;
-            hv.signal = m.signal ?? '';
-            hv.finished = atMS(m.at) ?? Date.now();
-            dirty.add(hv);
-            break;
-          case 'error': {
-            const text = '\x1b[33m[' + m.payload + ']\x1b[0m\n';
-            if (!hv) {
-              runErr.textContent = m.payload;
-              runErr.hidden = false;
-              break;
-            }
-            hv.error = m.payload;
-            hv.chunks.push(text);
-            if (hv.pane) hv.pending.push(text);
-            dirty.add(hv);
-            break;
-          }
-          case 'done':
-            done = m;
-            break;
-        }
-      }
       const now = Date.now();
-      for (const hv of dirty) {
-        table.update(hv, now);
-        if (hv.pane) {
-          hv.pane.setState(hv.state);
-          if (hv.pending.length) {
-            const chunks = hv.pending;
-            hv.pending = [];
-            if (chunks.every((c) => typeof c === 'string')) hv.pane.write((chunks as string[]).join(''));
-            else for (const c of chunks) hv.pane.write(c);
-          }
-        }
+      const { changed, errorChanged, done } = applyMessages(model, msgs, now);
+      if (errorChanged) showRunError();
+      for (const [hm, chunks] of changed) {
+        table.update(hm, now);
+        const pane = opened.get(hm.idx);
+        if (!pane) continue;
+        pane.setState(hm.state);
+        if (!chunks.length) continue;
+        if (chunks.every((c) => typeof c === 'string')) pane.write(chunks.join(''));
+        else for (const c of chunks) pane.write(c);
       }
-      if (dirty.size) {
-        renderCounts();
-        if (!finalRun.has(runState)) setRunState('running');
-      }
-      dirty.clear();
-      if (done) finish(done.state || done.payload);
+      if (changed.size) renderCounts();
+      if (changed.size || done) showRunState();
+      if (done) void finish();
     };
 
     // finish reloads the run once for the server's final numbers.
-    const finish = async (state: string) => {
-      setRunState(state);
+    const finish = async () => {
       try {
         const r = await api.run(runID);
         if (destroyed) return;
-        for (const rh of r.hosts ?? []) {
-          const hv = hosts.get(rh.idx);
-          if (!hv) continue;
-          hv.state = rh.state;
-          hv.exit = rh.exit_code;
-          hv.signal = rh.signal ?? '';
-          hv.durationMS = rh.duration_ms;
-          hv.bytes = rh.output_bytes;
-          hv.error = rh.error ?? hv.error;
-          table.update(hv, Date.now());
-          hv.pane?.setState(hv.state);
+        const now = Date.now();
+        for (const hm of applyFinal(model, r)) {
+          table.update(hm, now);
+          opened.get(hm.idx)?.setState(hm.state);
         }
-        setRunState(r.state);
-        if (r.error || r.abort_reason) {
-          runErr.textContent = r.error || r.abort_reason || '';
-          runErr.hidden = false;
-        }
+        showRunState();
+        if (r.error || r.abort_reason) showRunError();
         renderCounts();
       } catch {
         /* the live state stands */
