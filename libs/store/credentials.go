@@ -122,6 +122,16 @@ func (s *Store) CredentialOpen(ctx context.Context, id int64) (Secret, error) {
 
 // CredentialDelete deletes a named credential no platform uses.
 func (s *Store) CredentialDelete(ctx context.Context, id int64) (testum.Credential, error) {
+	var out testum.Credential
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.credentialDelete(ctx, id)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) credentialDelete(ctx context.Context, id int64) (testum.Credential, error) {
 	c, err := s.Credential(ctx, id)
 	if err != nil {
 		return c, err
@@ -146,6 +156,16 @@ type Rotation struct{ Checked, Resealed int }
 // CredentialsRotate re-encrypts, with the newest key, every secret sealed
 // with another key or in the legacy Fernet format, in one transaction.
 func (s *Store) CredentialsRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
+	var out Rotation
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.credentialsRotate(ctx, needs)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) credentialsRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
 	var r Rotation
 	rows, err := s.q.CredentialsAll(ctx)
 	if err != nil {

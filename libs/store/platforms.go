@@ -25,8 +25,18 @@ type NewPlatform struct {
 	HostKeyPolicy  testum.HostKeyPolicy
 }
 
-// PlatformCreate inserts a platform (and its inline credential) in tx.
+// PlatformCreate inserts a platform and its inline credential, together.
 func (s *Store) PlatformCreate(ctx context.Context, np NewPlatform) (testum.Platform, error) {
+	var out testum.Platform
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.platformCreate(ctx, np)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) platformCreate(ctx context.Context, np NewPlatform) (testum.Platform, error) {
 	credID := np.CredentialID
 	if np.Secret != nil {
 		c, err := s.CredentialCreate(ctx, *np.Secret)
@@ -160,6 +170,16 @@ func (s *Store) PlatformNames(ctx context.Context) (map[string]int64, []string, 
 // PlatformUpdate replaces a platform's settings. A new inline secret
 // replaces the old inline one, which is deleted.
 func (s *Store) PlatformUpdate(ctx context.Context, id int64, np NewPlatform) (testum.Platform, error) {
+	var out testum.Platform
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.platformUpdate(ctx, id, np)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) platformUpdate(ctx context.Context, id int64, np NewPlatform) (testum.Platform, error) {
 	old, err := s.PlatformForUpdate(ctx, id)
 	if err != nil {
 		return testum.Platform{}, err
@@ -207,6 +227,16 @@ func (s *Store) PlatformUpdate(ctx context.Context, id int64, np NewPlatform) (t
 // PlatformDelete deletes a platform unless a queued or running run uses it
 // or another platform jumps through it. Its inline credential goes with it.
 func (s *Store) PlatformDelete(ctx context.Context, id int64) (testum.Platform, error) {
+	var out testum.Platform
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.platformDelete(ctx, id)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) platformDelete(ctx context.Context, id int64) (testum.Platform, error) {
 	p, err := s.PlatformForUpdate(ctx, id)
 	if err != nil {
 		return p, err

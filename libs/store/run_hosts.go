@@ -78,7 +78,7 @@ func (s *Store) RunHostsRelease(ctx context.Context, run uuid.UUID, n int) ([]Re
 		return nil, nil
 	}
 	var out []Released
-	err := s.InTx(ctx, func(tx *Tx) error {
+	err := s.atomically(ctx, func(tx *Store) error {
 		idxs, err := tx.q.RunHostsNextToRelease(ctx, db.RunHostsNextToReleaseParams{RunID: run, Lim: int32(n)})
 		if err != nil || len(idxs) == 0 {
 			return err

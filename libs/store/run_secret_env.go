@@ -62,6 +62,16 @@ func (s *Store) RunSecretEnv(ctx context.Context, id uuid.UUID) (map[string]stri
 // RunSecretEnvRotate re-encrypts, with the newest key, every run's secret
 // env sealed with another key, like CredentialsRotate does for credentials.
 func (s *Store) RunSecretEnvRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
+	var out Rotation
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.runSecretEnvRotate(ctx, needs)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) runSecretEnvRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
 	var r Rotation
 	rows, err := s.q.RunSecretEnvAll(ctx)
 	if err != nil {

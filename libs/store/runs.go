@@ -34,8 +34,18 @@ type NewRunHost struct {
 	Address    string
 }
 
-// RunCreate inserts a run and all its hosts in tx.
+// RunCreate inserts a run, all its hosts and its sealed secret env, together.
 func (s *Store) RunCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
+	var out testum.Run
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.runCreate(ctx, nr)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) runCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
 	spec, err := json.Marshal(nr.Spec)
 	if err != nil {
 		return testum.Run{}, err

@@ -158,6 +158,16 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	})
 }
 
+// atomically runs fn in a transaction: the one the store is bound to, or a
+// new one on the pool. Methods that write several rows use it, so that they
+// are whole whether called on the pool or inside InTx.
+func (s *Store) atomically(ctx context.Context, fn func(tx *Store) error) error {
+	if _, ok := s.db.(pgx.Tx); ok {
+		return fn(s)
+	}
+	return s.InTx(ctx, fn)
+}
+
 // on returns a copy of the store that runs on d.
 func (s *Store) on(d DBTX) *Store {
 	c := *s

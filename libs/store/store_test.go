@@ -492,6 +492,18 @@ func TestMethodsRunInTheTransaction(t *testing.T) {
 		t.Fatalf("progress after rollback: %+v %v", pr, err)
 	}
 
+	// A method that writes several rows is whole on the pool too: a platform
+	// refused for its name leaves no inline credential behind.
+	_, err = st.PlatformCreate(ctx, store.NewPlatform{Name: "a", Host: "127.0.0.2", Port: 22, Username: "u",
+		AuthMethod: testum.AuthPassword, Secret: &store.NewSecret{Kind: testum.AuthPassword, Secret: []byte("pw")}})
+	if testum.CodeOf(err) != testum.CodeConflict {
+		t.Fatalf("a second platform a: %v", err)
+	}
+	var creds int
+	if err := st.Pool().QueryRow(ctx, "SELECT count(*) FROM credentials").Scan(&creds); err != nil || creds != 1 {
+		t.Fatalf("credentials after a refused platform: %d %v", creds, err)
+	}
+
 	// Once holds its job for the transaction: nested, the same job does not
 	// run again until the outer one ends.
 	ran, err := st.Once(ctx, "job", func(tx *store.Tx) error {
