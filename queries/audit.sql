@@ -4,18 +4,11 @@ VALUES (@actor_id, @actor, @action, @target, @details, @ip, @outcome)
 RETURNING id;
 
 -- name: AuditList :many
-SELECT * FROM audit_log
+-- A page of the log, newest first, with the number of all entries that match.
+SELECT sqlc.embed(audit_log), count(*) OVER () AS total FROM audit_log
 WHERE (@actor::text = '' OR actor = @actor)
   AND (@action::text = '' OR action = @action OR action LIKE @action || '.%')
   AND (@target::text = '' OR target = @target)
   AND (sqlc.narg('since')::timestamptz IS NULL OR at >= sqlc.narg('since'))
   AND (sqlc.narg('until')::timestamptz IS NULL OR at < sqlc.narg('until'))
 ORDER BY at DESC, id DESC LIMIT @lim OFFSET @off;
-
--- name: AuditCount :one
-SELECT count(*) FROM audit_log
-WHERE (@actor::text = '' OR actor = @actor)
-  AND (@action::text = '' OR action = @action OR action LIKE @action || '.%')
-  AND (@target::text = '' OR target = @target)
-  AND (sqlc.narg('since')::timestamptz IS NULL OR at >= sqlc.narg('since'))
-  AND (sqlc.narg('until')::timestamptz IS NULL OR at < sqlc.narg('until'));

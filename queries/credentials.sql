@@ -15,10 +15,8 @@ SELECT * FROM credentials WHERE id = @id;
 UPDATE credentials SET owner_platform = @owner_platform WHERE id = @id;
 
 -- name: CredentialList :many
-SELECT * FROM credentials WHERE name IS NOT NULL ORDER BY name LIMIT @lim OFFSET @off;
-
--- name: CredentialCount :one
-SELECT count(*) FROM credentials WHERE name IS NOT NULL;
+SELECT sqlc.embed(credentials), count(*) OVER () AS total
+FROM credentials WHERE name IS NOT NULL ORDER BY name LIMIT @lim OFFSET @off;
 
 -- name: CredentialDelete :execrows
 DELETE FROM credentials WHERE id = @id AND name IS NOT NULL;

@@ -13,12 +13,9 @@ SELECT * FROM platforms WHERE id = @id FOR UPDATE;
 SELECT * FROM platforms WHERE id = ANY(@ids::bigint[]) ORDER BY id;
 
 -- name: PlatformList :many
-SELECT * FROM platforms
+SELECT sqlc.embed(platforms), count(*) OVER () AS total FROM platforms
 ORDER BY id
 LIMIT @lim OFFSET @off;
-
--- name: PlatformCount :one
-SELECT count(*) FROM platforms;
 
 -- name: PlatformPinHostKey :execrows
 -- First contact under auto_add: pin the key only if none is pinned yet, so
@@ -39,19 +36,13 @@ WHERE id = @id;
 
 -- name: PlatformSearch :many
 -- Lists platforms filtered by a label selector (labels @> selector), a name
--- substring and a state.
-SELECT * FROM platforms
+-- substring and a state, with the number of all that match.
+SELECT sqlc.embed(platforms), count(*) OVER () AS total FROM platforms
 WHERE labels @> @selector::jsonb
   AND (@name::text = '' OR name ILIKE '%' || @name || '%')
   AND (@state::text = '' OR state = @state)
 ORDER BY name
 LIMIT @lim OFFSET @off;
-
--- name: PlatformSearchCount :one
-SELECT count(*) FROM platforms
-WHERE labels @> @selector::jsonb
-  AND (@name::text = '' OR name ILIKE '%' || @name || '%')
-  AND (@state::text = '' OR state = @state);
 
 -- name: PlatformUpdate :one
 UPDATE platforms SET name = @name, host = @host, port = @port, username = @username, auth_method = @auth_method,

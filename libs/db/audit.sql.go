@@ -10,36 +10,6 @@ import (
 	"time"
 )
 
-const auditCount = `-- name: AuditCount :one
-SELECT count(*) FROM audit_log
-WHERE ($1::text = '' OR actor = $1)
-  AND ($2::text = '' OR action = $2 OR action LIKE $2 || '.%')
-  AND ($3::text = '' OR target = $3)
-  AND ($4::timestamptz IS NULL OR at >= $4)
-  AND ($5::timestamptz IS NULL OR at < $5)
-`
-
-type AuditCountParams struct {
-	Actor  string
-	Action string
-	Target string
-	Since  *time.Time
-	Until  *time.Time
-}
-
-func (q *Queries) AuditCount(ctx context.Context, arg AuditCountParams) (int64, error) {
-	row := q.db.QueryRow(ctx, auditCount,
-		arg.Actor,
-		arg.Action,
-		arg.Target,
-		arg.Since,
-		arg.Until,
-	)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
 const auditInsert = `-- name: AuditInsert :one
 INSERT INTO audit_log (actor_id, actor, action, target, details, ip, outcome)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -72,7 +42,7 @@ func (q *Queries) AuditInsert(ctx context.Context, arg AuditInsertParams) (int64
 }
 
 const auditList = `-- name: AuditList :many
-SELECT id, at, actor_id, actor, action, target, details, ip, outcome FROM audit_log
+SELECT audit_log.id, audit_log.at, audit_log.actor_id, audit_log.actor, audit_log.action, audit_log.target, audit_log.details, audit_log.ip, audit_log.outcome, count(*) OVER () AS total FROM audit_log
 WHERE ($1::text = '' OR actor = $1)
   AND ($2::text = '' OR action = $2 OR action LIKE $2 || '.%')
   AND ($3::text = '' OR target = $3)
@@ -91,7 +61,13 @@ type AuditListParams struct {
 	Lim    int32
 }
 
-func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditLog, error) {
+type AuditListRow struct {
+	AuditLog AuditLog
+	Total    int64
+}
+
+// A page of the log, newest first, with the number of all entries that match.
+func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditListRow, error) {
 	rows, err := q.db.Query(ctx, auditList,
 		arg.Actor,
 		arg.Action,
@@ -105,19 +81,20 @@ func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditLo
 		return nil, err
 	}
 	defer rows.Close()
-	items := []AuditLog{}
+	items := []AuditListRow{}
 	for rows.Next() {
-		var i AuditLog
+		var i AuditListRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.At,
-			&i.ActorID,
-			&i.Actor,
-			&i.Action,
-			&i.Target,
-			&i.Details,
-			&i.Ip,
-			&i.Outcome,
+			&i.AuditLog.ID,
+			&i.AuditLog.At,
+			&i.AuditLog.ActorID,
+			&i.AuditLog.Actor,
+			&i.AuditLog.Action,
+			&i.AuditLog.Target,
+			&i.AuditLog.Details,
+			&i.AuditLog.Ip,
+			&i.AuditLog.Outcome,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}

@@ -32,17 +32,6 @@ func (q *Queries) CredentialByName(ctx context.Context, name *string) (Credentia
 	return i, err
 }
 
-const credentialCount = `-- name: CredentialCount :one
-SELECT count(*) FROM credentials WHERE name IS NOT NULL
-`
-
-func (q *Queries) CredentialCount(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, credentialCount)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
 const credentialCreate = `-- name: CredentialCreate :one
 INSERT INTO credentials (id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -152,7 +141,8 @@ func (q *Queries) CredentialInUse(ctx context.Context, id *int64) (int64, error)
 }
 
 const credentialList = `-- name: CredentialList :many
-SELECT id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform, created_at, updated_at FROM credentials WHERE name IS NOT NULL ORDER BY name LIMIT $2 OFFSET $1
+SELECT credentials.id, credentials.name, credentials.kind, credentials.secret, credentials.passphrase, credentials.key_id, credentials.public_key, credentials.fingerprint, credentials.owner_platform, credentials.created_at, credentials.updated_at, count(*) OVER () AS total
+FROM credentials WHERE name IS NOT NULL ORDER BY name LIMIT $2 OFFSET $1
 `
 
 type CredentialListParams struct {
@@ -160,27 +150,33 @@ type CredentialListParams struct {
 	Lim int32
 }
 
-func (q *Queries) CredentialList(ctx context.Context, arg CredentialListParams) ([]Credential, error) {
+type CredentialListRow struct {
+	Credential Credential
+	Total      int64
+}
+
+func (q *Queries) CredentialList(ctx context.Context, arg CredentialListParams) ([]CredentialListRow, error) {
 	rows, err := q.db.Query(ctx, credentialList, arg.Off, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []Credential{}
+	items := []CredentialListRow{}
 	for rows.Next() {
-		var i Credential
+		var i CredentialListRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.Name,
-			&i.Kind,
-			&i.Secret,
-			&i.Passphrase,
-			&i.KeyID,
-			&i.PublicKey,
-			&i.Fingerprint,
-			&i.OwnerPlatform,
-			&i.CreatedAt,
-			&i.UpdatedAt,
+			&i.Credential.ID,
+			&i.Credential.Name,
+			&i.Credential.Kind,
+			&i.Credential.Secret,
+			&i.Credential.Passphrase,
+			&i.Credential.KeyID,
+			&i.Credential.PublicKey,
+			&i.Credential.Fingerprint,
+			&i.Credential.OwnerPlatform,
+			&i.Credential.CreatedAt,
+			&i.Credential.UpdatedAt,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}

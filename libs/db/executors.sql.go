@@ -7,9 +7,8 @@ package db
 
 import (
 	"context"
-	"time"
 
-	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const executorHeartbeat = `-- name: ExecutorHeartbeat :execrows
@@ -59,13 +58,13 @@ const executorsDeadHolding = `-- name: ExecutorsDeadHolding :many
 SELECT DISTINCT rh.executor_id::text AS executor_id FROM run_hosts rh
 LEFT JOIN executors e ON e.id = rh.executor_id
 WHERE rh.state IN ('connecting', 'running')
-  AND (e.id IS NULL OR e.stopped_at IS NOT NULL OR e.heartbeat_at <= $1)
+  AND (e.id IS NULL OR e.stopped_at IS NOT NULL OR e.heartbeat_at <= now() - $1::interval)
 `
 
-// Executors that stopped heartbeating (or stopped) while hosts are still
-// theirs.
-func (q *Queries) ExecutorsDeadHolding(ctx context.Context, aliveAfter time.Time) ([]string, error) {
-	rows, err := q.db.Query(ctx, executorsDeadHolding, aliveAfter)
+// Executors that have not heartbeat within @dead_after (or stopped) while
+// hosts are still theirs.
+func (q *Queries) ExecutorsDeadHolding(ctx context.Context, deadAfter pgtype.Interval) ([]string, error) {
+	rows, err := q.db.Query(ctx, executorsDeadHolding, deadAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -85,11 +84,11 @@ func (q *Queries) ExecutorsDeadHolding(ctx context.Context, aliveAfter time.Time
 }
 
 const executorsOnline = `-- name: ExecutorsOnline :many
-SELECT id, hostname, pid, slots, started_at, heartbeat_at, stopped_at FROM executors WHERE stopped_at IS NULL AND heartbeat_at > $1 ORDER BY id
+SELECT id, hostname, pid, slots, started_at, heartbeat_at, stopped_at FROM executors WHERE stopped_at IS NULL AND heartbeat_at > now() - $1::interval ORDER BY id
 `
 
-func (q *Queries) ExecutorsOnline(ctx context.Context, aliveAfter time.Time) ([]Executor, error) {
-	rows, err := q.db.Query(ctx, executorsOnline, aliveAfter)
+func (q *Queries) ExecutorsOnline(ctx context.Context, deadAfter pgtype.Interval) ([]Executor, error) {
+	rows, err := q.db.Query(ctx, executorsOnline, deadAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -105,67 +104,6 @@ func (q *Queries) ExecutorsOnline(ctx context.Context, aliveAfter time.Time) ([]
 			&i.StartedAt,
 			&i.HeartbeatAt,
 			&i.StoppedAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runHostRequeue = `-- name: RunHostRequeue :execrows
-UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, finished_at = NULL
-WHERE run_id = $1 AND idx = $2 AND state = 'lost' AND attempt = $3
-`
-
-type RunHostRequeueParams struct {
-	RunID   uuid.UUID
-	Idx     int32
-	Attempt int32
-}
-
-// retry_lost: a lost host goes back to the queue for another attempt.
-func (q *Queries) RunHostRequeue(ctx context.Context, arg RunHostRequeueParams) (int64, error) {
-	result, err := q.db.Exec(ctx, runHostRequeue, arg.RunID, arg.Idx, arg.Attempt)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const runHostsLoseExecutor = `-- name: RunHostsLoseExecutor :many
-UPDATE run_hosts SET state = 'lost', finished_at = now(),
-    error = 'executor ' || executor_id || ' stopped responding while the host was ' || state
-WHERE executor_id = $1 AND state IN ('connecting', 'running')
-RETURNING run_id, idx, name, attempt
-`
-
-type RunHostsLoseExecutorRow struct {
-	RunID   uuid.UUID
-	Idx     int32
-	Name    string
-	Attempt int32
-}
-
-// The hosts of a dead executor end lost: the command may or may not have
-// finished, so it is never silently run again.
-func (q *Queries) RunHostsLoseExecutor(ctx context.Context, executorID *string) ([]RunHostsLoseExecutorRow, error) {
-	rows, err := q.db.Query(ctx, runHostsLoseExecutor, executorID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHostsLoseExecutorRow{}
-	for rows.Next() {
-		var i RunHostsLoseExecutorRow
-		if err := rows.Scan(
-			&i.RunID,
-			&i.Idx,
-			&i.Name,
-			&i.Attempt,
 		); err != nil {
 			return nil, err
 		}

@@ -33,17 +33,6 @@ func (q *Queries) PlatformAcceptHostKey(ctx context.Context, arg PlatformAcceptH
 	return result.RowsAffected(), nil
 }
 
-const platformCount = `-- name: PlatformCount :one
-SELECT count(*) FROM platforms
-`
-
-func (q *Queries) PlatformCount(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, platformCount)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
 const platformCreate = `-- name: PlatformCreate :one
 INSERT INTO platforms (name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -240,7 +229,7 @@ func (q *Queries) PlatformJumpedThrough(ctx context.Context, id *int64) (int64, 
 }
 
 const platformList = `-- name: PlatformList :many
-SELECT id, name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy, host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at, state, state_detail, last_contact_at, created_at, updated_at FROM platforms
+SELECT platforms.id, platforms.name, platforms.host, platforms.port, platforms.username, platforms.auth_method, platforms.credential_id, platforms.labels, platforms.jump_platform_id, platforms.host_key_policy, platforms.host_key, platforms.host_key_fingerprint, platforms.offered_host_key, platforms.offered_host_key_fingerprint, platforms.offered_at, platforms.state, platforms.state_detail, platforms.last_contact_at, platforms.created_at, platforms.updated_at, count(*) OVER () AS total FROM platforms
 ORDER BY id
 LIMIT $2 OFFSET $1
 `
@@ -250,36 +239,42 @@ type PlatformListParams struct {
 	Lim int32
 }
 
-func (q *Queries) PlatformList(ctx context.Context, arg PlatformListParams) ([]Platform, error) {
+type PlatformListRow struct {
+	Platform Platform
+	Total    int64
+}
+
+func (q *Queries) PlatformList(ctx context.Context, arg PlatformListParams) ([]PlatformListRow, error) {
 	rows, err := q.db.Query(ctx, platformList, arg.Off, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []Platform{}
+	items := []PlatformListRow{}
 	for rows.Next() {
-		var i Platform
+		var i PlatformListRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.Name,
-			&i.Host,
-			&i.Port,
-			&i.Username,
-			&i.AuthMethod,
-			&i.CredentialID,
-			&i.Labels,
-			&i.JumpPlatformID,
-			&i.HostKeyPolicy,
-			&i.HostKey,
-			&i.HostKeyFingerprint,
-			&i.OfferedHostKey,
-			&i.OfferedHostKeyFingerprint,
-			&i.OfferedAt,
-			&i.State,
-			&i.StateDetail,
-			&i.LastContactAt,
-			&i.CreatedAt,
-			&i.UpdatedAt,
+			&i.Platform.ID,
+			&i.Platform.Name,
+			&i.Platform.Host,
+			&i.Platform.Port,
+			&i.Platform.Username,
+			&i.Platform.AuthMethod,
+			&i.Platform.CredentialID,
+			&i.Platform.Labels,
+			&i.Platform.JumpPlatformID,
+			&i.Platform.HostKeyPolicy,
+			&i.Platform.HostKey,
+			&i.Platform.HostKeyFingerprint,
+			&i.Platform.OfferedHostKey,
+			&i.Platform.OfferedHostKeyFingerprint,
+			&i.Platform.OfferedAt,
+			&i.Platform.State,
+			&i.Platform.StateDetail,
+			&i.Platform.LastContactAt,
+			&i.Platform.CreatedAt,
+			&i.Platform.UpdatedAt,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}
@@ -377,7 +372,7 @@ func (q *Queries) PlatformRecordContact(ctx context.Context, arg PlatformRecordC
 }
 
 const platformSearch = `-- name: PlatformSearch :many
-SELECT id, name, host, port, username, auth_method, credential_id, labels, jump_platform_id, host_key_policy, host_key, host_key_fingerprint, offered_host_key, offered_host_key_fingerprint, offered_at, state, state_detail, last_contact_at, created_at, updated_at FROM platforms
+SELECT platforms.id, platforms.name, platforms.host, platforms.port, platforms.username, platforms.auth_method, platforms.credential_id, platforms.labels, platforms.jump_platform_id, platforms.host_key_policy, platforms.host_key, platforms.host_key_fingerprint, platforms.offered_host_key, platforms.offered_host_key_fingerprint, platforms.offered_at, platforms.state, platforms.state_detail, platforms.last_contact_at, platforms.created_at, platforms.updated_at, count(*) OVER () AS total FROM platforms
 WHERE labels @> $1::jsonb
   AND ($2::text = '' OR name ILIKE '%' || $2 || '%')
   AND ($3::text = '' OR state = $3)
@@ -393,9 +388,14 @@ type PlatformSearchParams struct {
 	Lim      int32
 }
 
+type PlatformSearchRow struct {
+	Platform Platform
+	Total    int64
+}
+
 // Lists platforms filtered by a label selector (labels @> selector), a name
-// substring and a state.
-func (q *Queries) PlatformSearch(ctx context.Context, arg PlatformSearchParams) ([]Platform, error) {
+// substring and a state, with the number of all that match.
+func (q *Queries) PlatformSearch(ctx context.Context, arg PlatformSearchParams) ([]PlatformSearchRow, error) {
 	rows, err := q.db.Query(ctx, platformSearch,
 		arg.Selector,
 		arg.Name,
@@ -407,30 +407,31 @@ func (q *Queries) PlatformSearch(ctx context.Context, arg PlatformSearchParams) 
 		return nil, err
 	}
 	defer rows.Close()
-	items := []Platform{}
+	items := []PlatformSearchRow{}
 	for rows.Next() {
-		var i Platform
+		var i PlatformSearchRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.Name,
-			&i.Host,
-			&i.Port,
-			&i.Username,
-			&i.AuthMethod,
-			&i.CredentialID,
-			&i.Labels,
-			&i.JumpPlatformID,
-			&i.HostKeyPolicy,
-			&i.HostKey,
-			&i.HostKeyFingerprint,
-			&i.OfferedHostKey,
-			&i.OfferedHostKeyFingerprint,
-			&i.OfferedAt,
-			&i.State,
-			&i.StateDetail,
-			&i.LastContactAt,
-			&i.CreatedAt,
-			&i.UpdatedAt,
+			&i.Platform.ID,
+			&i.Platform.Name,
+			&i.Platform.Host,
+			&i.Platform.Port,
+			&i.Platform.Username,
+			&i.Platform.AuthMethod,
+			&i.Platform.CredentialID,
+			&i.Platform.Labels,
+			&i.Platform.JumpPlatformID,
+			&i.Platform.HostKeyPolicy,
+			&i.Platform.HostKey,
+			&i.Platform.HostKeyFingerprint,
+			&i.Platform.OfferedHostKey,
+			&i.Platform.OfferedHostKeyFingerprint,
+			&i.Platform.OfferedAt,
+			&i.Platform.State,
+			&i.Platform.StateDetail,
+			&i.Platform.LastContactAt,
+			&i.Platform.CreatedAt,
+			&i.Platform.UpdatedAt,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}
@@ -440,26 +441,6 @@ func (q *Queries) PlatformSearch(ctx context.Context, arg PlatformSearchParams) 
 		return nil, err
 	}
 	return items, nil
-}
-
-const platformSearchCount = `-- name: PlatformSearchCount :one
-SELECT count(*) FROM platforms
-WHERE labels @> $1::jsonb
-  AND ($2::text = '' OR name ILIKE '%' || $2 || '%')
-  AND ($3::text = '' OR state = $3)
-`
-
-type PlatformSearchCountParams struct {
-	Selector []byte
-	Name     string
-	State    string
-}
-
-func (q *Queries) PlatformSearchCount(ctx context.Context, arg PlatformSearchCountParams) (int64, error) {
-	row := q.db.QueryRow(ctx, platformSearchCount, arg.Selector, arg.Name, arg.State)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
 }
 
 const platformUpdate = `-- name: PlatformUpdate :one

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const runAbort = `-- name: RunAbort :exec
@@ -37,20 +38,20 @@ WHERE runs.id = $2
   AND (coordinator_id IS NULL OR coordinator_id = $1::text
        OR NOT EXISTS (SELECT 1 FROM executors e
                       WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > $3))
+                        AND e.heartbeat_at > now() - $3::interval))
 RETURNING id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at
 `
 
 type RunCoordinateParams struct {
 	ExecutorID string
 	ID         uuid.UUID
-	AliveAfter time.Time
+	DeadAfter  pgtype.Interval
 }
 
 // A coordinator takes a run if nobody holds it, it holds it already, or its
-// holder's executor stopped heartbeating.
+// holder's executor has not heartbeat within @dead_after (database clock).
 func (q *Queries) RunCoordinate(ctx context.Context, arg RunCoordinateParams) (Run, error) {
-	row := q.db.QueryRow(ctx, runCoordinate, arg.ExecutorID, arg.ID, arg.AliveAfter)
+	row := q.db.QueryRow(ctx, runCoordinate, arg.ExecutorID, arg.ID, arg.DeadAfter)
 	var i Run
 	err := row.Scan(
 		&i.ID,
@@ -221,503 +222,6 @@ func (q *Queries) RunGet(ctx context.Context, id uuid.UUID) (Run, error) {
 	return i, err
 }
 
-const runHostClaim = `-- name: RunHostClaim :one
-UPDATE run_hosts
-SET state = 'connecting', attempt = $1, executor_id = $2::text, started_at = now(),
-    finished_at = NULL, exit_code = NULL, signal = '', error = ''
-WHERE run_id = $3 AND idx = $4 AND state = 'queued' AND attempt + 1 = $1
-RETURNING run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at
-`
-
-type RunHostClaimParams struct {
-	Attempt    int32
-	ExecutorID string
-	RunID      uuid.UUID
-	Idx        int32
-}
-
-// The one door through which a command starts: only a queued host whose
-// attempt matches the task's can be taken, by exactly one executor.
-func (q *Queries) RunHostClaim(ctx context.Context, arg RunHostClaimParams) (RunHost, error) {
-	row := q.db.QueryRow(ctx, runHostClaim,
-		arg.Attempt,
-		arg.ExecutorID,
-		arg.RunID,
-		arg.Idx,
-	)
-	var i RunHost
-	err := row.Scan(
-		&i.RunID,
-		&i.Idx,
-		&i.PlatformID,
-		&i.Name,
-		&i.Address,
-		&i.State,
-		&i.ReleasedAt,
-		&i.Attempt,
-		&i.ExecutorID,
-		&i.ExitCode,
-		&i.Signal,
-		&i.Error,
-		&i.OutputBytes,
-		&i.Truncated,
-		&i.OutputDigest,
-		&i.LogKey,
-		&i.StartedAt,
-		&i.FinishedAt,
-	)
-	return i, err
-}
-
-const runHostCounts = `-- name: RunHostCounts :many
-SELECT state, count(*)::int AS n FROM run_hosts WHERE run_id = $1 GROUP BY state
-`
-
-type RunHostCountsRow struct {
-	State string
-	N     int32
-}
-
-func (q *Queries) RunHostCounts(ctx context.Context, runID uuid.UUID) ([]RunHostCountsRow, error) {
-	rows, err := q.db.Query(ctx, runHostCounts, runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHostCountsRow{}
-	for rows.Next() {
-		var i RunHostCountsRow
-		if err := rows.Scan(&i.State, &i.N); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runHostCountsMany = `-- name: RunHostCountsMany :many
-SELECT run_id, state, count(*)::int AS n FROM run_hosts
-WHERE run_id = ANY($1::uuid[]) GROUP BY run_id, state
-`
-
-type RunHostCountsManyRow struct {
-	RunID uuid.UUID
-	State string
-	N     int32
-}
-
-// Counts per state for a page of runs, in one query.
-func (q *Queries) RunHostCountsMany(ctx context.Context, runIds []uuid.UUID) ([]RunHostCountsManyRow, error) {
-	rows, err := q.db.Query(ctx, runHostCountsMany, runIds)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHostCountsManyRow{}
-	for rows.Next() {
-		var i RunHostCountsManyRow
-		if err := rows.Scan(&i.RunID, &i.State, &i.N); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runHostEndUnstarted = `-- name: RunHostEndUnstarted :execrows
-UPDATE run_hosts SET state = $1, error = $2, finished_at = now()
-WHERE run_id = $3 AND idx = $4 AND state = 'queued'
-`
-
-type RunHostEndUnstartedParams struct {
-	State string
-	Error string
-	RunID uuid.UUID
-	Idx   int32
-}
-
-// A host whose task could not be delivered ends without having started.
-func (q *Queries) RunHostEndUnstarted(ctx context.Context, arg RunHostEndUnstartedParams) (int64, error) {
-	result, err := q.db.Exec(ctx, runHostEndUnstarted,
-		arg.State,
-		arg.Error,
-		arg.RunID,
-		arg.Idx,
-	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const runHostFinish = `-- name: RunHostFinish :one
-UPDATE run_hosts
-SET state = $1, exit_code = $2, signal = $3, error = $4,
-    output_bytes = $5, truncated = $6, output_digest = $7,
-    log_key = $8, finished_at = now()
-WHERE run_id = $9 AND idx = $10 AND attempt = $11 AND executor_id = $12::text
-  AND state IN ('connecting', 'running')
-RETURNING run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at
-`
-
-type RunHostFinishParams struct {
-	State        string
-	ExitCode     *int32
-	Signal       string
-	Error        string
-	OutputBytes  int64
-	Truncated    bool
-	OutputDigest string
-	LogKey       string
-	RunID        uuid.UUID
-	Idx          int32
-	Attempt      int32
-	ExecutorID   string
-}
-
-func (q *Queries) RunHostFinish(ctx context.Context, arg RunHostFinishParams) (RunHost, error) {
-	row := q.db.QueryRow(ctx, runHostFinish,
-		arg.State,
-		arg.ExitCode,
-		arg.Signal,
-		arg.Error,
-		arg.OutputBytes,
-		arg.Truncated,
-		arg.OutputDigest,
-		arg.LogKey,
-		arg.RunID,
-		arg.Idx,
-		arg.Attempt,
-		arg.ExecutorID,
-	)
-	var i RunHost
-	err := row.Scan(
-		&i.RunID,
-		&i.Idx,
-		&i.PlatformID,
-		&i.Name,
-		&i.Address,
-		&i.State,
-		&i.ReleasedAt,
-		&i.Attempt,
-		&i.ExecutorID,
-		&i.ExitCode,
-		&i.Signal,
-		&i.Error,
-		&i.OutputBytes,
-		&i.Truncated,
-		&i.OutputDigest,
-		&i.LogKey,
-		&i.StartedAt,
-		&i.FinishedAt,
-	)
-	return i, err
-}
-
-const runHostGet = `-- name: RunHostGet :one
-SELECT run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at FROM run_hosts WHERE run_id = $1 AND idx = $2
-`
-
-type RunHostGetParams struct {
-	RunID uuid.UUID
-	Idx   int32
-}
-
-func (q *Queries) RunHostGet(ctx context.Context, arg RunHostGetParams) (RunHost, error) {
-	row := q.db.QueryRow(ctx, runHostGet, arg.RunID, arg.Idx)
-	var i RunHost
-	err := row.Scan(
-		&i.RunID,
-		&i.Idx,
-		&i.PlatformID,
-		&i.Name,
-		&i.Address,
-		&i.State,
-		&i.ReleasedAt,
-		&i.Attempt,
-		&i.ExecutorID,
-		&i.ExitCode,
-		&i.Signal,
-		&i.Error,
-		&i.OutputBytes,
-		&i.Truncated,
-		&i.OutputDigest,
-		&i.LogKey,
-		&i.StartedAt,
-		&i.FinishedAt,
-	)
-	return i, err
-}
-
-const runHostSetRunning = `-- name: RunHostSetRunning :execrows
-WITH contact AS (
-    UPDATE platforms SET state = 'reachable', state_detail = '', last_contact_at = now()
-    WHERE id = $5
-)
-UPDATE run_hosts SET state = 'running'
-WHERE run_id = $1 AND idx = $2 AND attempt = $3 AND executor_id = $4::text AND state = 'connecting'
-`
-
-type RunHostSetRunningParams struct {
-	RunID      uuid.UUID
-	Idx        int32
-	Attempt    int32
-	ExecutorID string
-	PlatformID int64
-}
-
-// The host's platform is recorded as reached in the same round trip: one
-// statement less on every host's way to its command.
-func (q *Queries) RunHostSetRunning(ctx context.Context, arg RunHostSetRunningParams) (int64, error) {
-	result, err := q.db.Exec(ctx, runHostSetRunning,
-		arg.RunID,
-		arg.Idx,
-		arg.Attempt,
-		arg.ExecutorID,
-		arg.PlatformID,
-	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const runHostsEndQueued = `-- name: RunHostsEndQueued :many
-UPDATE run_hosts SET state = $1, finished_at = now()
-WHERE run_id = $2 AND state = 'queued'
-RETURNING idx, name
-`
-
-type RunHostsEndQueuedParams struct {
-	State string
-	RunID uuid.UUID
-}
-
-type RunHostsEndQueuedRow struct {
-	Idx  int32
-	Name string
-}
-
-// Hosts that never started end in the given state (skipped, canceled).
-func (q *Queries) RunHostsEndQueued(ctx context.Context, arg RunHostsEndQueuedParams) ([]RunHostsEndQueuedRow, error) {
-	rows, err := q.db.Query(ctx, runHostsEndQueued, arg.State, arg.RunID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHostsEndQueuedRow{}
-	for rows.Next() {
-		var i RunHostsEndQueuedRow
-		if err := rows.Scan(&i.Idx, &i.Name); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-type RunHostsInsertParams struct {
-	RunID      uuid.UUID
-	Idx        int32
-	PlatformID *int64
-	Name       string
-	Address    string
-}
-
-const runHostsList = `-- name: RunHostsList :many
-SELECT run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at FROM run_hosts WHERE run_id = $1 ORDER BY idx
-`
-
-func (q *Queries) RunHostsList(ctx context.Context, runID uuid.UUID) ([]RunHost, error) {
-	rows, err := q.db.Query(ctx, runHostsList, runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHost{}
-	for rows.Next() {
-		var i RunHost
-		if err := rows.Scan(
-			&i.RunID,
-			&i.Idx,
-			&i.PlatformID,
-			&i.Name,
-			&i.Address,
-			&i.State,
-			&i.ReleasedAt,
-			&i.Attempt,
-			&i.ExecutorID,
-			&i.ExitCode,
-			&i.Signal,
-			&i.Error,
-			&i.OutputBytes,
-			&i.Truncated,
-			&i.OutputDigest,
-			&i.LogKey,
-			&i.StartedAt,
-			&i.FinishedAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runHostsNextToRelease = `-- name: RunHostsNextToRelease :many
-SELECT idx FROM run_hosts
-WHERE run_id = $1 AND state = 'queued' AND released_at IS NULL
-ORDER BY idx
-LIMIT $2
-`
-
-type RunHostsNextToReleaseParams struct {
-	RunID uuid.UUID
-	Lim   int32
-}
-
-func (q *Queries) RunHostsNextToRelease(ctx context.Context, arg RunHostsNextToReleaseParams) ([]int32, error) {
-	rows, err := q.db.Query(ctx, runHostsNextToRelease, arg.RunID, arg.Lim)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []int32{}
-	for rows.Next() {
-		var idx int32
-		if err := rows.Scan(&idx); err != nil {
-			return nil, err
-		}
-		items = append(items, idx)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runHostsRelease = `-- name: RunHostsRelease :many
-UPDATE run_hosts SET released_at = now()
-WHERE run_id = $1 AND idx = ANY($2::int[]) AND state = 'queued' AND released_at IS NULL
-RETURNING idx, attempt
-`
-
-type RunHostsReleaseParams struct {
-	RunID uuid.UUID
-	Idxs  []int32
-}
-
-type RunHostsReleaseRow struct {
-	Idx     int32
-	Attempt int32
-}
-
-func (q *Queries) RunHostsRelease(ctx context.Context, arg RunHostsReleaseParams) ([]RunHostsReleaseRow, error) {
-	rows, err := q.db.Query(ctx, runHostsRelease, arg.RunID, arg.Idxs)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHostsReleaseRow{}
-	for rows.Next() {
-		var i RunHostsReleaseRow
-		if err := rows.Scan(&i.Idx, &i.Attempt); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runHostsReleasedWaiting = `-- name: RunHostsReleasedWaiting :many
-SELECT idx, attempt FROM run_hosts
-WHERE run_id = $1 AND state = 'queued' AND released_at IS NOT NULL AND released_at < $2
-ORDER BY idx
-`
-
-type RunHostsReleasedWaitingParams struct {
-	RunID  uuid.UUID
-	Before *time.Time
-}
-
-type RunHostsReleasedWaitingRow struct {
-	Idx     int32
-	Attempt int32
-}
-
-// Hosts whose task was published but never claimed: republished when a
-// coordinator resumes, in case the message did not survive.
-func (q *Queries) RunHostsReleasedWaiting(ctx context.Context, arg RunHostsReleasedWaitingParams) ([]RunHostsReleasedWaitingRow, error) {
-	rows, err := q.db.Query(ctx, runHostsReleasedWaiting, arg.RunID, arg.Before)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []RunHostsReleasedWaitingRow{}
-	for rows.Next() {
-		var i RunHostsReleasedWaitingRow
-		if err := rows.Scan(&i.Idx, &i.Attempt); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runProgress = `-- name: RunProgress :one
-SELECT
-    count(*)::int AS total,
-    count(*) FILTER (WHERE state = 'queued' AND released_at IS NULL)::int AS pending,
-    count(*) FILTER (WHERE released_at IS NOT NULL AND state IN ('queued', 'connecting', 'running'))::int AS in_flight,
-    count(*) FILTER (WHERE state IN ('failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'lost'))::int AS failures,
-    count(*) FILTER (WHERE state NOT IN ('queued', 'connecting', 'running'))::int AS finished,
-    count(*) FILTER (WHERE state = 'ok')::int AS ok
-FROM run_hosts WHERE run_id = $1
-`
-
-type RunProgressRow struct {
-	Total    int32
-	Pending  int32
-	InFlight int32
-	Failures int32
-	Finished int32
-	Ok       int32
-}
-
-// What the coordinator decides from: how many hosts wait, are in flight,
-// failed and finished.
-func (q *Queries) RunProgress(ctx context.Context, runID uuid.UUID) (RunProgressRow, error) {
-	row := q.db.QueryRow(ctx, runProgress, runID)
-	var i RunProgressRow
-	err := row.Scan(
-		&i.Total,
-		&i.Pending,
-		&i.InFlight,
-		&i.Failures,
-		&i.Finished,
-		&i.Ok,
-	)
-	return i, err
-}
-
 const runRequestCancel = `-- name: RunRequestCancel :one
 UPDATE runs SET cancel_requested = true WHERE id = $1 RETURNING id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at
 `
@@ -750,7 +254,7 @@ func (q *Queries) RunRequestCancel(ctx context.Context, id uuid.UUID) (Run, erro
 }
 
 const runSearch = `-- name: RunSearch :many
-SELECT id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at FROM runs r
+SELECT r.id, r.state, r.kind, r.command, r.spec, r.targets, r.parallelism, r.timeout_seconds, r.host_count, r.created_by, r.created_by_name, r.parent_run_id, r.coordinator_id, r.cancel_requested, r.abort_reason, r.error, r.created_at, r.started_at, r.finished_at, count(*) OVER () AS total FROM runs r
 WHERE ($1::text = '' OR r.state = $1)
   AND ($2::text = '' OR r.created_by_name = $2)
   AND ($3::text = '' OR r.command ILIKE '%' || $3 || '%')
@@ -777,7 +281,13 @@ type RunSearchParams struct {
 	Lim        int32
 }
 
-func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]Run, error) {
+type RunSearchRow struct {
+	Run   Run
+	Total int64
+}
+
+// A page of the history, newest first, with the number of all that match.
+func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]RunSearchRow, error) {
 	rows, err := q.db.Query(ctx, runSearch,
 		arg.State,
 		arg.UserName,
@@ -793,29 +303,30 @@ func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]Run, er
 		return nil, err
 	}
 	defer rows.Close()
-	items := []Run{}
+	items := []RunSearchRow{}
 	for rows.Next() {
-		var i Run
+		var i RunSearchRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.State,
-			&i.Kind,
-			&i.Command,
-			&i.Spec,
-			&i.Targets,
-			&i.Parallelism,
-			&i.TimeoutSeconds,
-			&i.HostCount,
-			&i.CreatedBy,
-			&i.CreatedByName,
-			&i.ParentRunID,
-			&i.CoordinatorID,
-			&i.CancelRequested,
-			&i.AbortReason,
-			&i.Error,
-			&i.CreatedAt,
-			&i.StartedAt,
-			&i.FinishedAt,
+			&i.Run.ID,
+			&i.Run.State,
+			&i.Run.Kind,
+			&i.Run.Command,
+			&i.Run.Spec,
+			&i.Run.Targets,
+			&i.Run.Parallelism,
+			&i.Run.TimeoutSeconds,
+			&i.Run.HostCount,
+			&i.Run.CreatedBy,
+			&i.Run.CreatedByName,
+			&i.Run.ParentRunID,
+			&i.Run.CoordinatorID,
+			&i.Run.CancelRequested,
+			&i.Run.AbortReason,
+			&i.Run.Error,
+			&i.Run.CreatedAt,
+			&i.Run.StartedAt,
+			&i.Run.FinishedAt,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}
@@ -827,64 +338,26 @@ func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]Run, er
 	return items, nil
 }
 
-const runSearchCount = `-- name: RunSearchCount :one
-SELECT count(*) FROM runs r
-WHERE ($1::text = '' OR r.state = $1)
-  AND ($2::text = '' OR r.created_by_name = $2)
-  AND ($3::text = '' OR r.command ILIKE '%' || $3 || '%')
-  AND ($4::timestamptz IS NULL OR r.created_at >= $4)
-  AND ($5::timestamptz IS NULL OR r.created_at < $5)
-  AND ($6::bigint IS NULL
-       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = $6))
-  AND ($7::jsonb = '{}'::jsonb
-       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
-                  WHERE h.run_id = r.id AND p.labels @> $7::jsonb))
-`
-
-type RunSearchCountParams struct {
-	State      string
-	UserName   string
-	Q          string
-	Since      *time.Time
-	Until      *time.Time
-	PlatformID *int64
-	Selector   []byte
-}
-
-func (q *Queries) RunSearchCount(ctx context.Context, arg RunSearchCountParams) (int64, error) {
-	row := q.db.QueryRow(ctx, runSearchCount,
-		arg.State,
-		arg.UserName,
-		arg.Q,
-		arg.Since,
-		arg.Until,
-		arg.PlatformID,
-		arg.Selector,
-	)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
 const runsActiveOrphaned = `-- name: RunsActiveOrphaned :many
 SELECT runs.id FROM runs
-WHERE state IN ('queued', 'running') AND created_at < $1
+WHERE state IN ('queued', 'running') AND created_at < now() - $1::interval
   AND (coordinator_id IS NULL
        OR NOT EXISTS (SELECT 1 FROM executors e
                       WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > $2))
+                        AND e.heartbeat_at > now() - $2::interval))
 ORDER BY created_at
 LIMIT 100
 `
 
 type RunsActiveOrphanedParams struct {
-	CreatedBefore time.Time
-	AliveAfter    time.Time
+	MinAge    pgtype.Interval
+	DeadAfter pgtype.Interval
 }
 
-// Unfinished runs nobody alive coordinates: the reaper republishes them.
+// Unfinished runs older than @min_age that nobody alive (heartbeat within
+// @dead_after) coordinates: the reaper republishes them.
 func (q *Queries) RunsActiveOrphaned(ctx context.Context, arg RunsActiveOrphanedParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.CreatedBefore, arg.AliveAfter)
+	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.MinAge, arg.DeadAfter)
 	if err != nil {
 		return nil, err
 	}

@@ -8,400 +8,7 @@ package db
 import (
 	"context"
 	"time"
-
-	"github.com/google/uuid"
 )
-
-const loginAttemptAdd = `-- name: LoginAttemptAdd :one
-INSERT INTO login_failures (at, ip, username) VALUES ($1, $2, $3) RETURNING id
-`
-
-type LoginAttemptAddParams struct {
-	Now      time.Time
-	Ip       string
-	Username string
-}
-
-// A login attempt is recorded before its key is checked, and committed on
-// its own: concurrent attempts then see each other when they count.
-func (q *Queries) LoginAttemptAdd(ctx context.Context, arg LoginAttemptAddParams) (int64, error) {
-	row := q.db.QueryRow(ctx, loginAttemptAdd, arg.Now, arg.Ip, arg.Username)
-	var id int64
-	err := row.Scan(&id)
-	return id, err
-}
-
-const loginAttemptCounts = `-- name: LoginAttemptCounts :one
-SELECT
-    count(*) FILTER (WHERE ip = $1 AND lower(username) = lower($2))::bigint AS by_pair,
-    coalesce(min(at) FILTER (WHERE ip = $1 AND lower(username) = lower($2)), $3)::timestamptz AS oldest_pair,
-    coalesce(max(at) FILTER (WHERE ip = $1 AND lower(username) = lower($2) AND id <> $4), $5)::timestamptz AS newest_pair,
-    count(*) FILTER (WHERE ip = $1)::bigint AS by_ip,
-    coalesce(min(at) FILTER (WHERE ip = $1), $3)::timestamptz AS oldest_ip,
-    count(*) FILTER (WHERE lower(username) = lower($2))::bigint AS by_user
-FROM login_failures
-WHERE at > $5 AND (ip = $1 OR lower(username) = lower($2))
-`
-
-type LoginAttemptCountsParams struct {
-	Ip       string
-	Username string
-	Now      time.Time
-	Self     int64
-	Since    time.Time
-}
-
-type LoginAttemptCountsRow struct {
-	ByPair     int64
-	OldestPair time.Time
-	NewestPair time.Time
-	ByIp       int64
-	OldestIp   time.Time
-	ByUser     int64
-}
-
-// Failures since a moment: for this username from this address, from this
-// address for any username, for this username from any address; the oldest
-// of each (to tell when the window frees up) and the newest of the pair
-// other than the attempt itself (to space retries out).
-func (q *Queries) LoginAttemptCounts(ctx context.Context, arg LoginAttemptCountsParams) (LoginAttemptCountsRow, error) {
-	row := q.db.QueryRow(ctx, loginAttemptCounts,
-		arg.Ip,
-		arg.Username,
-		arg.Now,
-		arg.Self,
-		arg.Since,
-	)
-	var i LoginAttemptCountsRow
-	err := row.Scan(
-		&i.ByPair,
-		&i.OldestPair,
-		&i.NewestPair,
-		&i.ByIp,
-		&i.OldestIp,
-		&i.ByUser,
-	)
-	return i, err
-}
-
-const loginAttemptRefund = `-- name: LoginAttemptRefund :exec
-DELETE FROM login_failures WHERE id = $1
-`
-
-// An attempt that did not fail (the key was right, or it was refused
-// before its key was checked) is no failure.
-func (q *Queries) LoginAttemptRefund(ctx context.Context, id int64) error {
-	_, err := q.db.Exec(ctx, loginAttemptRefund, id)
-	return err
-}
-
-const loginFailuresPrune = `-- name: LoginFailuresPrune :exec
-DELETE FROM login_failures WHERE at < $1
-`
-
-func (q *Queries) LoginFailuresPrune(ctx context.Context, before time.Time) error {
-	_, err := q.db.Exec(ctx, loginFailuresPrune, before)
-	return err
-}
-
-const sessionCheck = `-- name: SessionCheck :one
-SELECT s.id, s.user_id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id
-WHERE s.id = $1 AND s.active AND s.expires_at > $2 AND s.last_activity > $3
-`
-
-type SessionCheckParams struct {
-	ID        uuid.UUID
-	Now       time.Time
-	IdleSince time.Time
-}
-
-type SessionCheckRow struct {
-	ID       uuid.UUID
-	UserID   int64
-	Username string
-	Role     string
-}
-
-// Like SessionTouch without recording activity (an open WebSocket).
-func (q *Queries) SessionCheck(ctx context.Context, arg SessionCheckParams) (SessionCheckRow, error) {
-	row := q.db.QueryRow(ctx, sessionCheck, arg.ID, arg.Now, arg.IdleSince)
-	var i SessionCheckRow
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.Username,
-		&i.Role,
-	)
-	return i, err
-}
-
-const sessionCount = `-- name: SessionCount :one
-SELECT count(*) FROM sessions s
-WHERE (NOT $1::boolean OR (s.active AND s.expires_at > $2 AND s.last_activity > $3))
-`
-
-type SessionCountParams struct {
-	ActiveOnly bool
-	Now        time.Time
-	IdleSince  time.Time
-}
-
-func (q *Queries) SessionCount(ctx context.Context, arg SessionCountParams) (int64, error) {
-	row := q.db.QueryRow(ctx, sessionCount, arg.ActiveOnly, arg.Now, arg.IdleSince)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
-const sessionCreate = `-- name: SessionCreate :exec
-INSERT INTO sessions (id, user_id, token_hash, created_at, last_activity, expires_at, ip, user_agent)
-VALUES ($1, $2, $3, $4, $4, $5, $6, $7)
-`
-
-type SessionCreateParams struct {
-	ID        uuid.UUID
-	UserID    int64
-	TokenHash []byte
-	Now       time.Time
-	ExpiresAt time.Time
-	Ip        string
-	UserAgent string
-}
-
-func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) error {
-	_, err := q.db.Exec(ctx, sessionCreate,
-		arg.ID,
-		arg.UserID,
-		arg.TokenHash,
-		arg.Now,
-		arg.ExpiresAt,
-		arg.Ip,
-		arg.UserAgent,
-	)
-	return err
-}
-
-const sessionEnd = `-- name: SessionEnd :execrows
-UPDATE sessions SET active = false, ended_at = $1::timestamptz, end_reason = $2 WHERE id = $3 AND active
-`
-
-type SessionEndParams struct {
-	Now    time.Time
-	Reason string
-	ID     uuid.UUID
-}
-
-func (q *Queries) SessionEnd(ctx context.Context, arg SessionEndParams) (int64, error) {
-	result, err := q.db.Exec(ctx, sessionEnd, arg.Now, arg.Reason, arg.ID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const sessionGet = `-- name: SessionGet :one
-SELECT s.id, s.user_id, u.username, u.role, s.active FROM sessions s JOIN users u ON u.id = s.user_id
-WHERE s.id = $1
-`
-
-type SessionGetRow struct {
-	ID       uuid.UUID
-	UserID   int64
-	Username string
-	Role     string
-	Active   bool
-}
-
-func (q *Queries) SessionGet(ctx context.Context, id uuid.UUID) (SessionGetRow, error) {
-	row := q.db.QueryRow(ctx, sessionGet, id)
-	var i SessionGetRow
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.Username,
-		&i.Role,
-		&i.Active,
-	)
-	return i, err
-}
-
-const sessionList = `-- name: SessionList :many
-SELECT s.id, s.user_id, u.username, u.role, s.active, s.created_at, s.last_activity, s.expires_at,
-       s.ended_at, s.end_reason, s.ip, s.user_agent
-FROM sessions s JOIN users u ON u.id = s.user_id
-WHERE (NOT $1::boolean OR (s.active AND s.expires_at > $2 AND s.last_activity > $3))
-ORDER BY s.last_activity DESC LIMIT $5 OFFSET $4
-`
-
-type SessionListParams struct {
-	ActiveOnly bool
-	Now        time.Time
-	IdleSince  time.Time
-	Off        int32
-	Lim        int32
-}
-
-type SessionListRow struct {
-	ID           uuid.UUID
-	UserID       int64
-	Username     string
-	Role         string
-	Active       bool
-	CreatedAt    time.Time
-	LastActivity time.Time
-	ExpiresAt    time.Time
-	EndedAt      *time.Time
-	EndReason    string
-	Ip           string
-	UserAgent    string
-}
-
-func (q *Queries) SessionList(ctx context.Context, arg SessionListParams) ([]SessionListRow, error) {
-	rows, err := q.db.Query(ctx, sessionList,
-		arg.ActiveOnly,
-		arg.Now,
-		arg.IdleSince,
-		arg.Off,
-		arg.Lim,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []SessionListRow{}
-	for rows.Next() {
-		var i SessionListRow
-		if err := rows.Scan(
-			&i.ID,
-			&i.UserID,
-			&i.Username,
-			&i.Role,
-			&i.Active,
-			&i.CreatedAt,
-			&i.LastActivity,
-			&i.ExpiresAt,
-			&i.EndedAt,
-			&i.EndReason,
-			&i.Ip,
-			&i.UserAgent,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const sessionTouch = `-- name: SessionTouch :one
-UPDATE sessions s SET last_activity = $1
-FROM users u
-WHERE s.id = $2 AND s.token_hash = $3 AND s.active
-  AND s.expires_at > $1 AND s.last_activity > $4 AND u.id = s.user_id
-RETURNING s.id, s.user_id, s.created_at, s.expires_at, u.username, u.role
-`
-
-type SessionTouchParams struct {
-	Now       time.Time
-	ID        uuid.UUID
-	TokenHash []byte
-	IdleSince time.Time
-}
-
-type SessionTouchRow struct {
-	ID        uuid.UUID
-	UserID    int64
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	Username  string
-	Role      string
-}
-
-// Checks a session and records activity in one statement: it answers only
-// for an active, unexpired session whose token matches, and returns its user.
-func (q *Queries) SessionTouch(ctx context.Context, arg SessionTouchParams) (SessionTouchRow, error) {
-	row := q.db.QueryRow(ctx, sessionTouch,
-		arg.Now,
-		arg.ID,
-		arg.TokenHash,
-		arg.IdleSince,
-	)
-	var i SessionTouchRow
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.CreatedAt,
-		&i.ExpiresAt,
-		&i.Username,
-		&i.Role,
-	)
-	return i, err
-}
-
-const sessionsEndForUser = `-- name: SessionsEndForUser :many
-UPDATE sessions SET active = false, ended_at = $1::timestamptz, end_reason = $2
-WHERE user_id = $3 AND active RETURNING id
-`
-
-type SessionsEndForUserParams struct {
-	Now    time.Time
-	Reason string
-	UserID int64
-}
-
-func (q *Queries) SessionsEndForUser(ctx context.Context, arg SessionsEndForUserParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, sessionsEndForUser, arg.Now, arg.Reason, arg.UserID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []uuid.UUID{}
-	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		items = append(items, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const sessionsExpire = `-- name: SessionsExpire :many
-UPDATE sessions SET active = false, ended_at = $1::timestamptz,
-    end_reason = CASE WHEN expires_at <= $1 THEN 'expired' ELSE 'idle' END
-WHERE active AND (expires_at <= $1 OR last_activity <= $2) RETURNING id
-`
-
-type SessionsExpireParams struct {
-	Now       time.Time
-	IdleSince time.Time
-}
-
-// The cleanup job: ends every session past its idle or absolute limit.
-func (q *Queries) SessionsExpire(ctx context.Context, arg SessionsExpireParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, sessionsExpire, arg.Now, arg.IdleSince)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []uuid.UUID{}
-	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		items = append(items, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
 
 const userByName = `-- name: UserByName :one
 SELECT id, username, role, key_hash, created_by, created_at, updated_at, key_changed_at, last_login_at FROM users WHERE lower(username) = lower($1)
@@ -437,7 +44,8 @@ func (q *Queries) UserCount(ctx context.Context) (int64, error) {
 
 const userCreate = `-- name: UserCreate :one
 INSERT INTO users (username, role, key_hash, created_by, created_at, updated_at, key_changed_at)
-VALUES ($1, $2, $3, $4, $5, $5, $5)
+SELECT $1, $2, $3, $4, t.now, t.now, t.now
+FROM (SELECT coalesce($5::timestamptz, now()) AS now) t
 RETURNING id, username, role, key_hash, created_by, created_at, updated_at, key_changed_at, last_login_at
 `
 
@@ -446,7 +54,7 @@ type UserCreateParams struct {
 	Role      string
 	KeyHash   string
 	CreatedBy *int64
-	Now       time.Time
+	Now       *time.Time
 }
 
 func (q *Queries) UserCreate(ctx context.Context, arg UserCreateParams) (User, error) {
@@ -506,7 +114,8 @@ func (q *Queries) UserGet(ctx context.Context, id int64) (User, error) {
 }
 
 const userList = `-- name: UserList :many
-SELECT id, username, role, key_hash, created_by, created_at, updated_at, key_changed_at, last_login_at FROM users ORDER BY username LIMIT $2 OFFSET $1
+SELECT users.id, users.username, users.role, users.key_hash, users.created_by, users.created_at, users.updated_at, users.key_changed_at, users.last_login_at, count(*) OVER () AS total
+FROM users ORDER BY username LIMIT $2 OFFSET $1
 `
 
 type UserListParams struct {
@@ -514,25 +123,31 @@ type UserListParams struct {
 	Lim int32
 }
 
-func (q *Queries) UserList(ctx context.Context, arg UserListParams) ([]User, error) {
+type UserListRow struct {
+	User  User
+	Total int64
+}
+
+func (q *Queries) UserList(ctx context.Context, arg UserListParams) ([]UserListRow, error) {
 	rows, err := q.db.Query(ctx, userList, arg.Off, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []User{}
+	items := []UserListRow{}
 	for rows.Next() {
-		var i User
+		var i UserListRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.Username,
-			&i.Role,
-			&i.KeyHash,
-			&i.CreatedBy,
-			&i.CreatedAt,
-			&i.UpdatedAt,
-			&i.KeyChangedAt,
-			&i.LastLoginAt,
+			&i.User.ID,
+			&i.User.Username,
+			&i.User.Role,
+			&i.User.KeyHash,
+			&i.User.CreatedBy,
+			&i.User.CreatedAt,
+			&i.User.UpdatedAt,
+			&i.User.KeyChangedAt,
+			&i.User.LastLoginAt,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}
@@ -571,12 +186,14 @@ func (q *Queries) UserLockSuperAdmins(ctx context.Context) ([]int64, error) {
 }
 
 const userSetKey = `-- name: UserSetKey :execrows
-UPDATE users SET key_hash = $1, key_changed_at = $2, updated_at = $2 WHERE id = $3
+UPDATE users SET key_hash = $1, key_changed_at = coalesce($2::timestamptz, now()),
+    updated_at = coalesce($2::timestamptz, now())
+WHERE id = $3
 `
 
 type UserSetKeyParams struct {
 	KeyHash string
-	Now     time.Time
+	Now     *time.Time
 	ID      int64
 }
 
@@ -589,12 +206,12 @@ func (q *Queries) UserSetKey(ctx context.Context, arg UserSetKeyParams) (int64, 
 }
 
 const userSetRole = `-- name: UserSetRole :one
-UPDATE users SET role = $1, updated_at = $2 WHERE id = $3 RETURNING id, username, role, key_hash, created_by, created_at, updated_at, key_changed_at, last_login_at
+UPDATE users SET role = $1, updated_at = coalesce($2::timestamptz, now()) WHERE id = $3 RETURNING id, username, role, key_hash, created_by, created_at, updated_at, key_changed_at, last_login_at
 `
 
 type UserSetRoleParams struct {
 	Role string
-	Now  time.Time
+	Now  *time.Time
 	ID   int64
 }
 
@@ -616,11 +233,11 @@ func (q *Queries) UserSetRole(ctx context.Context, arg UserSetRoleParams) (User,
 }
 
 const userTouchLogin = `-- name: UserTouchLogin :exec
-UPDATE users SET last_login_at = $1::timestamptz WHERE id = $2
+UPDATE users SET last_login_at = coalesce($1::timestamptz, now()) WHERE id = $2
 `
 
 type UserTouchLoginParams struct {
-	Now time.Time
+	Now *time.Time
 	ID  int64
 }
 

@@ -3,23 +3,16 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/testum/testum/libs/db"
 	"github.com/testum/testum/libs/testum"
 )
 
-// Audit appends an entry to the audit log in tx, so that the entry and the
-// change it records commit or fail together. Details must hold no secret.
-func (tx *Tx) Audit(ctx context.Context, e testum.AuditEntry) error {
-	return auditInsert(ctx, tx.q, e)
-}
-
-// Audit appends an entry outside any other change (logins, refusals).
+// Audit appends an entry to the audit log. Called on the store InTx hands
+// out, the entry and the change it records commit or fail together; on the
+// pool it stands alone (logins, refusals). Details must hold no secret.
 func (s *Store) Audit(ctx context.Context, e testum.AuditEntry) error {
-	return auditInsert(ctx, s.q, e)
-}
-
-func auditInsert(ctx context.Context, q *db.Queries, e testum.AuditEntry) error {
 	if e.Details == nil {
 		e.Details = map[string]any{}
 	}
@@ -30,9 +23,37 @@ func auditInsert(ctx context.Context, q *db.Queries, e testum.AuditEntry) error 
 	if e.Outcome == "" {
 		e.Outcome = "ok"
 	}
-	_, err = q.AuditInsert(ctx, db.AuditInsertParams{
+	_, err = s.q.AuditInsert(ctx, db.AuditInsertParams{
 		ActorID: e.ActorID, Actor: e.Actor, Action: e.Action, Target: e.Target,
 		Details: details, Ip: e.IP, Outcome: e.Outcome,
 	})
 	return wrap(err, "audit entry")
+}
+
+// AuditFilter selects audit entries.
+type AuditFilter struct {
+	Actor, Action, Target string
+	Since, Until          *time.Time
+}
+
+// AuditList pages through the audit log, newest first, and counts the
+// entries that match.
+func (s *Store) AuditList(ctx context.Context, f AuditFilter, limit, offset int) ([]testum.AuditEntry, int64, error) {
+	page := func(limit, offset int) ([]db.AuditListRow, error) {
+		return s.q.AuditList(ctx, db.AuditListParams{Actor: f.Actor, Action: f.Action, Target: f.Target,
+			Since: f.Since, Until: f.Until, Lim: int32(limit), Off: int32(offset)})
+	}
+	rows, total, err := paged(page, limit, offset, func(r db.AuditListRow) int64 { return r.Total })
+	if err != nil {
+		return nil, 0, wrap(err, "audit log")
+	}
+	out := make([]testum.AuditEntry, 0, len(rows))
+	for _, row := range rows {
+		r := row.AuditLog
+		e := testum.AuditEntry{ID: r.ID, At: r.At, ActorID: r.ActorID, Actor: r.Actor, Action: r.Action,
+			Target: r.Target, IP: r.Ip, Outcome: r.Outcome}
+		_ = json.Unmarshal(r.Details, &e.Details)
+		out = append(out, e)
+	}
+	return out, total, nil
 }

@@ -33,27 +33,27 @@ func secretAD(id int64, column string) []byte {
 }
 
 // CredentialCreate seals and stores a credential.
-func (tx *Tx) CredentialCreate(ctx context.Context, ns NewSecret) (testum.Credential, error) {
-	if tx.s.sealer == nil {
+func (s *Store) CredentialCreate(ctx context.Context, ns NewSecret) (testum.Credential, error) {
+	if s.sealer == nil {
 		return testum.Credential{}, fmt.Errorf("credential: no encryption key configured")
 	}
-	id, err := tx.q.CredentialNextID(ctx)
+	id, err := s.q.CredentialNextID(ctx)
 	if err != nil {
 		return testum.Credential{}, wrap(err, "credential id")
 	}
-	secret, err := tx.s.sealer.Seal(ns.Secret, secretAD(id, "secret"))
+	secret, err := s.sealer.Seal(ns.Secret, secretAD(id, "secret"))
 	if err != nil {
 		return testum.Credential{}, fmt.Errorf("seal credential: %w", err)
 	}
 	var pass []byte
 	if len(ns.Passphrase) > 0 {
-		if pass, err = tx.s.sealer.Seal(ns.Passphrase, secretAD(id, "passphrase")); err != nil {
+		if pass, err = s.sealer.Seal(ns.Passphrase, secretAD(id, "passphrase")); err != nil {
 			return testum.Credential{}, fmt.Errorf("seal credential: %w", err)
 		}
 	}
-	row, err := tx.q.CredentialCreate(ctx, db.CredentialCreateParams{
+	row, err := s.q.CredentialCreate(ctx, db.CredentialCreateParams{
 		ID: id, Name: optString(ns.Name), Kind: string(ns.Kind), Secret: secret, Passphrase: pass,
-		KeyID: tx.s.sealer.CurrentKeyID(), PublicKey: optString(ns.PublicKey), Fingerprint: optString(ns.Fingerprint),
+		KeyID: s.sealer.CurrentKeyID(), PublicKey: optString(ns.PublicKey), Fingerprint: optString(ns.Fingerprint),
 	})
 	if err != nil {
 		what := "credential"
@@ -63,6 +63,40 @@ func (tx *Tx) CredentialCreate(ctx context.Context, ns NewSecret) (testum.Creden
 		return testum.Credential{}, wrap(err, what)
 	}
 	return credentialFromRow(row), nil
+}
+
+// Credential returns a credential's public facts (never its secret).
+func (s *Store) Credential(ctx context.Context, id int64) (testum.Credential, error) {
+	row, err := s.q.CredentialGet(ctx, id)
+	if err != nil {
+		return testum.Credential{}, wrap(err, fmt.Sprintf("credential %d", id))
+	}
+	return credentialFromRow(row), nil
+}
+
+// CredentialByName returns a named credential's public facts.
+func (s *Store) CredentialByName(ctx context.Context, name string) (testum.Credential, error) {
+	row, err := s.q.CredentialByName(ctx, &name)
+	if err != nil {
+		return testum.Credential{}, wrap(err, "credential "+name)
+	}
+	return credentialFromRow(row), nil
+}
+
+// CredentialList pages through the named (reusable) credentials.
+func (s *Store) CredentialList(ctx context.Context, limit, offset int) ([]testum.Credential, int, error) {
+	page := func(limit, offset int) ([]db.CredentialListRow, error) {
+		return s.q.CredentialList(ctx, db.CredentialListParams{Lim: int32(limit), Off: int32(offset)})
+	}
+	rows, total, err := paged(page, limit, offset, func(r db.CredentialListRow) int64 { return r.Total })
+	if err != nil {
+		return nil, 0, wrap(err, "credentials")
+	}
+	out := make([]testum.Credential, len(rows))
+	for i, r := range rows {
+		out[i] = credentialFromRow(r.Credential)
+	}
+	return out, int(total), nil
 }
 
 // CredentialOpen returns the decrypted secret of a credential.
@@ -86,19 +120,93 @@ func (s *Store) CredentialOpen(ctx context.Context, id int64) (Secret, error) {
 	return sec, nil
 }
 
+// CredentialDelete deletes a named credential no platform uses.
+func (s *Store) CredentialDelete(ctx context.Context, id int64) (testum.Credential, error) {
+	var out testum.Credential
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.credentialDelete(ctx, id)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) credentialDelete(ctx context.Context, id int64) (testum.Credential, error) {
+	c, err := s.Credential(ctx, id)
+	if err != nil {
+		return c, err
+	}
+	if c.Name == "" {
+		return c, testum.NotFound("credential %d not found", id)
+	}
+	n, err := s.q.CredentialInUse(ctx, &id)
+	if err != nil {
+		return c, wrap(err, "credential")
+	}
+	if n > 0 {
+		return c, testum.Conflict("credential %q is used by %d platform(s)", c.Name, n)
+	}
+	_, err = s.q.CredentialDelete(ctx, id)
+	return c, wrap(err, "credential")
+}
+
+// Rotation is what CredentialsRotate did.
+type Rotation struct{ Checked, Resealed int }
+
+// CredentialsRotate re-encrypts, with the newest key, every secret sealed
+// with another key or in the legacy Fernet format, in one transaction.
+func (s *Store) CredentialsRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
+	var out Rotation
+	err := s.atomically(ctx, func(tx *Store) error {
+		var err error
+		out, err = tx.credentialsRotate(ctx, needs)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) credentialsRotate(ctx context.Context, needs func(ct []byte) bool) (Rotation, error) {
+	var r Rotation
+	rows, err := s.q.CredentialsAll(ctx)
+	if err != nil {
+		return r, wrap(err, "credentials")
+	}
+	for _, row := range rows {
+		r.Checked++
+		if !needs(row.Secret) && (len(row.Passphrase) == 0 || !needs(row.Passphrase)) {
+			continue
+		}
+		secret, err := s.sealer.Open(row.Secret, secretAD(row.ID, "secret"))
+		if err != nil {
+			return r, fmt.Errorf("credential %d: %w", row.ID, err)
+		}
+		sealed, err := s.sealer.Seal(secret, secretAD(row.ID, "secret"))
+		if err != nil {
+			return r, err
+		}
+		var pass []byte
+		if len(row.Passphrase) > 0 {
+			p, err := s.sealer.Open(row.Passphrase, secretAD(row.ID, "passphrase"))
+			if err != nil {
+				return r, fmt.Errorf("credential %d passphrase: %w", row.ID, err)
+			}
+			if pass, err = s.sealer.Seal(p, secretAD(row.ID, "passphrase")); err != nil {
+				return r, err
+			}
+		}
+		if err := s.q.CredentialReseal(ctx, db.CredentialResealParams{ID: row.ID, Secret: sealed, Passphrase: pass,
+			KeyID: s.sealer.CurrentKeyID()}); err != nil {
+			return r, wrap(err, "credential")
+		}
+		r.Resealed++
+	}
+	return r, nil
+}
+
 func credentialFromRow(r db.Credential) testum.Credential {
 	return testum.Credential{
 		ID: r.ID, Name: deref(r.Name), Kind: testum.AuthMethod(r.Kind), HasPassphrase: len(r.Passphrase) > 0,
 		PublicKey: deref(r.PublicKey), Fingerprint: deref(r.Fingerprint), KeyID: r.KeyID,
 		OwnerPlatform: r.OwnerPlatform, CreatedAt: r.CreatedAt,
 	}
-}
-
-// Credential returns a credential's public facts (never its secret).
-func (tx *Tx) Credential(ctx context.Context, id int64) (testum.Credential, error) {
-	row, err := tx.q.CredentialGet(ctx, id)
-	if err != nil {
-		return testum.Credential{}, wrap(err, fmt.Sprintf("credential %d", id))
-	}
-	return credentialFromRow(row), nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/testum/testum/libs/db"
 )
 
@@ -36,9 +34,10 @@ type ExecutorInfo struct {
 	HeartbeatAt time.Time `json:"heartbeat_at"`
 }
 
-// ExecutorsOnline lists executors that heartbeat after aliveAfter.
-func (s *Store) ExecutorsOnline(ctx context.Context, aliveAfter time.Time) ([]ExecutorInfo, error) {
-	rows, err := s.q.ExecutorsOnline(ctx, aliveAfter)
+// ExecutorsOnline lists the executors that heartbeat within the last
+// deadAfter, by the database clock (heartbeats are recorded with it).
+func (s *Store) ExecutorsOnline(ctx context.Context, deadAfter time.Duration) ([]ExecutorInfo, error) {
+	rows, err := s.q.ExecutorsOnline(ctx, interval(deadAfter))
 	if err != nil {
 		return nil, wrap(err, "executors")
 	}
@@ -49,36 +48,9 @@ func (s *Store) ExecutorsOnline(ctx context.Context, aliveAfter time.Time) ([]Ex
 	return out, nil
 }
 
-// ExecutorsDeadHolding lists executors that hold unfinished hosts but stopped
-// heartbeating before aliveAfter.
-func (s *Store) ExecutorsDeadHolding(ctx context.Context, aliveAfter time.Time) ([]string, error) {
-	ids, err := s.q.ExecutorsDeadHolding(ctx, aliveAfter)
+// ExecutorsDeadHolding lists executors that hold unfinished hosts but have
+// not heartbeat within the last deadAfter, by the database clock.
+func (s *Store) ExecutorsDeadHolding(ctx context.Context, deadAfter time.Duration) ([]string, error) {
+	ids, err := s.q.ExecutorsDeadHolding(ctx, interval(deadAfter))
 	return ids, wrap(err, "dead executors")
-}
-
-// LostHost is a host declared lost.
-type LostHost struct {
-	RunID   uuid.UUID
-	Idx     int
-	Name    string
-	Attempt int
-}
-
-// RunHostsLoseExecutor declares every unfinished host of an executor lost.
-func (s *Store) RunHostsLoseExecutor(ctx context.Context, executor string) ([]LostHost, error) {
-	rows, err := s.q.RunHostsLoseExecutor(ctx, &executor)
-	if err != nil {
-		return nil, wrap(err, "lose hosts")
-	}
-	out := make([]LostHost, len(rows))
-	for i, r := range rows {
-		out[i] = LostHost{RunID: r.RunID, Idx: int(r.Idx), Name: r.Name, Attempt: int(r.Attempt)}
-	}
-	return out, nil
-}
-
-// RunHostRequeue puts a lost host back in the queue (retry_lost).
-func (s *Store) RunHostRequeue(ctx context.Context, run uuid.UUID, idx, attempt int) (bool, error) {
-	n, err := s.q.RunHostRequeue(ctx, db.RunHostRequeueParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt)})
-	return n == 1, wrap(err, "requeue host")
 }

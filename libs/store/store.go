@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -34,14 +35,29 @@ type Sealer interface {
 	CurrentKeyID() string
 }
 
-// Store is the database of testum.
+// DBTX is what the store's queries run on: the pool, or a transaction
+// (both *pgxpool.Pool and pgx.Tx satisfy it). Begin on a transaction opens
+// a savepoint, so InTx nests.
+type DBTX interface {
+	db.DBTX
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Store is the database of testum. Its methods run on whatever DBTX it is
+// bound to: the pool for the value Open returns, a transaction for the one
+// InTx hands its function. Every query is written once and works on both.
 type Store struct {
 	pool   *pgxpool.Pool
+	db     DBTX
 	q      *db.Queries
 	sealer Sealer
 	log    *slog.Logger
-	now    func() time.Time
+	now    func() time.Time // nil: the database clock
 }
+
+// Tx is a Store bound to a transaction; the name keeps InTx's callers
+// readable.
+type Tx = Store
 
 // Config for Open.
 type Config struct {
@@ -49,7 +65,10 @@ type Config struct {
 	MaxConns int32
 	Sealer   Sealer
 	Logger   *slog.Logger
-	Now      func() time.Time // injected clock; time.Now by default
+	// Now replaces the database clock for session and login times, so that
+	// tests can move time forward; nil (the default) compares and records
+	// them with PostgreSQL's now().
+	Now func() time.Time
 }
 
 // Open connects to PostgreSQL. It does not migrate: call Migrate first.
@@ -74,20 +93,24 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &Store{pool: pool, q: db.New(pool), sealer: cfg.Sealer, log: cfg.Logger, now: cfg.Now}, nil
+	return &Store{pool: pool, db: pool, q: db.New(pool), sealer: cfg.Sealer, log: cfg.Logger, now: cfg.Now}, nil
 }
 
-// Close releases the pool.
+// Close releases the pool (of every store bound to it).
 func (s *Store) Close() { s.pool.Close() }
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// Now is the store's clock.
-func (s *Store) Now() time.Time { return s.now() }
+// clock is the injected time for a query's @now, or nil for the database's
+// now().
+func (s *Store) clock() *time.Time {
+	if s.now == nil {
+		return nil
+	}
+	t := s.now()
+	return &t
+}
 
 // Pool exposes the pool to tests that inspect tables directly.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
@@ -126,18 +149,30 @@ func migrateDB(ctx context.Context, sqldb *sql.DB, log *slog.Logger) error {
 	return nil
 }
 
-// Tx is a transaction: the generated queries bound to it, plus the store.
-type Tx struct {
-	q  *db.Queries
-	s  *Store
-	tx pgx.Tx
+// InTx runs fn in a transaction, committing when it returns nil; fn gets
+// the store bound to that transaction. Inside a transaction already, InTx
+// runs fn in a savepoint.
+func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+	return pgx.BeginFunc(ctx, s.db, func(ptx pgx.Tx) error {
+		return fn(s.on(ptx))
+	})
 }
 
-// InTx runs fn in a transaction, committing when it returns nil.
-func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
-		return fn(&Tx{q: s.q.WithTx(ptx), s: s, tx: ptx})
-	})
+// atomically runs fn in a transaction: the one the store is bound to, or a
+// new one on the pool. Methods that write several rows use it, so that they
+// are whole whether called on the pool or inside InTx.
+func (s *Store) atomically(ctx context.Context, fn func(tx *Store) error) error {
+	if _, ok := s.db.(pgx.Tx); ok {
+		return fn(s)
+	}
+	return s.InTx(ctx, fn)
+}
+
+// on returns a copy of the store that runs on d.
+func (s *Store) on(d DBTX) *Store {
+	c := *s
+	c.db, c.q = d, db.New(d)
+	return &c
 }
 
 // Once runs fn in a transaction only if no other process is running the job
@@ -151,7 +186,7 @@ func (s *Store) Once(ctx context.Context, job string, fn func(tx *Tx) error) (bo
 	ran := false
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var got bool
-		if err := tx.tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", key).Scan(&got); err != nil {
+		if err := tx.db.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", key).Scan(&got); err != nil {
 			return err
 		}
 		if !got {
@@ -196,4 +231,53 @@ func redactURLError(err error) error {
 		return errors.New("cannot parse the connection string (value not shown)")
 	}
 	return err
+}
+
+// interval is d as a PostgreSQL interval, for comparisons made against the
+// database clock.
+func interval(d time.Duration) pgtype.Interval {
+	return pgtype.Interval{Microseconds: d.Microseconds(), Valid: true}
+}
+
+func nonNilLabels(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// paged runs a page query whose rows carry count(*) OVER () in total. A
+// page past the end has no row to carry the count, so the first row of the
+// same query is asked for instead: the filter is written once, in SQL.
+func paged[R any](page func(limit, offset int) ([]R, error), limit, offset int, total func(R) int64) ([]R, int64, error) {
+	rows, err := page(limit, offset)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(rows) > 0 {
+		return rows, total(rows[0]), nil
+	}
+	if offset == 0 && limit > 0 {
+		return rows, 0, nil
+	}
+	first, err := page(1, 0)
+	if err != nil || len(first) == 0 {
+		return rows, 0, err
+	}
+	return rows, total(first[0]), nil
 }

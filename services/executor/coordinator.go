@@ -49,7 +49,7 @@ func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	run, ok, err := e.st.RunCoordinate(ctx, rm.RunID, e.cfg.ID, time.Now().Add(-e.cfg.DeadAfter))
+	run, ok, err := e.st.RunCoordinate(ctx, rm.RunID, e.cfg.ID, e.cfg.DeadAfter)
 	if err != nil {
 		e.log.Warn("taking a run failed; handed back", "run", rm.RunID, "err", err)
 		_ = msg.NakWithDelay(time.Second)
@@ -197,11 +197,11 @@ func (c *RunCoordinator) publishTask(ctx context.Context, r store.Released) erro
 // the stream any more (a publish that failed, a stream that lost them):
 // PostgreSQL can rebuild any task.
 func (c *RunCoordinator) republishMissing(ctx context.Context, resumed bool) error {
-	before := time.Now().Add(-republishAfter)
+	age := republishAfter
 	if resumed {
-		before = time.Now()
+		age = 0
 	}
-	waiting, err := c.e.st.RunHostsReleasedWaiting(ctx, c.run.ID, before)
+	waiting, err := c.e.st.RunHostsReleasedWaiting(ctx, c.run.ID, age)
 	if err != nil || len(waiting) == 0 {
 		return err
 	}

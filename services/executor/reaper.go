@@ -35,8 +35,7 @@ func (e *Executor) reap(ctx context.Context) error {
 }
 
 func (e *Executor) reapOnce(ctx context.Context) error {
-	aliveAfter := time.Now().Add(-e.cfg.DeadAfter)
-	dead, err := e.st.ExecutorsDeadHolding(ctx, aliveAfter)
+	dead, err := e.st.ExecutorsDeadHolding(ctx, e.cfg.DeadAfter)
 	if err != nil {
 		return err
 	}
@@ -60,7 +59,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 			}
 		}
 	}
-	orphans, err := e.st.RunsOrphaned(ctx, time.Now().Add(-2*e.cfg.AckWait), aliveAfter)
+	orphans, err := e.st.RunsOrphaned(ctx, 2*e.cfg.AckWait, e.cfg.DeadAfter)
 	if err != nil {
 		return err
 	}

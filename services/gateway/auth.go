@@ -116,12 +116,11 @@ func (g *Gateway) checkToken(ctx context.Context, token string, touch bool) (*Pr
 	if err != nil {
 		return nil, testum.Errorf(testum.CodeUnauthorized, "invalid or expired session")
 	}
-	idleSince := g.now().Add(-g.cfg.SessionIdle)
 	var s testum.Session
 	if touch {
-		s, err = g.st.SessionTouch(ctx, v.SessionID, v.TokenHash, idleSince)
+		s, err = g.st.SessionTouch(ctx, v.SessionID, v.TokenHash, g.cfg.SessionIdle)
 	} else {
-		s, err = g.st.SessionCheck(ctx, v.SessionID, idleSince)
+		s, err = g.st.SessionCheck(ctx, v.SessionID, g.cfg.SessionIdle)
 	}
 	if store.IsNotFound(err) {
 		return nil, testum.Errorf(testum.CodeUnauthorized, "invalid or expired session")

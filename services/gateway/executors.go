@@ -11,7 +11,7 @@ func (g *Gateway) executorList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	list, err := g.st.ExecutorsOnline(c.UserContext(), g.now().Add(-g.cfg.ExecutorDeadAfter))
+	list, err := g.st.ExecutorsOnline(c.UserContext(), g.cfg.ExecutorDeadAfter)
 	if err != nil {
 		return err
 	}

@@ -34,13 +34,13 @@ func (g *Gateway) loginAdmit(c *fiber.Ctx, ip, username string) (attempt int64, 
 	if err != nil {
 		return 0, err
 	}
-	now := g.now()
 	window := g.cfg.LoginWindow
-	n, err := g.st.LoginAttemptCounts(ctx, id, ip, username, now.Add(-window))
+	n, err := g.st.LoginAttemptCounts(ctx, id, ip, username, window)
 	if err != nil {
 		g.loginRefund(c, id)
 		return 0, err
 	}
+	now := n.At
 	var wait time.Duration
 	var reason string
 	switch {

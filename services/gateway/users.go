@@ -421,7 +421,7 @@ func (g *Gateway) sessionList(c *fiber.Ctx) error {
 		return err
 	}
 	all := c.Query("all") == "true"
-	list, total, err := g.st.SessionList(c.UserContext(), !all, g.now().Add(-g.cfg.SessionIdle), limit, offset)
+	list, total, err := g.st.SessionList(c.UserContext(), !all, g.cfg.SessionIdle, limit, offset)
 	if err != nil {
 		return err
 	}
@@ -477,12 +477,12 @@ func (g *Gateway) auditList(c *fiber.Ctx) error {
 func (g *Gateway) SweepSessions(ctx context.Context) (bool, error) {
 	var ended []uuid.UUID
 	ran, err := g.st.Once(ctx, "session-sweep", func(tx *store.Tx) error {
-		ids, err := tx.SessionsExpire(ctx, g.now().Add(-g.cfg.SessionIdle))
+		ids, err := tx.SessionsExpire(ctx, g.cfg.SessionIdle)
 		if err != nil {
 			return err
 		}
 		ended = ids
-		return tx.LoginFailuresPrune(ctx, g.now().Add(-24*time.Hour))
+		return tx.LoginFailuresPrune(ctx, 24*time.Hour)
 	})
 	if err != nil {
 		return ran, err
@@ -523,7 +523,7 @@ func BootstrapAdmin(ctx context.Context, st *store.Store, username, password str
 	}
 	for range 50 {
 		ran, err := st.Once(ctx, "bootstrap-admin", func(tx *store.Tx) error {
-			n, err := tx.UserCountTx(ctx)
+			n, err := tx.UserCount(ctx)
 			if err != nil || n > 0 {
 				return err
 			}

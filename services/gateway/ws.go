@@ -242,7 +242,7 @@ func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
 	if p == nil {
 		return false
 	}
-	s, err := g.st.SessionCheck(ctx, p.SessionID, g.now().Add(-g.cfg.SessionIdle))
+	s, err := g.st.SessionCheck(ctx, p.SessionID, g.cfg.SessionIdle)
 	if err != nil {
 		return !store.IsNotFound(err) && ctx.Err() == nil // a database hiccup does not log anyone out
 	}

@@ -3,10 +3,7 @@ INSERT INTO ssh_keys (name, public_key, fingerprint, created_by) VALUES (@name, 
 RETURNING *;
 
 -- name: SSHKeyList :many
-SELECT * FROM ssh_keys ORDER BY name LIMIT @lim OFFSET @off;
-
--- name: SSHKeyCount :one
-SELECT count(*) FROM ssh_keys;
+SELECT sqlc.embed(ssh_keys), count(*) OVER () AS total FROM ssh_keys ORDER BY name LIMIT @lim OFFSET @off;
 
 -- name: SSHKeysByIDs :many
 SELECT * FROM ssh_keys WHERE id = ANY(@ids::bigint[]) ORDER BY id;

@@ -1,0 +1,233 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/testum/testum/libs/db"
+	"github.com/testum/testum/libs/testum"
+)
+
+// RunHosts returns the hosts of a run in order.
+func (s *Store) RunHosts(ctx context.Context, run uuid.UUID) ([]testum.RunHost, error) {
+	rows, err := s.q.RunHostsList(ctx, run)
+	if err != nil {
+		return nil, wrap(err, "run hosts")
+	}
+	out := make([]testum.RunHost, len(rows))
+	for i, r := range rows {
+		out[i] = runHostFromRow(r)
+	}
+	return out, nil
+}
+
+// RunHost returns one host of a run.
+func (s *Store) RunHost(ctx context.Context, run uuid.UUID, idx int) (testum.RunHost, error) {
+	r, err := s.q.RunHostGet(ctx, db.RunHostGetParams{RunID: run, Idx: int32(idx)})
+	if err != nil {
+		return testum.RunHost{}, wrap(err, fmt.Sprintf("host %d of run %s", idx, run))
+	}
+	return runHostFromRow(r), nil
+}
+
+// RunHostCountsMany returns the host counts per state of each given run.
+func (s *Store) RunHostCountsMany(ctx context.Context, runs []uuid.UUID) (map[uuid.UUID]map[testum.HostState]int, error) {
+	rows, err := s.q.RunHostCountsMany(ctx, runs)
+	if err != nil {
+		return nil, wrap(err, "run host counts")
+	}
+	out := make(map[uuid.UUID]map[testum.HostState]int, len(runs))
+	for _, r := range rows {
+		if out[r.RunID] == nil {
+			out[r.RunID] = map[testum.HostState]int{}
+		}
+		out[r.RunID][testum.HostState(r.State)] = int(r.N)
+	}
+	return out, nil
+}
+
+// Progress is the coordinator's view of a run.
+type Progress struct {
+	Total, Pending, InFlight, Failures, Finished, OK int
+}
+
+// RunProgress counts a run's hosts for the coordinator.
+func (s *Store) RunProgress(ctx context.Context, run uuid.UUID) (Progress, error) {
+	r, err := s.q.RunProgress(ctx, run)
+	if err != nil {
+		return Progress{}, wrap(err, "run progress")
+	}
+	return Progress{Total: int(r.Total), Pending: int(r.Pending), InFlight: int(r.InFlight),
+		Failures: int(r.Failures), Finished: int(r.Finished), OK: int(r.Ok)}, nil
+}
+
+// Released is a host whose task the coordinator publishes.
+type Released struct {
+	Idx     int
+	Attempt int // starts so far; the task authorizes Attempt+1
+}
+
+// RunHostsRelease marks up to n waiting hosts released and returns them.
+func (s *Store) RunHostsRelease(ctx context.Context, run uuid.UUID, n int) ([]Released, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	var out []Released
+	err := s.atomically(ctx, func(tx *Store) error {
+		idxs, err := tx.q.RunHostsNextToRelease(ctx, db.RunHostsNextToReleaseParams{RunID: run, Lim: int32(n)})
+		if err != nil || len(idxs) == 0 {
+			return err
+		}
+		rows, err := tx.q.RunHostsRelease(ctx, db.RunHostsReleaseParams{RunID: run, Idxs: idxs})
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			out = append(out, Released{Idx: int(r.Idx), Attempt: int(r.Attempt)})
+		}
+		return nil
+	})
+	return out, wrap(err, "release hosts")
+}
+
+// RunHostsReleasedWaiting returns the hosts released more than age ago, by
+// the database clock, and not claimed since.
+func (s *Store) RunHostsReleasedWaiting(ctx context.Context, run uuid.UUID, age time.Duration) ([]Released, error) {
+	rows, err := s.q.RunHostsReleasedWaiting(ctx, db.RunHostsReleasedWaitingParams{RunID: run, Age: interval(age)})
+	if err != nil {
+		return nil, wrap(err, "released hosts")
+	}
+	out := make([]Released, len(rows))
+	for i, r := range rows {
+		out[i] = Released{Idx: int(r.Idx), Attempt: int(r.Attempt)}
+	}
+	return out, nil
+}
+
+// RunHostClaim is the one door through which a host starts: it moves a
+// queued host to connecting for this attempt and executor, atomically.
+// ok=false means someone else started it or it is no longer queued.
+func (s *Store) RunHostClaim(ctx context.Context, run uuid.UUID, idx, attempt int, executor string) (testum.RunHost, bool, error) {
+	row, err := s.q.RunHostClaim(ctx, db.RunHostClaimParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return testum.RunHost{}, false, nil
+	}
+	if err != nil {
+		return testum.RunHost{}, false, wrap(err, "claim host")
+	}
+	return runHostFromRow(row), true, nil
+}
+
+// RunHostSetRunning moves a claimed host to running. ok=false means the
+// host is no longer this executor's (the reaper declared it lost).
+func (s *Store) RunHostSetRunning(ctx context.Context, run uuid.UUID, idx, attempt int, executor string, platform int64) (bool, error) {
+	n, err := s.q.RunHostSetRunning(ctx, db.RunHostSetRunningParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor, PlatformID: platform})
+	return n == 1, wrap(err, "host running")
+}
+
+// HostResult is how a host ended.
+type HostResult struct {
+	State        testum.HostState
+	ExitCode     *int
+	Signal       string
+	Error        string
+	OutputBytes  int64
+	Truncated    bool
+	OutputDigest string
+	LogKey       string
+}
+
+// RunHostFinish records a host's end. ok=false means the host was no longer
+// this executor's to finish.
+func (s *Store) RunHostFinish(ctx context.Context, run uuid.UUID, idx, attempt int, executor string, r HostResult) (testum.RunHost, bool, error) {
+	var ec *int32
+	if r.ExitCode != nil {
+		v := int32(*r.ExitCode)
+		ec = &v
+	}
+	row, err := s.q.RunHostFinish(ctx, db.RunHostFinishParams{
+		RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor,
+		State: string(r.State), ExitCode: ec, Signal: r.Signal, Error: r.Error,
+		OutputBytes: r.OutputBytes, Truncated: r.Truncated, OutputDigest: r.OutputDigest, LogKey: r.LogKey,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return testum.RunHost{}, false, nil
+	}
+	if err != nil {
+		return testum.RunHost{}, false, wrap(err, "finish host")
+	}
+	return runHostFromRow(row), true, nil
+}
+
+// EndedHost names a host moved to a final state in bulk.
+type EndedHost struct {
+	Idx  int
+	Name string
+}
+
+// RunHostsEndQueued moves every still-queued host of a run to state.
+func (s *Store) RunHostsEndQueued(ctx context.Context, run uuid.UUID, state testum.HostState) ([]EndedHost, error) {
+	rows, err := s.q.RunHostsEndQueued(ctx, db.RunHostsEndQueuedParams{RunID: run, State: string(state)})
+	if err != nil {
+		return nil, wrap(err, "end queued hosts")
+	}
+	out := make([]EndedHost, len(rows))
+	for i, r := range rows {
+		out[i] = EndedHost{Idx: int(r.Idx), Name: r.Name}
+	}
+	return out, nil
+}
+
+// RunHostEndUnstarted ends a host that never started. ok=false when it was
+// not queued any more.
+func (s *Store) RunHostEndUnstarted(ctx context.Context, run uuid.UUID, idx int, state testum.HostState, msg string) (bool, error) {
+	n, err := s.q.RunHostEndUnstarted(ctx, db.RunHostEndUnstartedParams{RunID: run, Idx: int32(idx), State: string(state), Error: msg})
+	return n == 1, wrap(err, "end host")
+}
+
+// LostHost is a host declared lost.
+type LostHost struct {
+	RunID   uuid.UUID
+	Idx     int
+	Name    string
+	Attempt int
+}
+
+// RunHostsLoseExecutor declares every unfinished host of an executor lost.
+func (s *Store) RunHostsLoseExecutor(ctx context.Context, executor string) ([]LostHost, error) {
+	rows, err := s.q.RunHostsLoseExecutor(ctx, &executor)
+	if err != nil {
+		return nil, wrap(err, "lose hosts")
+	}
+	out := make([]LostHost, len(rows))
+	for i, r := range rows {
+		out[i] = LostHost{RunID: r.RunID, Idx: int(r.Idx), Name: r.Name, Attempt: int(r.Attempt)}
+	}
+	return out, nil
+}
+
+// RunHostRequeue puts a lost host back in the queue (retry_lost).
+func (s *Store) RunHostRequeue(ctx context.Context, run uuid.UUID, idx, attempt int) (bool, error) {
+	n, err := s.q.RunHostRequeue(ctx, db.RunHostRequeueParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt)})
+	return n == 1, wrap(err, "requeue host")
+}
+
+func runHostFromRow(r db.RunHost) testum.RunHost {
+	h := testum.RunHost{
+		RunID: r.RunID, Idx: int(r.Idx), PlatformID: r.PlatformID, Name: r.Name, Address: r.Address,
+		State: testum.HostState(r.State), Attempt: int(r.Attempt), ExecutorID: deref(r.ExecutorID),
+		Signal: r.Signal, Error: r.Error, OutputBytes: r.OutputBytes, Truncated: r.Truncated,
+		OutputDigest: r.OutputDigest, LogKey: r.LogKey, ReleasedAt: r.ReleasedAt,
+		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	}
+	if r.ExitCode != nil {
+		v := int(*r.ExitCode)
+		h.ExitCode = &v
+	}
+	return h
+}

@@ -1,0 +1,647 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testenv"
+	"github.com/testum/testum/libs/testum"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
+
+// fakeSealer seals by hex-encoding the plaintext under its key id and the
+// associated data, so that a test can see what a ciphertext is bound to and
+// that no plaintext reaches a row.
+type fakeSealer struct {
+	mu    sync.Mutex
+	keyID string
+}
+
+func (f *fakeSealer) CurrentKeyID() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.keyID
+}
+
+func (f *fakeSealer) Seal(plaintext, ad []byte) ([]byte, error) {
+	return []byte(f.CurrentKeyID() + ":" + hex.EncodeToString(ad) + ":" + hex.EncodeToString(plaintext)), nil
+}
+
+func (f *fakeSealer) Open(ciphertext, ad []byte) ([]byte, error) {
+	parts := strings.Split(string(ciphertext), ":")
+	if len(parts) != 3 {
+		return nil, errors.New("not a fake ciphertext")
+	}
+	if parts[1] != hex.EncodeToString(ad) {
+		return nil, errors.New("associated data mismatch")
+	}
+	return hex.DecodeString(parts[2])
+}
+
+// clock is a settable clock for the session and login times.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// open migrates a fresh database and opens a store on it; cfg adjusts the
+// store's config.
+func open(t *testing.T, cfg func(*store.Config)) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	if err := store.Migrate(ctx, url, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := store.Config{URL: url, MaxConns: 4, Sealer: &fakeSealer{keyID: "k1"}}
+	if cfg != nil {
+		cfg(&c)
+	}
+	st, err := store.Open(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st
+}
+
+// exec runs SQL on the pool, for setting up what no store method does
+// (moving a row back in time).
+func exec(t *testing.T, st *store.Store, sql string, args ...any) {
+	t.Helper()
+	if _, err := st.Pool().Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func createUser(t *testing.T, st *store.Store, name string) testum.User {
+	t.Helper()
+	var u testum.User
+	err := st.InTx(context.Background(), func(tx *store.Tx) error {
+		var err error
+		u, err = tx.UserCreate(context.Background(), name, "admin", "hash-of-"+name, nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func createPlatform(t *testing.T, st *store.Store, name string, labels map[string]string) testum.Platform {
+	t.Helper()
+	var p testum.Platform
+	err := st.InTx(context.Background(), func(tx *store.Tx) error {
+		var err error
+		p, err = tx.PlatformCreate(context.Background(), store.NewPlatform{Name: name, Host: "127.0.0.1", Port: 22,
+			Username: "u", AuthMethod: testum.AuthPassword, Labels: labels,
+			Secret: &store.NewSecret{Kind: testum.AuthPassword, Secret: []byte("pw-" + name)}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestUsersAndSessions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t: time.Now().UTC().Truncate(time.Microsecond)}
+	st := open(t, func(c *store.Config) { c.Now = clk.Now })
+
+	alice := createUser(t, st, "Alice")
+	createUser(t, st, "bob")
+	err := st.InTx(ctx, func(tx *store.Tx) error {
+		_, err := tx.UserCreate(ctx, "alice", "admin", "h", nil)
+		return err
+	})
+	if testum.CodeOf(err) != testum.CodeConflict {
+		t.Fatalf("a second alice: %v, want a conflict", err)
+	}
+	u, hash, err := st.UserByName(ctx, "ALICE")
+	if err != nil || u.ID != alice.ID || hash != "hash-of-Alice" {
+		t.Fatalf("UserByName: %+v %q %v", u, hash, err)
+	}
+	if !u.CreatedAt.Equal(clk.Now()) {
+		t.Fatalf("created at %s, want the injected clock's %s", u.CreatedAt, clk.Now())
+	}
+	if n, err := st.UserCount(ctx); err != nil || n != 2 {
+		t.Fatalf("UserCount: %d %v", n, err)
+	}
+
+	const idle = 15 * time.Minute
+	sid, token := uuid.New(), []byte("token-hash")
+	err = st.InTx(ctx, func(tx *store.Tx) error {
+		return tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: alice.ID, TokenHash: token,
+			ExpiresAt: clk.Now().Add(2 * time.Hour), IP: "127.0.0.1"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SessionTouch(ctx, sid, []byte("another hash"), idle); !store.IsNotFound(err) {
+		t.Fatalf("touch with a wrong token hash: %v", err)
+	}
+	for range 5 { // activity keeps it alive past the idle limit
+		clk.Advance(idle - time.Second)
+		s, err := st.SessionTouch(ctx, sid, token, idle)
+		if err != nil || s.Username != "Alice" || !s.Active {
+			t.Fatalf("touch: %+v %v", s, err)
+		}
+	}
+	clk.Advance(idle + time.Second)
+	if _, err := st.SessionCheck(ctx, sid, idle); !store.IsNotFound(err) {
+		t.Fatalf("check of an idle session: %v", err)
+	}
+	list, total, err := st.SessionList(ctx, false, idle, 10, 0)
+	if err != nil || total != 1 || len(list) != 1 || list[0].Active {
+		t.Fatalf("all sessions: %d %+v %v", total, list, err)
+	}
+	if _, total, err := st.SessionList(ctx, true, idle, 10, 0); err != nil || total != 0 {
+		t.Fatalf("active sessions: %d %v", total, err)
+	}
+	ended, err := st.SessionsExpire(ctx, idle)
+	if err != nil || len(ended) != 1 || ended[0] != sid {
+		t.Fatalf("expire: %v %v", ended, err)
+	}
+	if s, err := st.SessionGet(ctx, sid); err != nil || s.Active {
+		t.Fatalf("expired session: %+v %v", s, err)
+	}
+}
+
+// Each paged list's total counts every row its filter matches, whatever
+// the page, also a page past the end.
+func TestPlatformPagesCountEveryMatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	var first testum.Platform
+	for i := range 7 {
+		env := "prod"
+		if i%3 == 2 {
+			env = "test"
+		}
+		p := createPlatform(t, st, fmt.Sprintf("web%02d", i), map[string]string{"env": env})
+		if i == 0 {
+			first = p
+		}
+	}
+	if err := st.PlatformRecordContact(ctx, first.ID, "reachable", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		f             store.PlatformFilter
+		limit, offset int
+		want          []string
+		total         int
+	}{
+		{"all, first page", store.PlatformFilter{}, 3, 0, []string{"web00", "web01", "web02"}, 7},
+		{"all, last page", store.PlatformFilter{}, 3, 6, []string{"web06"}, 7},
+		{"all, past the end", store.PlatformFilter{}, 3, 9, nil, 7},
+		{"label", store.PlatformFilter{Labels: map[string]string{"env": "prod"}}, 2, 2, []string{"web03", "web04"}, 5},
+		{"label, past the end", store.PlatformFilter{Labels: map[string]string{"env": "test"}}, 2, 4, nil, 2},
+		{"name", store.PlatformFilter{Name: "B0"}, 100, 0, []string{"web00", "web01", "web02", "web03", "web04", "web05", "web06"}, 7},
+		{"name and label", store.PlatformFilter{Name: "web0", Labels: map[string]string{"env": "test"}}, 1, 1, []string{"web05"}, 2},
+		{"state", store.PlatformFilter{State: "reachable"}, 10, 0, []string{"web00"}, 1},
+		{"nothing matches", store.PlatformFilter{Name: "db"}, 10, 0, nil, 0},
+		{"nothing matches, past the end", store.PlatformFilter{Name: "db"}, 10, 20, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps, total, err := st.PlatformSearch(ctx, tc.f, tc.limit, tc.offset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, p := range ps {
+				names = append(names, p.Name)
+			}
+			if fmt.Sprint(names) != fmt.Sprint(tc.want) || total != tc.total {
+				t.Fatalf("got %v of %d, want %v of %d", names, total, tc.want, tc.total)
+			}
+		})
+	}
+	if ps, total, err := st.PlatformList(ctx, 2, 100); err != nil || len(ps) != 0 || total != 7 {
+		t.Fatalf("PlatformList past the end: %d of %d, %v", len(ps), total, err)
+	}
+	if cs, total, err := st.CredentialList(ctx, 10, 0); err != nil || len(cs) != 0 || total != 0 {
+		t.Fatalf("inline secrets are no named credentials: %d of %d, %v", len(cs), total, err)
+	}
+}
+
+func newRun(t *testing.T, st *store.Store, ps ...testum.Platform) testum.Run {
+	t.Helper()
+	nr := store.NewRun{ID: uuid.New(), Command: "true", CreatedByName: "alice",
+		Spec: testum.RunSpec{Command: "true", TimeoutSeconds: 60, Parallelism: 10, SecretEnv: map[string]string{"TOKEN": "s3cret"}}}
+	for _, p := range ps {
+		nr.Hosts = append(nr.Hosts, store.NewRunHost{PlatformID: p.ID, Name: p.Name, Address: p.Host})
+	}
+	var run testum.Run
+	err := st.InTx(context.Background(), func(tx *store.Tx) error {
+		var err error
+		run, err = tx.RunCreate(context.Background(), nr)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+func TestRunTransitions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	p1, p2 := createPlatform(t, st, "a", nil), createPlatform(t, st, "b", nil)
+	run := newRun(t, st, p1, p2)
+	if run.State != testum.RunQueued || run.HostCount != 2 {
+		t.Fatalf("new run: %+v", run)
+	}
+	if env, err := st.RunSecretEnv(ctx, run.ID); err != nil || env["TOKEN"] != "s3cret" {
+		t.Fatalf("secret env: %v %v", env, err)
+	}
+	for _, ex := range []string{"ex1", "ex2"} {
+		if err := st.ExecutorRegister(ctx, ex, "host", 1, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const dead = 30 * time.Second
+	got, ok, err := st.RunCoordinate(ctx, run.ID, "ex1", dead)
+	if err != nil || !ok || got.State != testum.RunRunning || got.CoordinatorID != "ex1" {
+		t.Fatalf("coordinate: %+v %v %v", got, ok, err)
+	}
+	if _, ok, err := st.RunCoordinate(ctx, run.ID, "ex2", dead); err != nil || ok {
+		t.Fatalf("a second coordinator while the first is alive: %v %v", ok, err)
+	}
+
+	rel, err := st.RunHostsRelease(ctx, run.ID, 5)
+	if err != nil || len(rel) != 2 || rel[0].Attempt != 0 {
+		t.Fatalf("release: %+v %v", rel, err)
+	}
+	if more, err := st.RunHostsRelease(ctx, run.ID, 5); err != nil || len(more) != 0 {
+		t.Fatalf("release again: %+v %v", more, err)
+	}
+	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 2, "ex1"); err != nil || ok {
+		t.Fatalf("claim of a later attempt: %v %v", ok, err)
+	}
+	h, ok, err := st.RunHostClaim(ctx, run.ID, 0, 1, "ex1")
+	if err != nil || !ok || h.State != testum.HostConnecting || h.ExecutorID != "ex1" {
+		t.Fatalf("claim: %+v %v %v", h, ok, err)
+	}
+	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 1, "ex2"); err != nil || ok {
+		t.Fatalf("a second claim of the same attempt: %v %v", ok, err)
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 0, 1, "ex2", p1.ID); err != nil || ok {
+		t.Fatalf("running by another executor: %v %v", ok, err)
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 0, 1, "ex1", p1.ID); err != nil || !ok {
+		t.Fatalf("running: %v %v", ok, err)
+	}
+	if p, err := st.Platform(ctx, p1.ID); err != nil || p.State != "reachable" {
+		t.Fatalf("platform after running: %+v %v", p, err)
+	}
+	zero := 0
+	res := store.HostResult{State: testum.HostOK, ExitCode: &zero, OutputBytes: 3}
+	if _, ok, err := st.RunHostFinish(ctx, run.ID, 0, 1, "ex2", res); err != nil || ok {
+		t.Fatalf("finish by another executor: %v %v", ok, err)
+	}
+	h, ok, err = st.RunHostFinish(ctx, run.ID, 0, 1, "ex1", res)
+	if err != nil || !ok || h.State != testum.HostOK || h.ExitCode == nil || *h.ExitCode != 0 || h.FinishedAt == nil {
+		t.Fatalf("finish: %+v %v %v", h, ok, err)
+	}
+	if _, ok, err := st.RunHostFinish(ctx, run.ID, 0, 1, "ex1", res); err != nil || ok {
+		t.Fatalf("finish twice: %v %v", ok, err)
+	}
+	if ok, err := st.RunHostEndUnstarted(ctx, run.ID, 1, testum.HostUnreachable, "no route"); err != nil || !ok {
+		t.Fatalf("end unstarted: %v %v", ok, err)
+	}
+	pr, err := st.RunProgress(ctx, run.ID)
+	if err != nil || pr != (store.Progress{Total: 2, Finished: 2, Failures: 1, OK: 1}) {
+		t.Fatalf("progress: %+v %v", pr, err)
+	}
+	done, ok, err := st.RunFinish(ctx, run.ID, testum.RunFailed, "1 host failed")
+	if err != nil || !ok || done.State != testum.RunFailed || done.FinishedAt == nil {
+		t.Fatalf("run finish: %+v %v %v", done, ok, err)
+	}
+	if _, ok, err := st.RunFinish(ctx, run.ID, testum.RunSucceeded, ""); err != nil || ok {
+		t.Fatalf("finishing a finished run: %v %v", ok, err)
+	}
+
+	// The history counts every run its filter matches.
+	newRun(t, st, p2)
+	newRun(t, st, p2)
+	for _, tc := range []struct {
+		f             store.RunFilter
+		limit, offset int
+		n, total      int
+	}{
+		{store.RunFilter{}, 2, 0, 2, 3},
+		{store.RunFilter{}, 2, 5, 0, 3},
+		{store.RunFilter{State: "queued"}, 1, 1, 1, 2},
+		{store.RunFilter{PlatformID: &p1.ID}, 10, 0, 1, 1},
+		{store.RunFilter{User: "nobody"}, 10, 0, 0, 0},
+	} {
+		runs, total, err := st.RunSearch(ctx, tc.f, tc.limit, tc.offset)
+		if err != nil || len(runs) != tc.n || total != tc.total {
+			t.Errorf("RunSearch %+v: %d of %d, %v; want %d of %d", tc.f, len(runs), total, err, tc.n, tc.total)
+		}
+	}
+}
+
+func TestCredentialSealing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sealer := &fakeSealer{keyID: "k1"}
+	st := open(t, func(c *store.Config) { c.Sealer = sealer })
+	var a, b testum.Credential
+	err := st.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		if a, err = tx.CredentialCreate(ctx, store.NewSecret{Name: "a", Kind: testum.AuthPrivateKey,
+			Secret: []byte("PRIVATE KEY A"), Passphrase: []byte("pass A")}); err != nil {
+			return err
+		}
+		b, err = tx.CredentialCreate(ctx, store.NewSecret{Name: "b", Kind: testum.AuthPassword, Secret: []byte("password B")})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.HasPassphrase || b.HasPassphrase || a.KeyID != "k1" {
+		t.Fatalf("created: %+v %+v", a, b)
+	}
+	var raw []byte
+	if err := st.Pool().QueryRow(ctx, "SELECT secret || passphrase FROM credentials WHERE id = $1", a.ID).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("PRIVATE KEY A")) || bytes.Contains(raw, []byte("pass A")) {
+		t.Fatal("a plaintext secret reached the row")
+	}
+	sec, err := st.CredentialOpen(ctx, a.ID)
+	if err != nil || string(sec.Secret) != "PRIVATE KEY A" || string(sec.Passphrase) != "pass A" || sec.Kind != testum.AuthPrivateKey {
+		t.Fatalf("open: %+v %v", sec, err)
+	}
+	// A ciphertext is bound to its row: copied into another, it does not open.
+	exec(t, st, "UPDATE credentials SET secret = (SELECT secret FROM credentials WHERE id = $1) WHERE id = $2", a.ID, b.ID)
+	if _, err := st.CredentialOpen(ctx, b.ID); err == nil {
+		t.Fatal("a secret copied from another row opened")
+	}
+	exec(t, st, "UPDATE credentials SET secret = $1 WHERE id = $2", []byte("k1:"+hexAD(b.ID)+":"+hex.EncodeToString([]byte("password B"))), b.ID)
+
+	sealer.mu.Lock()
+	sealer.keyID = "k2"
+	sealer.mu.Unlock()
+	var rot store.Rotation
+	err = st.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		rot, err = tx.CredentialsRotate(ctx, func(ct []byte) bool { return !bytes.HasPrefix(ct, []byte("k2:")) })
+		return err
+	})
+	if err != nil || rot != (store.Rotation{Checked: 2, Resealed: 2}) {
+		t.Fatalf("rotate: %+v %v", rot, err)
+	}
+	if sec, err := st.CredentialOpen(ctx, b.ID); err != nil || string(sec.Secret) != "password B" {
+		t.Fatalf("open after rotation: %+v %v", sec, err)
+	}
+	if c, err := st.CredentialByName(ctx, "a"); err != nil || c.KeyID != "k2" {
+		t.Fatalf("key id after rotation: %+v %v", c, err)
+	}
+
+	noKey := open(t, func(c *store.Config) { c.Sealer = nil })
+	err = noKey.InTx(ctx, func(tx *store.Tx) error {
+		_, err := tx.CredentialCreate(ctx, store.NewSecret{Name: "c", Kind: testum.AuthPassword, Secret: []byte("x")})
+		return err
+	})
+	if err == nil {
+		t.Fatal("a credential was stored without an encryption key")
+	}
+}
+
+func hexAD(id int64) string { return hex.EncodeToString(fmt.Appendf(nil, "credentials/%d/secret", id)) }
+
+// A method called on the store InTx hands out runs in the transaction: it
+// sees the transaction's writes, and they go when it rolls back, however
+// deep the savepoints.
+func TestMethodsRunInTheTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	p := createPlatform(t, st, "a", nil)
+	run := newRun(t, st, p)
+	errRollback := errors.New("roll back")
+	err := st.InTx(ctx, func(tx *store.Tx) error {
+		u, err := tx.UserCreate(ctx, "carol", "admin", "h", nil)
+		if err != nil {
+			return err
+		}
+		if got, err := tx.UserGet(ctx, u.ID); err != nil || got.Username != "carol" {
+			t.Errorf("the transaction does not see its own user: %+v %v", got, err)
+		}
+		if _, err := st.UserGet(ctx, u.ID); !store.IsNotFound(err) {
+			t.Errorf("the pool sees an uncommitted user: %v", err)
+		}
+		if err := tx.Audit(ctx, testum.AuditEntry{Actor: "carol", Action: "user.create", Target: "carol"}); err != nil {
+			return err
+		}
+		if _, err := tx.RunRequestCancel(ctx, run.ID); err != nil {
+			return err
+		}
+		// RunHostsRelease opens its own transaction: a savepoint here.
+		if rel, err := tx.RunHostsRelease(ctx, run.ID, 1); err != nil || len(rel) != 1 {
+			t.Errorf("release inside a transaction: %+v %v", rel, err)
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatalf("InTx: %v", err)
+	}
+	if n, err := st.UserCount(ctx); err != nil || n != 0 {
+		t.Fatalf("users after rollback: %d %v", n, err)
+	}
+	if _, total, err := st.AuditList(ctx, store.AuditFilter{Action: "user"}, 10, 0); err != nil || total != 0 {
+		t.Fatalf("audit entries after rollback: %d %v", total, err)
+	}
+	got, err := st.Run(ctx, run.ID)
+	if err != nil || got.CancelRequested {
+		t.Fatalf("run after rollback: %+v %v", got, err)
+	}
+	if pr, err := st.RunProgress(ctx, run.ID); err != nil || pr.Pending != 1 {
+		t.Fatalf("progress after rollback: %+v %v", pr, err)
+	}
+
+	// A method that writes several rows is whole on the pool too: a platform
+	// refused for its name leaves no inline credential behind.
+	_, err = st.PlatformCreate(ctx, store.NewPlatform{Name: "a", Host: "127.0.0.2", Port: 22, Username: "u",
+		AuthMethod: testum.AuthPassword, Secret: &store.NewSecret{Kind: testum.AuthPassword, Secret: []byte("pw")}})
+	if testum.CodeOf(err) != testum.CodeConflict {
+		t.Fatalf("a second platform a: %v", err)
+	}
+	var creds int
+	if err := st.Pool().QueryRow(ctx, "SELECT count(*) FROM credentials").Scan(&creds); err != nil || creds != 1 {
+		t.Fatalf("credentials after a refused platform: %d %v", creds, err)
+	}
+
+	// Once holds its job for the transaction: nested, the same job does not
+	// run again until the outer one ends.
+	ran, err := st.Once(ctx, "job", func(tx *store.Tx) error {
+		inner, err := st.Once(ctx, "job", func(*store.Tx) error { return nil })
+		if err != nil || inner {
+			t.Errorf("a second Once ran while the first held the job: %v %v", inner, err)
+		}
+		return nil
+	})
+	if err != nil || !ran {
+		t.Fatalf("Once: %v %v", ran, err)
+	}
+}
+
+// Liveness and ages are measured by the database clock, which is what
+// heartbeat_at, released_at and created_at are written with; an injected
+// clock far off changes none of them.
+func TestExecutorTimesUseTheDatabaseClock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t: time.Now().Add(48 * time.Hour)}
+	st := open(t, func(c *store.Config) { c.Now = clk.Now })
+	const dead = 30 * time.Second
+	p := createPlatform(t, st, "a", nil)
+	run := newRun(t, st, p)
+	for _, ex := range []string{"live", "silent"} {
+		if err := st.ExecutorRegister(ctx, ex, "host", 1, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(t, st, "UPDATE executors SET heartbeat_at = now() - interval '1 minute' WHERE id = 'silent'")
+	online, err := st.ExecutorsOnline(ctx, dead)
+	if err != nil || len(online) != 1 || online[0].ID != "live" {
+		t.Fatalf("online: %+v %v", online, err)
+	}
+
+	if _, ok, err := st.RunCoordinate(ctx, run.ID, "silent", time.Hour); err != nil || !ok {
+		t.Fatalf("coordinate: %v %v", ok, err)
+	}
+	if ids, err := st.RunsOrphaned(ctx, 0, dead); err != nil || len(ids) != 1 || ids[0] != run.ID {
+		t.Fatalf("a run coordinated by a silent executor is not orphaned: %v %v", ids, err)
+	}
+	if ids, err := st.RunsOrphaned(ctx, time.Hour, dead); err != nil || len(ids) != 0 {
+		t.Fatalf("a new run is orphaned before min age: %v %v", ids, err)
+	}
+	if _, ok, err := st.RunCoordinate(ctx, run.ID, "live", dead); err != nil || !ok {
+		t.Fatalf("taking over from a silent coordinator: %v %v", ok, err)
+	}
+	if ids, err := st.RunsOrphaned(ctx, 0, dead); err != nil || len(ids) != 0 {
+		t.Fatalf("a run a live executor coordinates is orphaned: %v %v", ids, err)
+	}
+
+	if _, err := st.RunHostsRelease(ctx, run.ID, 1); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, time.Minute); err != nil || len(w) != 0 {
+		t.Fatalf("a host released just now waits longer than a minute: %v %v", w, err)
+	}
+	exec(t, st, "UPDATE run_hosts SET released_at = now() - interval '2 minutes' WHERE run_id = $1", run.ID)
+	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, time.Minute); err != nil || len(w) != 1 {
+		t.Fatalf("a host released two minutes ago: %v %v", w, err)
+	}
+	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 1, "silent"); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	deadIDs, err := st.ExecutorsDeadHolding(ctx, dead)
+	if err != nil || len(deadIDs) != 1 || deadIDs[0] != "silent" {
+		t.Fatalf("dead executors holding hosts: %v %v", deadIDs, err)
+	}
+	lost, err := st.RunHostsLoseExecutor(ctx, "silent")
+	if err != nil || len(lost) != 1 || lost[0].RunID != run.ID {
+		t.Fatalf("lose: %+v %v", lost, err)
+	}
+	if ok, err := st.ExecutorHeartbeat(ctx, "silent"); err != nil || !ok {
+		t.Fatalf("heartbeat: %v %v", ok, err)
+	}
+	if ids, err := st.ExecutorsDeadHolding(ctx, dead); err != nil || len(ids) != 0 {
+		t.Fatalf("dead executors after the hosts were lost: %v %v", ids, err)
+	}
+}
+
+// Without an injected clock, session idleness and the login window are
+// measured by the database clock too.
+func TestSessionAndLoginTimesUseTheDatabaseClock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	u := createUser(t, st, "dave")
+	const idle = 15 * time.Minute
+	sid, token := uuid.New(), []byte("t")
+	err := st.InTx(ctx, func(tx *store.Tx) error {
+		return tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: u.ID, TokenHash: token, ExpiresAt: time.Now().Add(time.Hour)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SessionTouch(ctx, sid, token, idle); err != nil {
+		t.Fatalf("touch of a fresh session: %v", err)
+	}
+	exec(t, st, "UPDATE sessions SET last_activity = now() - interval '20 minutes' WHERE id = $1", sid)
+	if _, err := st.SessionTouch(ctx, sid, token, idle); !store.IsNotFound(err) {
+		t.Fatalf("touch of an idle session: %v", err)
+	}
+	if _, err := st.SessionTouch(ctx, sid, token, time.Hour); err != nil {
+		t.Fatalf("touch within a longer idle limit: %v", err)
+	}
+	exec(t, st, "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", sid)
+	if ended, err := st.SessionsExpire(ctx, idle); err != nil || len(ended) != 1 {
+		t.Fatalf("expire: %v %v", ended, err)
+	}
+	var reason string
+	if err := st.Pool().QueryRow(ctx, "SELECT end_reason FROM sessions WHERE id = $1", sid).Scan(&reason); err != nil || reason != "expired" {
+		t.Fatalf("end reason %q %v", reason, err)
+	}
+
+	old, err := st.LoginAttempt(ctx, "127.0.0.1", "dave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, st, "UPDATE login_failures SET at = now() - interval '2 minutes' WHERE id = $1", old)
+	self, err := st.LoginAttempt(ctx, "127.0.0.1", "DAVE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.LoginAttemptCounts(ctx, self, "127.0.0.1", "dave", time.Minute)
+	if err != nil || n.ByPair != 1 || n.ByIP != 1 || n.ByUser != 1 {
+		t.Fatalf("counts within a minute: %+v %v", n, err)
+	}
+	if !n.NewestPair.Equal(n.At.Add(-time.Minute)) || n.OldestPair.After(n.At) {
+		t.Fatalf("times: %+v", n)
+	}
+	if n, err := st.LoginAttemptCounts(ctx, self, "127.0.0.1", "dave", 5*time.Minute); err != nil || n.ByPair != 2 {
+		t.Fatalf("counts within five minutes: %+v %v", n, err)
+	}
+	if err := st.LoginFailuresPrune(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.LoginAttemptCounts(ctx, self, "127.0.0.1", "dave", time.Hour); err != nil || n.ByPair != 1 {
+		t.Fatalf("counts after pruning: %+v %v", n, err)
+	}
+}

@@ -1,0 +1,97 @@
+-- name: RunHostsInsert :copyfrom
+INSERT INTO run_hosts (run_id, idx, platform_id, name, address) VALUES (@run_id, @idx, @platform_id, @name, @address);
+
+-- name: RunHostsList :many
+SELECT * FROM run_hosts WHERE run_id = @run_id ORDER BY idx;
+
+-- name: RunHostGet :one
+SELECT * FROM run_hosts WHERE run_id = @run_id AND idx = @idx;
+
+-- name: RunHostCountsMany :many
+-- Counts per state for a page of runs, in one query.
+SELECT run_id, state, count(*)::int AS n FROM run_hosts
+WHERE run_id = ANY(@run_ids::uuid[]) GROUP BY run_id, state;
+
+-- name: RunHostsNextToRelease :many
+SELECT idx FROM run_hosts
+WHERE run_id = @run_id AND state = 'queued' AND released_at IS NULL
+ORDER BY idx
+LIMIT @lim;
+
+-- name: RunHostsRelease :many
+UPDATE run_hosts SET released_at = now()
+WHERE run_id = @run_id AND idx = ANY(@idxs::int[]) AND state = 'queued' AND released_at IS NULL
+RETURNING idx, attempt;
+
+-- name: RunHostsReleasedWaiting :many
+-- Hosts whose task was published more than @age ago but never claimed:
+-- republished when a coordinator resumes, in case the message did not
+-- survive.
+SELECT idx, attempt FROM run_hosts
+WHERE run_id = @run_id AND state = 'queued' AND released_at IS NOT NULL
+  AND released_at < now() - @age::interval
+ORDER BY idx;
+
+-- name: RunHostClaim :one
+-- The one door through which a command starts: only a queued host whose
+-- attempt matches the task's can be taken, by exactly one executor.
+UPDATE run_hosts
+SET state = 'connecting', attempt = @attempt, executor_id = @executor_id::text, started_at = now(),
+    finished_at = NULL, exit_code = NULL, signal = '', error = ''
+WHERE run_id = @run_id AND idx = @idx AND state = 'queued' AND attempt + 1 = @attempt
+RETURNING *;
+
+-- name: RunHostSetRunning :execrows
+-- The host's platform is recorded as reached in the same round trip: one
+-- statement less on every host's way to its command.
+WITH contact AS (
+    UPDATE platforms SET state = 'reachable', state_detail = '', last_contact_at = now()
+    WHERE id = @platform_id
+)
+UPDATE run_hosts SET state = 'running'
+WHERE run_id = @run_id AND idx = @idx AND attempt = @attempt AND executor_id = @executor_id::text AND state = 'connecting';
+
+-- name: RunHostFinish :one
+UPDATE run_hosts
+SET state = @state, exit_code = @exit_code, signal = @signal, error = @error,
+    output_bytes = @output_bytes, truncated = @truncated, output_digest = @output_digest,
+    log_key = @log_key, finished_at = now()
+WHERE run_id = @run_id AND idx = @idx AND attempt = @attempt AND executor_id = @executor_id::text
+  AND state IN ('connecting', 'running')
+RETURNING *;
+
+-- name: RunHostsEndQueued :many
+-- Hosts that never started end in the given state (skipped, canceled).
+UPDATE run_hosts SET state = @state, finished_at = now()
+WHERE run_id = @run_id AND state = 'queued'
+RETURNING idx, name;
+
+-- name: RunProgress :one
+-- What the coordinator decides from: how many hosts wait, are in flight,
+-- failed and finished.
+SELECT
+    count(*)::int AS total,
+    count(*) FILTER (WHERE state = 'queued' AND released_at IS NULL)::int AS pending,
+    count(*) FILTER (WHERE released_at IS NOT NULL AND state IN ('queued', 'connecting', 'running'))::int AS in_flight,
+    count(*) FILTER (WHERE state IN ('failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'lost'))::int AS failures,
+    count(*) FILTER (WHERE state NOT IN ('queued', 'connecting', 'running'))::int AS finished,
+    count(*) FILTER (WHERE state = 'ok')::int AS ok
+FROM run_hosts WHERE run_id = @run_id;
+
+-- name: RunHostEndUnstarted :execrows
+-- A host whose task could not be delivered ends without having started.
+UPDATE run_hosts SET state = @state, error = @error, finished_at = now()
+WHERE run_id = @run_id AND idx = @idx AND state = 'queued';
+
+-- name: RunHostsLoseExecutor :many
+-- The hosts of a dead executor end lost: the command may or may not have
+-- finished, so it is never silently run again.
+UPDATE run_hosts SET state = 'lost', finished_at = now(),
+    error = 'executor ' || executor_id || ' stopped responding while the host was ' || state
+WHERE executor_id = @executor_id AND state IN ('connecting', 'running')
+RETURNING run_id, idx, name, attempt;
+
+-- name: RunHostRequeue :execrows
+-- retry_lost: a lost host goes back to the queue for another attempt.
+UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, finished_at = NULL
+WHERE run_id = @run_id AND idx = @idx AND state = 'lost' AND attempt = @attempt;
