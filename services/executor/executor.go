@@ -132,6 +132,8 @@ type Executor struct {
 	logs logstore.Store
 	log  *slog.Logger
 
+	output outputPublisher // transcript messages: the output stream
+
 	slots      chan struct{} // a token per free session slot
 	handshakes chan struct{} // a token per handshake allowed in flight
 
@@ -159,7 +161,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
 	e := &Executor{
-		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
+		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{js},
 		log:        cfg.Logger.With("component", "executor", "executor", cfg.ID),
 		slots:      make(chan struct{}, cfg.Slots),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
@@ -333,7 +335,7 @@ var (
 
 // onCancel ends every session this executor runs for the run.
 func (e *Executor) onCancel(m *nats.Msg) {
-	run, err := bus.ParseCancelSubject(m.Subject)
+	run, err := bus.DecodeCancel(m)
 	if err != nil {
 		return
 	}
@@ -385,4 +387,9 @@ func (e *Executor) progressAcks(hardCtx context.Context) {
 			}
 		}
 	}
+}
+
+// transcriptConfig is where this executor's transcripts publish and spool.
+func (e *Executor) transcriptConfig() transcriptConfig {
+	return transcriptConfig{pub: e.output, spoolDir: e.cfg.SpoolDir, log: e.log}
 }
