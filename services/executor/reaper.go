@@ -49,7 +49,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 			msg := fmt.Sprintf("executor %s stopped responding; the command may or may not have finished", id)
 			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostLost, msg)
 			run, err := e.runs.get(ctx, e.st, h.RunID)
-			if err == nil && run.Spec.RetryLost && !run.CancelRequested {
+			if err == nil && retriesLost(run) {
 				if ok, err := e.st.RunHostRequeue(ctx, h.RunID, h.Idx, h.Attempt); err != nil {
 					return err
 				} else if ok {
@@ -123,3 +123,8 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 		e.log.Debug("deleting undeliverable message", "seq", adv.StreamSeq, "err", err)
 	}
 }
+
+// retriesLost reports whether a host of run that was lost with its executor
+// is queued for another attempt: only when the run asked for it and is not
+// being canceled. Otherwise lost is final, since the command may have run.
+func retriesLost(run testum.Run) bool { return run.Spec.RetryLost && !run.CancelRequested }
