@@ -140,9 +140,11 @@ type Executor struct {
 	mu     sync.Mutex
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
 
-	runs    *runCache
-	pool    *connPool    // connections kept for the next command on the same host
-	signers *signerCache // private keys parsed once per run
+	runs       *runCache
+	secretEnvs *perRun[uuid.UUID, map[string]string] // each run's secret env
+	creds      *perRun[credentialKey, store.Secret]  // the credentials each run's hosts log in with
+	pool       *connPool                             // connections kept for the next command on the same host
+	signers    *signerCache                          // private keys parsed once per run
 }
 
 // New builds an executor; Run starts it.
@@ -167,6 +169,8 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		active:     map[uuid.UUID]map[*hostTask]struct{}{},
 		runs:       newRunCache(1024),
+		secretEnvs: newPerRun[uuid.UUID, map[string]string](1024),
+		creds:      newPerRun[credentialKey, store.Secret](1024),
 		pool:       newConnPool(cfg.ConnIdle, cfg.Slots),
 		signers:    newSignerCache(),
 	}

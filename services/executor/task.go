@@ -288,7 +288,8 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 	if err != nil {
 		return sshx.Target{}, p, fmt.Errorf("reading platform: %w", err)
 	}
-	tgt, err := fleet.Target(ctx, t.e.st, p, t.e.cfg.HostKeyPolicy)
+	src := runSource{st: t.e.st, run: t.run.ID, creds: t.e.creds}
+	tgt, err := fleet.Target(ctx, src, p, t.e.cfg.HostKeyPolicy)
 	return tgt, p, err
 }
 
