@@ -93,7 +93,9 @@ func isReady[V any](e *perRunEntry[V]) bool {
 
 // runCache keeps recently read runs: a run's spec never changes after it is
 // created. The cancel flag is re-read separately (progressAcks).
-type runCache struct{ c *perRun[uuid.UUID, testum.Run] }
+type runCache struct {
+	c *perRun[uuid.UUID, testum.Run]
+}
 
 func newRunCache(max int) *runCache { return &runCache{c: newPerRun[uuid.UUID, testum.Run](max)} }
 
