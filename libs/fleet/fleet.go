@@ -21,13 +21,20 @@ import (
 // MaxJumps bounds a jump chain (and so a loop of jump hosts).
 const MaxJumps = 8
 
+// Source is what Target reads: the platforms of jump hosts and the opened
+// credentials. *store.Store is one; the executor keeps a run's credentials.
+type Source interface {
+	Platform(ctx context.Context, id int64) (testum.Platform, error)
+	CredentialOpen(ctx context.Context, id int64) (store.Secret, error)
+}
+
 // Target builds the SSH target of platform p with its jump chain. policy is
 // the global host key policy, used where the platform has none.
-func Target(ctx context.Context, st *store.Store, p testum.Platform, policy testum.HostKeyPolicy) (sshx.Target, error) {
+func Target(ctx context.Context, st Source, p testum.Platform, policy testum.HostKeyPolicy) (sshx.Target, error) {
 	return target(ctx, st, p, policy, 0)
 }
 
-func target(ctx context.Context, st *store.Store, p testum.Platform, policy testum.HostKeyPolicy, depth int) (sshx.Target, error) {
+func target(ctx context.Context, st Source, p testum.Platform, policy testum.HostKeyPolicy, depth int) (sshx.Target, error) {
 	if depth > MaxJumps {
 		return sshx.Target{}, fmt.Errorf("jump host chain longer than %d (a loop?)", MaxJumps)
 	}

@@ -7,51 +7,127 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/testum/testum/libs/fleet"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
 
-// runCache keeps recently read runs: a run's spec never changes after it is
-// created, and a 1000-host run would otherwise read it 1000 times. The
-// cancel flag is re-read separately (progressAcks).
-type runCache struct {
-	mu   sync.Mutex
-	max  int
-	runs map[uuid.UUID]cachedRun
+// perRun keeps what the hosts of a run share and what does not change while
+// it runs: the run and its spec, its secret env, the credentials its hosts
+// log in with. A 1000-host run would otherwise read and decrypt each of them
+// 1000 times. Hosts that miss at once wait for the one read in flight;
+// failed reads are not kept. Entries expire after ttl and are dropped as
+// soon as they have (secrets do not linger), and there are at most max.
+type perRun[K comparable, V any] struct {
+	ttl time.Duration
+	max int
+	now func() time.Time
+
+	mu      sync.Mutex
+	entries map[K]*perRunEntry[V]
 }
 
-type cachedRun struct {
-	run testum.Run
-	at  time.Time
+type perRunEntry[V any] struct {
+	ready chan struct{} // closed once v and err are set
+	v     V
+	err   error
+	at    time.Time
 }
 
 const runCacheTTL = 10 * time.Second
 
-func newRunCache(max int) *runCache { return &runCache{max: max, runs: map[uuid.UUID]cachedRun{}} }
+func newPerRun[K comparable, V any](max int) *perRun[K, V] {
+	return &perRun[K, V]{ttl: runCacheTTL, max: max, now: time.Now, entries: map[K]*perRunEntry[V]{}}
+}
 
-func (c *runCache) get(ctx context.Context, st *store.Store, id uuid.UUID) (testum.Run, error) {
+// get returns the value of key, reading it with load when it is not kept.
+func (c *perRun[K, V]) get(ctx context.Context, key K, load func(context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
-	if r, ok := c.runs[id]; ok && time.Since(r.at) < runCacheTTL {
+	now := c.now()
+	for k, e := range c.entries {
+		if isReady(e) && now.Sub(e.at) >= c.ttl {
+			delete(c.entries, k)
+		}
+	}
+	e, ok := c.entries[key]
+	if !ok {
+		e = &perRunEntry[V]{ready: make(chan struct{}), at: now}
+		if len(c.entries) < c.max {
+			c.entries[key] = e
+		}
 		c.mu.Unlock()
-		return r.run, nil
+		e.v, e.err = load(ctx)
+		close(e.ready)
+		if e.err != nil {
+			c.mu.Lock()
+			if c.entries[key] == e {
+				delete(c.entries, key)
+			}
+			c.mu.Unlock()
+		}
+		return e.v, e.err
 	}
 	c.mu.Unlock()
-	run, err := st.Run(ctx, id)
-	if err != nil {
-		return run, err
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.runs) >= c.max {
-		for k, v := range c.runs { // evict the expired, or everything when none is
-			if time.Since(v.at) >= runCacheTTL {
-				delete(c.runs, k)
-			}
-		}
-		if len(c.runs) >= c.max {
-			clear(c.runs)
-		}
+	if e.err != nil {
+		// The read this one waited for failed: read again rather than share
+		// another caller's error (its context may have ended, not ours).
+		return load(ctx)
 	}
-	c.runs[id] = cachedRun{run: run, at: time.Now()}
-	return run, nil
+	return e.v, nil
+}
+
+func isReady[V any](e *perRunEntry[V]) bool {
+	select {
+	case <-e.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// runCache keeps recently read runs: a run's spec never changes after it is
+// created. The cancel flag is re-read separately (progressAcks).
+type runCache struct {
+	c *perRun[uuid.UUID, testum.Run]
+}
+
+func newRunCache(max int) *runCache { return &runCache{c: newPerRun[uuid.UUID, testum.Run](max)} }
+
+func (r *runCache) get(ctx context.Context, st *store.Store, id uuid.UUID) (testum.Run, error) {
+	return r.c.get(ctx, id, func(ctx context.Context) (testum.Run, error) { return st.Run(ctx, id) })
+}
+
+// credentialKey names a credential as one run uses it: credentials never
+// change once written (a new secret is a new credential), but keeping them
+// per run means a run never holds another run's secrets in memory.
+type credentialKey struct {
+	run uuid.UUID
+	id  int64
+}
+
+// runSource is what fleet.Target reads for one host of a run: platforms
+// from the store (they change, host keys get pinned), credentials kept for
+// the run.
+type runSource struct {
+	st    *store.Store
+	run   uuid.UUID
+	creds *perRun[credentialKey, store.Secret]
+}
+
+var _ fleet.Source = runSource{}
+
+func (s runSource) Platform(ctx context.Context, id int64) (testum.Platform, error) {
+	return s.st.Platform(ctx, id)
+}
+
+func (s runSource) CredentialOpen(ctx context.Context, id int64) (store.Secret, error) {
+	return s.creds.get(ctx, credentialKey{s.run, id}, func(ctx context.Context) (store.Secret, error) {
+		return s.st.CredentialOpen(ctx, id)
+	})
 }

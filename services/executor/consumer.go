@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -154,8 +153,8 @@ func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, token
 // the row, not the message, decides. If its holder died, the reaper ends the
 // host lost.
 func (e *Executor) handleTask(ctx context.Context, msg jetstream.Msg) {
-	var tm bus.TaskMsg
-	if err := json.Unmarshal(msg.Data(), &tm); err != nil {
+	tm, err := bus.DecodeTask(msg.Subject(), msg.Data())
+	if err != nil {
 		e.log.Error("malformed task dropped", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
 		return

@@ -2,10 +2,8 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,8 +41,8 @@ type RunCoordinator struct {
 // live executor already is, and drives the run until it ends. When ctx ends
 // (soft stop) it hands the run back for another executor.
 func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
-	var rm bus.RunMsg
-	if err := json.Unmarshal(msg.Data(), &rm); err != nil {
+	rm, err := bus.DecodeRun(msg.Data())
+	if err != nil {
 		e.log.Error("malformed run message dropped", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
 		return
@@ -68,10 +66,14 @@ func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 	}
 	c := &RunCoordinator{e: e, msg: msg, run: run, plan: plan, wake: make(chan struct{}, 1),
 		log: e.log.With("run", run.ID, "role", "coordinator")}
-	sub, err := e.nc.Subscribe(bus.EventSubject(run.ID), func(*nats.Msg) { c.poke() })
-	if err != nil {
-		c.log.Warn("event subscription failed; polling only", "err", err)
-	} else {
+	// Host events and the run's cancel broadcast wake the coordinator (core
+	// NATS: a wake-up lost while nobody listened costs one poll).
+	for _, subj := range []string{bus.EventSubject(run.ID), bus.CancelSubject(run.ID)} {
+		sub, err := e.nc.Subscribe(subj, func(*nats.Msg) { c.poke() })
+		if err != nil {
+			c.log.Warn("wake-up subscription failed; polling only", "subject", subj, "err", err)
+			continue
+		}
 		defer sub.Unsubscribe() //nolint:errcheck
 	}
 	c.log.Debug("coordinating", "hosts", run.HostCount, "parallelism", plan.parallelism)
@@ -134,30 +136,22 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if p.Finished == p.Total {
-		return true, c.finish(ctx, p)
+	next := c.plan.next(run, p, time.Now())
+	if next.finish != "" {
+		return true, c.finish(ctx, next.finish, p)
 	}
-
-	stopping := run.CancelRequested || run.AbortReason != ""
-	if !stopping {
-		if reason := c.plan.stopReason(run, p, time.Now()); reason != "" {
-			if err := st.RunAbort(ctx, run.ID, reason); err != nil {
-				return false, err
-			}
-			c.log.Info("run stops releasing hosts", "reason", reason)
-			stopping = true
+	if next.abort != "" {
+		if err := st.RunAbort(ctx, run.ID, next.abort); err != nil {
+			return false, err
 		}
+		c.log.Info("run stops releasing hosts", "reason", next.abort)
 	}
-	if stopping {
-		state := testum.HostSkipped
-		if run.CancelRequested {
-			state = testum.HostCanceled
-		}
-		ended, err := st.RunHostsEndQueued(ctx, run.ID, state)
+	if next.endQueued != "" {
+		ended, err := st.RunHostsEndQueued(ctx, run.ID, next.endQueued)
 		if err != nil {
 			return false, err
 		}
-		c.announceEnded(ctx, ended, state)
+		c.announceEnded(ctx, ended, next.endQueued)
 		if len(ended) > 0 {
 			c.poke()
 		}
@@ -171,11 +165,10 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 		}
 	}
 
-	n := c.plan.releasable(p)
-	if n <= 0 {
+	if next.release <= 0 {
 		return false, nil
 	}
-	rel, err := st.RunHostsRelease(ctx, run.ID, n)
+	rel, err := st.RunHostsRelease(ctx, run.ID, next.release)
 	if err != nil {
 		return false, err
 	}
@@ -189,8 +182,7 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 }
 
 func (c *RunCoordinator) publishTask(ctx context.Context, r store.Released) error {
-	tm := bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1}
-	return bus.PublishJSON(ctx, c.e.js, bus.TaskSubject(c.run.ID, r.Idx), tm.MsgID(), tm)
+	return bus.PublishTask(ctx, c.e.js, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
 }
 
 // republishMissing re-sends released tasks that are neither claimed nor in
@@ -234,16 +226,7 @@ func (c *RunCoordinator) announceEnded(ctx context.Context, ended []store.EndedH
 }
 
 // finish records the run's final state and announces it.
-func (c *RunCoordinator) finish(ctx context.Context, p store.Progress) error {
-	state := testum.RunFailed
-	switch {
-	case c.run.CancelRequested:
-		state = testum.RunCanceled
-	case c.run.AbortReason != "":
-		state = testum.RunAborted
-	case p.OK == p.Total:
-		state = testum.RunSucceeded
-	}
+func (c *RunCoordinator) finish(ctx context.Context, state testum.RunState, p store.Progress) error {
 	run, ok, err := c.e.st.RunFinish(ctx, c.run.ID, state, c.run.AbortReason)
 	if err != nil {
 		return err
@@ -269,16 +252,17 @@ func (c *RunCoordinator) handBack(ctx context.Context) {
 
 // publishDone ends a run's transcript and announces the run's state.
 func (e *Executor) publishDone(ctx context.Context, run testum.Run) {
-	m := &nats.Msg{Subject: bus.OutputRunSubject(run.ID), Data: []byte(run.State), Header: nats.Header{}}
-	m.Header.Set(bus.HdrType, string(bus.TypeDone))
-	m.Header.Set(bus.HdrState, string(run.State))
-	m.Header.Set(bus.HdrAt, time.Now().UTC().Format(time.RFC3339Nano))
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := e.js.PublishMsg(pctx, m, jetstream.WithMsgID("done/"+run.ID.String())); err != nil {
+	if err := e.output.PublishOutput(pctx, doneMsg(run, time.Now())); err != nil {
 		e.log.Warn("publishing run done", "run", run.ID, "err", err)
 	}
-	e.publishEvent(ctx, busRunEvent(run))
+	e.publishEvent(bus.Event{RunID: run.ID, Kind: bus.EventRun, State: string(run.State)})
+}
+
+// doneMsg ends a run's transcript.
+func doneMsg(run testum.Run, at time.Time) bus.OutputMsg {
+	return bus.OutputMsg{Run: run.ID, Idx: bus.RunLevel, Type: bus.TypeDone, State: string(run.State), At: at, Data: []byte(run.State)}
 }
 
 // publishHostControl publishes a status (and error) message for a host this
@@ -288,84 +272,34 @@ func (e *Executor) publishHostControl(ctx context.Context, run uuid.UUID, idx in
 	seq := 0
 	if stream, err := e.js.Stream(ctx, bus.StreamOutput); err == nil {
 		if last, err := stream.GetLastMsgForSubject(ctx, bus.OutputSubject(run, idx)); err == nil {
-			seq, _ = strconv.Atoi(last.Header.Get(bus.HdrSeq))
+			if m, err := bus.DecodeOutput(last.Subject, last.Header, last.Data); err == nil {
+				seq = m.Seq
+			}
 		}
 	}
-	pub := func(typ bus.Type, data string) {
-		seq++
-		m := &nats.Msg{Subject: bus.OutputSubject(run, idx), Data: []byte(data), Header: nats.Header{}}
-		m.Header.Set(bus.HdrType, string(typ))
-		m.Header.Set(bus.HdrHost, name)
-		m.Header.Set(bus.HdrSeq, strconv.Itoa(seq))
-		m.Header.Set(bus.HdrState, string(state))
-		m.Header.Set(bus.HdrAt, time.Now().UTC().Format(time.RFC3339Nano))
+	for _, m := range hostControlMsgs(run, idx, name, state, errText, seq, time.Now()) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if _, err := e.js.PublishMsg(pctx, m); err != nil {
+		if err := e.output.PublishOutput(pctx, m); err != nil {
 			e.log.Debug("publishing host status", "run", run, "idx", idx, "err", err)
 		}
+		cancel()
+	}
+	e.publishEvent(bus.Event{RunID: run, Kind: bus.EventHost, Idx: idx, Host: name, State: string(state)})
+}
+
+// hostControlMsgs are the messages that announce a host's state (after its
+// error, if any) on behalf of no attempt, continuing the host's sequence
+// after last.
+func hostControlMsgs(run uuid.UUID, idx int, name string, state testum.HostState, errText string, last int, at time.Time) []bus.OutputMsg {
+	var out []bus.OutputMsg
+	add := func(typ bus.Type, data string) {
+		last++
+		out = append(out, bus.OutputMsg{Run: run, Idx: idx, Type: typ, Host: name, Seq: last,
+			State: string(state), At: at, Data: []byte(data)})
 	}
 	if errText != "" {
-		pub(bus.TypeError, errText)
+		add(bus.TypeError, errText)
 	}
-	pub(bus.TypeStatus, string(state))
-	e.publishEvent(ctx, bus.Event{RunID: run, Kind: "host", Idx: idx, Host: name, State: string(state)})
-}
-
-func busRunEvent(run testum.Run) bus.Event {
-	return bus.Event{RunID: run.ID, Kind: "run", State: string(run.State)}
-}
-
-// fanoutPlan is a run's fan-out controls, parsed once.
-type fanoutPlan struct {
-	parallelism int
-	batch       int // hosts per rolling batch; 0 = no batches
-	maxFailures int // failures allowed; -1 = no threshold
-	deadline    time.Duration
-}
-
-func planFanout(run testum.Run) (fanoutPlan, error) {
-	p := fanoutPlan{parallelism: max(run.Spec.Parallelism, run.Parallelism, 1), maxFailures: -1}
-	if run.Spec.Batch != "" {
-		a, err := testum.ParseAmount(run.Spec.Batch)
-		if err != nil {
-			return p, fmt.Errorf("batch: %w", err)
-		}
-		p.batch = max(a.Of(run.HostCount), 1)
-	}
-	if run.Spec.MaxFailures != "" {
-		a, err := testum.ParseAmount(run.Spec.MaxFailures)
-		if err != nil {
-			return p, fmt.Errorf("max_failures: %w", err)
-		}
-		p.maxFailures = a.Of(run.HostCount)
-	}
-	if run.Spec.DeadlineSecs > 0 {
-		p.deadline = time.Duration(run.Spec.DeadlineSecs) * time.Second
-	}
-	return p, nil
-}
-
-// releasable is how many more hosts may start now: bounded by parallelism
-// and, with rolling batches, only once the previous batch has finished.
-func (p fanoutPlan) releasable(pr store.Progress) int {
-	n := min(p.parallelism-pr.InFlight, pr.Pending)
-	if p.batch > 0 {
-		if pr.InFlight > 0 {
-			return 0 // the current batch is still going
-		}
-		n = min(n, p.batch)
-	}
-	return max(n, 0)
-}
-
-// stopReason says why no further host may start, or "".
-func (p fanoutPlan) stopReason(run testum.Run, pr store.Progress, now time.Time) string {
-	if p.maxFailures >= 0 && pr.Failures > p.maxFailures {
-		return fmt.Sprintf("failure threshold crossed: %d hosts failed, at most %d allowed", pr.Failures, p.maxFailures)
-	}
-	if p.deadline > 0 && run.StartedAt != nil && now.Sub(*run.StartedAt) > p.deadline {
-		return fmt.Sprintf("run deadline of %s passed", p.deadline)
-	}
-	return ""
+	add(bus.TypeStatus, string(state))
+	return out
 }

@@ -132,15 +132,19 @@ type Executor struct {
 	logs logstore.Store
 	log  *slog.Logger
 
+	output outputPublisher // transcript messages: the output stream
+
 	slots      chan struct{} // a token per free session slot
 	handshakes chan struct{} // a token per handshake allowed in flight
 
 	mu     sync.Mutex
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
 
-	runs    *runCache
-	pool    *connPool    // connections kept for the next command on the same host
-	signers *signerCache // private keys parsed once per run
+	runs       *runCache
+	secretEnvs *perRun[uuid.UUID, map[string]string] // each run's secret env
+	creds      *perRun[credentialKey, store.Secret]  // the credentials each run's hosts log in with
+	pool       *connPool                             // connections kept for the next command on the same host
+	signers    *signerCache                          // private keys parsed once per run
 }
 
 // New builds an executor; Run starts it.
@@ -159,12 +163,14 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
 	e := &Executor{
-		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
+		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{js},
 		log:        cfg.Logger.With("component", "executor", "executor", cfg.ID),
 		slots:      make(chan struct{}, cfg.Slots),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		active:     map[uuid.UUID]map[*hostTask]struct{}{},
 		runs:       newRunCache(1024),
+		secretEnvs: newPerRun[uuid.UUID, map[string]string](1024),
+		creds:      newPerRun[credentialKey, store.Secret](1024),
 		pool:       newConnPool(cfg.ConnIdle, cfg.Slots),
 		signers:    newSignerCache(),
 	}
@@ -333,7 +339,7 @@ var (
 
 // onCancel ends every session this executor runs for the run.
 func (e *Executor) onCancel(m *nats.Msg) {
-	run, err := bus.ParseCancelSubject(m.Subject)
+	run, err := bus.DecodeCancel(m)
 	if err != nil {
 		return
 	}
@@ -385,4 +391,9 @@ func (e *Executor) progressAcks(hardCtx context.Context) {
 			}
 		}
 	}
+}
+
+// transcriptConfig is where this executor's transcripts publish and spool.
+func (e *Executor) transcriptConfig() transcriptConfig {
+	return transcriptConfig{pub: e.output, spoolDir: e.cfg.SpoolDir, log: e.log}
 }

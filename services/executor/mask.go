@@ -112,14 +112,17 @@ func targetSecrets(t sshx.Target) []string {
 }
 
 // spec is the run's spec with its secret env values, read from PostgreSQL
-// (they never travel on NATS), and the secrets to mask in the output.
+// (they never travel on NATS) once per run on this executor, and the
+// secrets to mask in the output.
 func (t *hostTask) spec(ctx context.Context, target sshx.Target) (testum.RunSpec, []string, error) {
 	spec := t.run.Spec
 	secrets := targetSecrets(target)
 	if len(spec.SecretEnvNames) == 0 {
 		return spec, secrets, nil
 	}
-	env, err := t.e.st.RunSecretEnv(ctx, t.run.ID)
+	env, err := t.e.secretEnvs.get(ctx, t.run.ID, func(ctx context.Context) (map[string]string, error) {
+		return t.e.st.RunSecretEnv(ctx, t.run.ID)
+	})
 	if err != nil {
 		return spec, secrets, fmt.Errorf("reading the run's secret env: %w", err)
 	}

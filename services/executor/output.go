@@ -17,10 +17,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/testum"
 )
 
@@ -38,23 +38,33 @@ type outItem struct {
 	data  []byte
 	at    time.Time
 	state string // status, exit: the state; exit: also exit and signal below
-	exit  string
+	exit  *int
 	sig   string
 }
 
-func isOutput(t bus.Type) bool { return t == bus.TypeStdout || t == bus.TypeStderr }
+// outputPublisher sends transcript messages. JetStream is the real one;
+// tests record what a transcript sends.
+type outputPublisher interface {
+	PublishOutput(ctx context.Context, m bus.OutputMsg) error
+}
+
+// jsOutput publishes transcript messages to the output stream.
+type jsOutput struct{ js jetstream.JetStream }
+
+func (p jsOutput) PublishOutput(ctx context.Context, m bus.OutputMsg) error {
+	return bus.PublishOutput(ctx, p.js, m)
+}
 
 // transcript is one host attempt's transcript: output chunks and control
 // messages, published in order on the host's output subject with a
 // per-host sequence, while the raw output is spooled for the archive.
 type transcript struct {
-	e       *Executor
+	pub     outputPublisher
 	ctx     context.Context // publishing gives up when it ends
 	run     uuid.UUID
 	idx     int
 	attempt int
 	host    string
-	subj    string
 	cap     int64
 	log     *slog.Logger
 
@@ -87,12 +97,19 @@ type indexEntry struct {
 	length int64
 }
 
-func newTranscript(e *Executor, ctx context.Context, run uuid.UUID, idx, attempt int, host string, capBytes int64) *transcript {
+// transcriptConfig is where a transcript sends and spools its messages.
+type transcriptConfig struct {
+	pub      outputPublisher
+	spoolDir string
+	log      *slog.Logger
+}
+
+func newTranscript(ctx context.Context, cfg transcriptConfig, run uuid.UUID, idx, attempt int, host string, capBytes int64) *transcript {
 	t := &transcript{
-		e: e, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
-		subj: bus.OutputSubject(run, idx), cap: capBytes, hash: sha256.New(),
-		log:       e.log.With("run", run, "host", host),
-		spoolPath: filepath.Join(e.cfg.SpoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
+		pub: cfg.pub, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
+		cap: capBytes, hash: sha256.New(),
+		log:       cfg.log.With("run", run, "host", host),
+		spoolPath: filepath.Join(cfg.spoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
 	}
 	t.cond.L = &t.mu
 	return t
@@ -203,8 +220,8 @@ func (t *transcript) errorText(msg string) {
 func (t *transcript) exit(s testum.HostState, code *int, signal string) {
 	it := outItem{typ: bus.TypeExit, state: string(s), sig: signal, data: []byte(s)}
 	if code != nil {
-		it.exit = strconv.Itoa(*code)
-		it.data = []byte(it.exit)
+		it.exit = intp(*code)
+		it.data = []byte(strconv.Itoa(*code))
 	}
 	t.control(it)
 	t.status(s)
@@ -226,7 +243,7 @@ func (t *transcript) drain() {
 	defer t.mu.Unlock()
 	for len(t.queue) > 0 {
 		it := t.queue[0]
-		if isOutput(it.typ) && len(t.queue) == 1 && !t.ended {
+		if it.typ.IsOutput() && len(t.queue) == 1 && !t.ended {
 			// Never split a UTF-8 character across chunks while more may come.
 			k := incompleteTail(it.data)
 			if k == len(it.data) {
@@ -253,7 +270,7 @@ func (t *transcript) drain() {
 			t.pubErr = err
 			t.log.Error("output no longer reaches NATS; the archive still keeps it", "err", err)
 		}
-		if isOutput(it.typ) {
+		if it.typ.IsOutput() {
 			t.queued -= len(it.data)
 		}
 		t.cond.Broadcast()
@@ -266,33 +283,21 @@ func (t *transcript) drain() {
 }
 
 func (t *transcript) publish(it outItem, seq int) error {
-	m := &nats.Msg{Subject: t.subj, Data: it.data, Header: nats.Header{}}
-	m.Header.Set(bus.HdrType, string(it.typ))
-	m.Header.Set(bus.HdrHost, t.host)
-	m.Header.Set(bus.HdrSeq, strconv.Itoa(seq))
-	m.Header.Set(bus.HdrAttempt, strconv.Itoa(t.attempt))
-	m.Header.Set(bus.HdrAt, it.at.UTC().Format(time.RFC3339Nano))
-	if it.state != "" {
-		m.Header.Set(bus.HdrState, it.state)
+	m := bus.OutputMsg{
+		Run: t.run, Idx: t.idx, Type: it.typ, Host: t.host, Seq: seq, Attempt: t.attempt,
+		State: it.state, ExitCode: it.exit, Signal: it.sig, At: it.at, Data: it.data,
 	}
-	if it.exit != "" {
-		m.Header.Set(bus.HdrExit, it.exit)
-	}
-	if it.sig != "" {
-		m.Header.Set(bus.HdrSignal, it.sig)
-	}
-	id := fmt.Sprintf("%s/%d/%d/%d", t.run, t.idx, t.attempt, seq)
 	deadline := time.Now().Add(publishGiveUp)
 	backoff := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
-		_, err := t.e.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+		err := t.pub.PublishOutput(ctx, m)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		if t.ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("publish %s seq %d: %w", t.subj, seq, err)
+			return fmt.Errorf("seq %d: %w", seq, err)
 		}
 		select {
 		case <-t.ctx.Done():
@@ -397,7 +402,7 @@ func (t *transcript) closeSpoolLocked() {
 
 // archive stores the spooled log and index and removes the spool. A host
 // without output has nothing to archive and gets no key.
-func (t *transcript) archive(ctx context.Context) (string, error) {
+func (t *transcript) archive(ctx context.Context, logs logstore.Store) (string, error) {
 	t.mu.Lock()
 	spool, index, spoolErr := t.spool, t.index, t.spoolErr
 	t.spool, t.index = nil, nil
@@ -414,11 +419,11 @@ func (t *transcript) archive(ctx context.Context) (string, error) {
 	if spoolErr != nil {
 		return "", fmt.Errorf("spooling output: %w", spoolErr)
 	}
-	key := LogKey(t.run, t.idx)
+	key := logstore.HostLogKey(t.run, t.idx)
 	for _, part := range []struct {
 		f   *os.File
 		key string
-	}{{spool, key}, {index, IndexKey(t.run, t.idx)}} {
+	}{{spool, key}, {index, logstore.HostIndexKey(t.run, t.idx)}} {
 		err := retry(ctx, t.log, "archive log", func(ctx context.Context) error {
 			size, err := part.f.Seek(0, io.SeekEnd)
 			if err != nil {
@@ -427,7 +432,7 @@ func (t *transcript) archive(ctx context.Context) (string, error) {
 			if _, err := part.f.Seek(0, io.SeekStart); err != nil {
 				return err
 			}
-			return t.e.logs.Put(ctx, part.key, part.f, size)
+			return logs.Put(ctx, part.key, part.f, size)
 		})
 		if err != nil {
 			return "", err
@@ -435,12 +440,6 @@ func (t *transcript) archive(ctx context.Context) (string, error) {
 	}
 	return key, nil
 }
-
-// LogKey is where a host's raw log is archived.
-func LogKey(run uuid.UUID, idx int) string { return fmt.Sprintf("runs/%s/%d.log", run, idx) }
-
-// IndexKey is where a host's log index (timestamps and streams) is archived.
-func IndexKey(run uuid.UUID, idx int) string { return fmt.Sprintf("runs/%s/%d.idx", run, idx) }
 
 // incompleteTail returns how many trailing bytes of b begin a UTF-8
 // character that is not complete yet (0 when b ends on a boundary).

@@ -2,11 +2,10 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/testum/testum/libs/bus"
@@ -49,7 +48,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 			msg := fmt.Sprintf("executor %s stopped responding; the command may or may not have finished", id)
 			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostLost, msg)
 			run, err := e.runs.get(ctx, e.st, h.RunID)
-			if err == nil && run.Spec.RetryLost && !run.CancelRequested {
+			if err == nil && retriesLost(run) {
 				if ok, err := e.st.RunHostRequeue(ctx, h.RunID, h.Idx, h.Attempt); err != nil {
 					return err
 				} else if ok {
@@ -65,15 +64,11 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 	}
 	for _, id := range orphans {
 		e.log.Info("republishing a run no live executor coordinates", "run", id)
-		if err := e.publishRun(ctx, id, fmt.Sprintf("%s/%d", id, time.Now().UnixNano())); err != nil {
+		if err := bus.PublishRun(ctx, e.js, id, bus.RunMsgID(id, strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func (e *Executor) publishRun(ctx context.Context, run uuid.UUID, msgID string) error {
-	return bus.PublishJSON(ctx, e.js, bus.RunSubject(run), msgID, bus.RunMsg{RunID: run})
 }
 
 // subscribeAdvisories handles messages that reached MaxDeliver: a task whose
@@ -97,8 +92,8 @@ func (e *Executor) subscribeAdvisories(ctx context.Context) ([]*nats.Subscriptio
 }
 
 func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
-	var adv bus.MaxDeliveries
-	if err := json.Unmarshal(m.Data, &adv); err != nil {
+	adv, err := bus.DecodeMaxDeliveries(m.Data)
+	if err != nil {
 		return
 	}
 	stream, err := e.js.Stream(ctx, adv.Stream)
@@ -111,8 +106,7 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 	}
 	switch adv.Stream {
 	case bus.StreamTasks:
-		var tm bus.TaskMsg
-		if json.Unmarshal(raw.Data, &tm) == nil {
+		if tm, err := bus.DecodeTask(raw.Subject, raw.Data); err == nil {
 			msg := "the task could not be delivered to an executor (delivery limit reached)"
 			if ok, err := e.st.RunHostEndUnstarted(ctx, tm.RunID, tm.Idx, testum.HostLost, msg); err == nil && ok {
 				h, _ := e.st.RunHost(ctx, tm.RunID, tm.Idx)
@@ -120,8 +114,7 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 			}
 		}
 	case bus.StreamRuns:
-		var rm bus.RunMsg
-		if json.Unmarshal(raw.Data, &rm) == nil {
+		if rm, err := bus.DecodeRun(raw.Data); err == nil {
 			e.log.Warn("run message reached its delivery limit; the reaper will republish it", "run", rm.RunID)
 		}
 	}
@@ -129,3 +122,8 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 		e.log.Debug("deleting undeliverable message", "seq", adv.StreamSeq, "err", err)
 	}
 }
+
+// retriesLost reports whether a host of run that was lost with its executor
+// is queued for another attempt: only when the run asked for it and is not
+// being canceled. Otherwise lost is final, since the command may have run.
+func retriesLost(run testum.Run) bool { return run.Spec.RetryLost && !run.CancelRequested }

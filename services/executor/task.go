@@ -60,7 +60,7 @@ type outcome struct {
 func (t *hostTask) execute(hardCtx context.Context) {
 	t.ctx, t.cancelFn = context.WithCancelCause(hardCtx)
 	defer t.cancelFn(nil)
-	t.out = newTranscript(t.e, hardCtx, t.run.ID, t.host.Idx, t.attempt, t.host.Name, t.outputCap())
+	t.out = newTranscript(hardCtx, t.e.transcriptConfig(), t.run.ID, t.host.Idx, t.attempt, t.host.Name, t.outputCap())
 	t.e.register(t)
 	defer t.e.unregister(t)
 
@@ -288,7 +288,8 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 	if err != nil {
 		return sshx.Target{}, p, fmt.Errorf("reading platform: %w", err)
 	}
-	tgt, err := fleet.Target(ctx, t.e.st, p, t.e.cfg.HostKeyPolicy)
+	src := runSource{st: t.e.st, run: t.run.ID, creds: t.e.creds}
+	tgt, err := fleet.Target(ctx, src, p, t.e.cfg.HostKeyPolicy)
 	return tgt, p, err
 }
 
@@ -301,7 +302,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 		t.out.errorText(oc.err)
 	}
 	stats := t.out.close()
-	logKey, archErr := t.out.archive(hardCtx)
+	logKey, archErr := t.out.archive(hardCtx, t.e.logs)
 	if archErr != nil {
 		t.log.Error("archiving the host's log failed", "err", archErr)
 		if oc.err == "" {
@@ -329,7 +330,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	} else {
 		t.out.exit(oc.state, oc.exit, oc.signal)
 		t.out.closeControl()
-		t.e.publishEvent(hardCtx, bus.Event{RunID: t.run.ID, Kind: "host", Idx: t.host.Idx, Host: t.host.Name, State: string(oc.state), ExitCode: oc.exit})
+		t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(oc.state), ExitCode: oc.exit})
 	}
 	if err := t.msg.Ack(); err != nil {
 		t.log.Debug("ack failed", "err", err)
@@ -343,17 +344,15 @@ func (t *hostTask) finishEarly(hardCtx context.Context, state testum.HostState, 
 		_, _, err := t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, store.HostResult{State: state, Error: msg})
 		return err
 	})
-	t.e.publishEvent(hardCtx, bus.Event{RunID: t.run.ID, Kind: "host", Idx: t.host.Idx, Host: t.host.Name, State: string(state)})
+	t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(state)})
 	_ = t.msg.Ack()
 }
 
-// publishEvent announces a transition on the run's event subject; the
-// coordinator wakes on it. Best effort: coordinators also poll.
-func (e *Executor) publishEvent(ctx context.Context, ev bus.Event) {
+// publishEvent announces a transition on the run's event subject (core
+// NATS); the coordinator wakes on it. Best effort: coordinators also poll.
+func (e *Executor) publishEvent(ev bus.Event) {
 	ev.At = time.Now().UTC()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := bus.PublishJSON(pctx, e.js, bus.EventSubject(ev.RunID), "", ev); err != nil {
+	if err := bus.PublishEvent(e.nc, ev); err != nil {
 		e.log.Debug("publishing event", "run", ev.RunID, "err", err)
 	}
 }

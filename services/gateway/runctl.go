@@ -23,7 +23,6 @@ import (
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
-	"github.com/testum/testum/services/executor"
 )
 
 func runParam(c *fiber.Ctx) (uuid.UUID, error) {
@@ -69,13 +68,13 @@ func (g *Gateway) runCancel(c *fiber.Ctx) error {
 		return err
 	}
 	if !run.State.Final() {
-		if err := g.nc.Publish(bus.CancelSubject(id), nil); err != nil {
+		if err := bus.PublishCancel(g.nc, id); err != nil {
 			g.log.Warn("cancel not broadcast; executors see the flag at their next check", "run", id, "err", err)
 		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		// Wake the coordinator so the hosts not started end now.
-		_ = bus.PublishJSON(pctx, g.js, bus.RunSubject(id), id.String()+"/cancel", bus.RunMsg{RunID: id})
+		_ = bus.PublishRun(pctx, g.js, id, bus.RunMsgID(id, "cancel"))
 	}
 	return c.Status(http.StatusAccepted).JSON(fiber.Map{"id": id.String(), "state": run.State, "cancel_requested": true})
 }
@@ -202,7 +201,7 @@ func (g *Gateway) runHostLog(c *fiber.Ctx) error {
 		return err
 	}
 	var text strings.Builder
-	if err := renderTimestamped(ctx, g.logs, executor.IndexKey(id, idx), raw, &text); err != nil {
+	if err := renderTimestamped(ctx, g.logs, logstore.HostIndexKey(id, idx), raw, &text); err != nil {
 		return err
 	}
 	c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")

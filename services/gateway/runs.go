@@ -109,7 +109,7 @@ func (g *Gateway) createRun(c *fiber.Ctx, req api.RunRequest, parent *uuid.UUID)
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := bus.PublishJSON(pctx, g.js, bus.RunSubject(id), id.String(), bus.RunMsg{RunID: id}); err != nil {
+	if err := bus.PublishRun(pctx, g.js, id, bus.RunMsgID(id, "")); err != nil {
 		g.log.Warn("run stored but not published yet; the reaper will publish it", "run", id, "err", err)
 	}
 	return run, nil

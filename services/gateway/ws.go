@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -185,8 +184,12 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 			if !ok {
 				return
 			}
-			out, seq := wsMessage(m)
+			out, seq, err := wsMessage(m)
 			last = seq
+			if err != nil {
+				log.Warn("websocket: malformed transcript message skipped", "err", err)
+				continue
+			}
 			if err := g.wsWrite(conn, out); err != nil {
 				return
 			}
@@ -249,34 +252,36 @@ func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
 	return auth.Allowed(auth.Role(s.Role), "run.watch")
 }
 
-// wsMessage renders a transcript message for the WebSocket.
-func wsMessage(m jetstream.Msg) (api.WSMessage, uint64) {
-	h := m.Headers()
+// wsMessage renders a transcript message for the WebSocket, with its
+// stream sequence.
+func wsMessage(m jetstream.Msg) (api.WSMessage, uint64, error) {
 	var seq uint64
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
-	out := api.WSMessage{
-		Type: h.Get(bus.HdrType), Host: h.Get(bus.HdrHost), Seq: seq,
-		State: h.Get(bus.HdrState), Signal: h.Get(bus.HdrSignal), At: h.Get(bus.HdrAt),
+	o, err := bus.DecodeOutput(m.Subject(), m.Headers(), m.Data())
+	if err != nil {
+		return api.WSMessage{}, seq, err
 	}
-	out.HostSeq, _ = strconv.Atoi(h.Get(bus.HdrSeq))
-	out.Attempt, _ = strconv.Atoi(h.Get(bus.HdrAttempt))
-	if _, idx, err := parseOutputSubject(m.Subject()); err == nil {
+	return wsRender(o, seq), seq, nil
+}
+
+// wsRender is the WebSocket message of a transcript message.
+func wsRender(o bus.OutputMsg, seq uint64) api.WSMessage {
+	out := api.WSMessage{
+		Type: string(o.Type), Host: o.Host, Seq: seq, HostSeq: o.Seq, Attempt: o.Attempt,
+		State: o.State, ExitCode: o.ExitCode, Signal: o.Signal, At: o.AtText(),
+	}
+	if o.Idx != bus.RunLevel {
+		idx := o.Idx
 		out.Idx = &idx
 	}
-	if e := h.Get(bus.HdrExit); e != "" {
-		if v, err := strconv.Atoi(e); err == nil {
-			out.ExitCode = &v
-		}
-	}
-	data := m.Data()
-	if utf8.Valid(data) && !mostlyEscaped(data) {
-		out.Payload = string(data)
+	if utf8.Valid(o.Data) && !mostlyEscaped(o.Data) {
+		out.Payload = string(o.Data)
 	} else {
-		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(data), "base64"
+		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(o.Data), "base64"
 	}
-	return out, seq
+	return out
 }
 
 // mostlyEscaped reports whether JSON would grow data by more than base64
@@ -292,19 +297,6 @@ func mostlyEscaped(data []byte) bool {
 		}
 	}
 	return escaped*5 > len(data)/3
-}
-
-func parseOutputSubject(subj string) (string, int, error) {
-	// testum.out.<run>.<idx|run>
-	i := len(subj) - 1
-	for i >= 0 && subj[i] != '.' {
-		i--
-	}
-	idx, err := strconv.Atoi(subj[i+1:])
-	if err != nil {
-		return "", 0, errors.New("not a host subject")
-	}
-	return subj[:i], idx, nil
 }
 
 // wsWrite sends one message as JSON text. HTML escaping is off: it would

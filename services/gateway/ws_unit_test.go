@@ -2,8 +2,15 @@ package gateway
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/bus"
 )
 
 func TestMostlyEscaped(t *testing.T) {
@@ -21,6 +28,33 @@ func TestMostlyEscaped(t *testing.T) {
 	} {
 		if got := mostlyEscaped(tc.data); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A transcript message reaches the WebSocket with the fields the relay has
+// always sent: the host's index except on run-level messages, the
+// executor's sequence and attempt, the exit code, and text or base64.
+func TestWSRender(t *testing.T) {
+	run := uuid.MustParse("3f8a1c2e-5b7d-4e9f-a1b2-c3d4e5f60718")
+	at := time.Date(2026, 3, 4, 5, 6, 7, 890123000, time.UTC)
+	code, idx := 3, 2
+	for _, tc := range []struct {
+		name string
+		msg  bus.OutputMsg
+		want api.WSMessage
+	}{
+		{"output", bus.OutputMsg{Run: run, Idx: 2, Type: bus.TypeStdout, Host: "web02", Seq: 5, Attempt: 1, At: at, Data: []byte("hi\n")},
+			api.WSMessage{Type: "stdout", Host: "web02", Seq: 40, Payload: "hi\n", Idx: &idx, HostSeq: 5, Attempt: 1, At: "2026-03-04T05:06:07.890123Z"}},
+		{"binary output", bus.OutputMsg{Run: run, Idx: 2, Type: bus.TypeStderr, Host: "web02", Seq: 6, Attempt: 1, At: at, Data: []byte{0xff, 0}},
+			api.WSMessage{Type: "stderr", Host: "web02", Seq: 40, Payload: "/wA=", Encoding: "base64", Idx: &idx, HostSeq: 6, Attempt: 1, At: "2026-03-04T05:06:07.890123Z"}},
+		{"exit", bus.OutputMsg{Run: run, Idx: 2, Type: bus.TypeExit, Host: "web02", Seq: 7, Attempt: 1, State: "failed", ExitCode: &code, Signal: "TERM", At: at, Data: []byte("3")},
+			api.WSMessage{Type: "exit", Host: "web02", Seq: 40, Payload: "3", Idx: &idx, HostSeq: 7, Attempt: 1, State: "failed", ExitCode: &code, Signal: "TERM", At: "2026-03-04T05:06:07.890123Z"}},
+		{"done", bus.OutputMsg{Run: run, Idx: bus.RunLevel, Type: bus.TypeDone, State: "succeeded", Data: []byte("succeeded")},
+			api.WSMessage{Type: "done", Seq: 40, Payload: "succeeded", State: "succeeded"}},
+	} {
+		if got := wsRender(tc.msg, 40); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 }
