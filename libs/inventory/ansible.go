@@ -8,8 +8,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/testum/testum/libs/hostexpr"
 	"gopkg.in/yaml.v3"
+
+	"github.com/testum/testum/libs/hostexpr"
 )
 
 // ansibleVar is one inventory variable.

@@ -124,8 +124,8 @@ func (s *SSHD) newHostKeys() error {
 	s.HostKeys = nil
 	for _, kt := range []string{"ed25519", "ecdsa", "rsa"} {
 		p := filepath.Join(s.dir, "host_"+kt)
-		os.Remove(p)
-		os.Remove(p + ".pub")
+		_ = os.Remove(p) // ssh-keygen -f does not overwrite
+		_ = os.Remove(p + ".pub")
 		args := []string{"-q", "-t", kt, "-N", "", "-f", p}
 		if kt == "rsa" {
 			args = append(args, "-b", "2048")
@@ -358,7 +358,7 @@ func (s *SSHD) authorize(u *User, pub ssh.PublicKey) error {
 		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
 	}
 	if _, err := f.Write(ssh.MarshalAuthorizedKey(pub)); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
 	}
 	if err := f.Close(); err != nil {
@@ -439,10 +439,10 @@ func lockUsers() (unlock func(), err error) {
 		return nil, fmt.Errorf("users lock: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("users lock: %w", err)
 	}
-	return func() { f.Close() }, nil // closing releases the flock
+	return func() { _ = f.Close() }, nil // closing releases the flock
 }
 
 // killProcessesOf sends SIGKILL, by pid, to the processes owned by uid.
