@@ -57,6 +57,17 @@ type SSHD struct {
 	done    chan struct{}
 }
 
+// requireSSHD fails the test when sshd cannot be started here.
+func requireSSHD(t testing.TB, euid int, binary string) {
+	t.Helper()
+	if euid != 0 {
+		t.Fatal("testenv: sshd and its test users need root: run the tests as root (CI does)")
+	}
+	if _, err := os.Stat(binary); err != nil {
+		t.Fatalf("testenv: %v: OpenSSH's server is not installed; `make deps` installs it (apt-get install openssh-server openssh-client)", err)
+	}
+}
+
 // shared users of this test binary, created once.
 var shared struct {
 	once    sync.Once
@@ -66,15 +77,12 @@ var shared struct {
 }
 
 // StartSSHD starts an sshd of its own for the test (own port, own host
-// keys); the shared password and key users log in to it.
+// keys); the shared password and key users log in to it. Without root or
+// without OpenSSH the test fails: a suite that skipped them would pass
+// without testing what it claims to.
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("testenv: sshd and its test users need root")
-	}
-	if _, err := os.Stat(sshdBinary); err != nil {
-		t.Skip("testenv: no " + sshdBinary + " (apt-get install openssh-server; make test installs it)")
-	}
+	requireSSHD(t, os.Geteuid(), sshdBinary)
 	pw, key, err := sharedUsers()
 	if err != nil {
 		t.Fatalf("testenv: users: %v", err)
