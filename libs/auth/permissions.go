@@ -1,5 +1,5 @@
 // Package auth owns who may do what: roles, the one permission table every
-// route consults, and (with the users issue) sessions and tokens.
+// route consults, sessions and tokens.
 package auth
 
 import "slices"
@@ -7,6 +7,7 @@ import "slices"
 // Role is a user's role; each includes the rights of the ones below it.
 type Role string
 
+// The roles, from the fewest rights to the most.
 const (
 	RoleAdmin         Role = "admin"          // run commands; read platforms and runs
 	RoleExtendedAdmin Role = "extended_admin" // also manage platforms, credentials, keys, host keys; cancel any run; read the audit log
