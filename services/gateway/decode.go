@@ -207,7 +207,7 @@ func parseLabels(raw json.RawMessage) (map[string]string, error) {
 			return nil, testum.Invalid("labels: want an object of strings or \"key=value,...\"")
 		}
 		var err error
-		if m, err = ParseLabelList(s); err != nil {
+		if m, err = testum.ParseLabelList(s); err != nil {
 			return nil, err
 		}
 	}
@@ -230,25 +230,4 @@ func validLabel(k, v string) error {
 		return testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
 	}
 	return nil
-}
-
-// ParseLabelList reads "k=v,k2=v2"; every pair needs its '='.
-func ParseLabelList(s string) (map[string]string, error) {
-	m := map[string]string{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, testum.Invalid("label %q: want key=value", part)
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if k == "" {
-			return nil, testum.Invalid("label %q: the key is empty", part)
-		}
-		m[k] = v
-	}
-	return m, nil
 }

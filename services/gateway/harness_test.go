@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
@@ -126,7 +127,11 @@ func (e *env) start(mod func(*gateway.Config)) *gw {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	if _, _, err := gateway.BootstrapAdmin(ctx, st, rootName, rootKey); err != nil {
+	acc, err := accounts.New(accounts.Config{}, accounts.Postgres(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := acc.BootstrapAdmin(ctx, rootName, rootKey); err != nil {
 		t.Fatal(err)
 	}
 	nc, err := e.ns.Connect()

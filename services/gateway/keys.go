@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/runs"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -259,8 +260,8 @@ func (g *Gateway) keysRun(c *fiber.Ctx, revoke, onePlatform bool) error {
 	if len(lines) == 0 {
 		return testum.Invalid("no keys: give key_ids and/or identity: true")
 	}
-	run, err := g.createRun(c, api.RunRequest{Command: authorizedKeysScript(lines, revoke), Timeout: req.Timeout,
-		Targets: req.Targets}, nil)
+	run, err := g.runs.Create(c.UserContext(), g.actor(c), runs.Request{Command: authorizedKeysScript(lines, revoke),
+		Timeout: req.Timeout, Targets: runTargets(req.Targets)})
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func (g *Gateway) platformSearch(c *fiber.Ctx) error {
 	f := store.PlatformFilter{Name: c.Query("name"), State: c.Query("state")}
 	sel := c.Query("label", c.Query("labels"))
 	if sel != "" {
-		if f.Labels, err = ParseLabelList(sel); err != nil {
+		if f.Labels, err = testum.ParseLabelList(sel); err != nil {
 			return err
 		}
 	}
