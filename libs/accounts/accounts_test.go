@@ -61,7 +61,9 @@ func (f *fakeStore) UserByName(_ context.Context, name string) (testum.User, str
 	return testum.User{}, "", testum.NotFound("user %s not found", name)
 }
 
-func (f *fakeStore) UserKeyHash(_ context.Context, id int64) (string, error) { return f.hashes[id], nil }
+func (f *fakeStore) UserKeyHash(_ context.Context, id int64) (string, error) {
+	return f.hashes[id], nil
+}
 
 func (f *fakeStore) Audit(_ context.Context, e testum.AuditEntry) error {
 	f.audit = append(f.audit, e)
