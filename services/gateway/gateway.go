@@ -19,6 +19,7 @@ import (
 	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/platforms"
 	"github.com/testum/testum/libs/runs"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
@@ -150,8 +151,9 @@ type Gateway struct {
 
 	wsOpen wsSessions // WebSockets open per session (ws.go)
 
-	runs     *runs.Service
-	accounts *accounts.Service
+	runs      *runs.Service
+	accounts  *accounts.Service
+	platforms *platforms.Service
 }
 
 // New builds a gateway with every route of routes.go.
@@ -184,6 +186,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g.accounts, err = accounts.New(accounts.Config{Tokens: tokens, SessionIdle: cfg.SessionIdle, SessionMax: cfg.SessionMax,
 		Now: cfg.Now, Logger: g.log}, accounts.Postgres(deps.Store))
+	if err != nil {
+		return nil, err
+	}
+	g.platforms, err = platforms.New(platforms.Config{TargetDeny: cfg.TargetDeny, Logger: g.log}, platforms.Postgres(deps.Store))
 	if err != nil {
 		return nil, err
 	}

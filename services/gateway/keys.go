@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/platforms"
 	"github.com/testum/testum/libs/runs"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
@@ -60,7 +61,7 @@ func (g *Gateway) keyCreate(c *fiber.Ctx) error {
 		return err
 	}
 	req.Name = strings.TrimSpace(req.Name)
-	if err := validName("key", req.Name); err != nil {
+	if err := platforms.ValidName("key", req.Name); err != nil {
 		return err
 	}
 	line, fp, err := parsePublicKey(req.PublicKey)
