@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/sshx"
@@ -49,14 +50,23 @@ func (s pgStore) InTx(ctx context.Context, fn func(tx Tx) error) error {
 
 // Config tunes the service. Zero fields take defaults.
 type Config struct {
-	TargetDeny sshx.DenyList // address ranges no platform may have (nil: sshx.DefaultDeny)
-	Logger     *slog.Logger
+	TargetDeny     sshx.DenyList        // address ranges no platform may have (nil: sshx.DefaultDeny)
+	ConnectTimeout time.Duration        // SSH connect timeout of connection tests (default 10s)
+	HostKeyPolicy  testum.HostKeyPolicy // the global host key policy (default auto_add)
+	Fleet          Fleet                // for connection tests; nil: Test is unavailable
+	Logger         *slog.Logger
 }
 
 // CheckAndSetDefaults fills zero fields.
 func (c *Config) CheckAndSetDefaults() error {
 	if c.TargetDeny == nil {
 		c.TargetDeny = sshx.DefaultDeny()
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.HostKeyPolicy == "" {
+		c.HostKeyPolicy = testum.HostKeyAutoAdd
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

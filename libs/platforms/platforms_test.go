@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/auth"
+	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -324,5 +325,26 @@ web4 ansible_host=169.254.169.254 ansible_user=deploy
 	}
 	if string(st.secrets[*web2.CredentialID].Secret) != "own-pw" || web2.Labels["web"] != "true" {
 		t.Errorf("web2: %+v", web2)
+	}
+}
+
+func TestParsePublicKey(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	line, fp, err := ParsePublicKey("  " + plain + "   ops@laptop \n")
+	if err != nil || line != plain+" ops@laptop" || fp != sshx.Fingerprint(signer.PublicKey()) {
+		t.Fatalf("ParsePublicKey = %q %q %v", line, fp, err)
+	}
+	for _, bad := range []string{"", "ssh-ed25519 notbase64", `command="rm -rf /" ` + plain, plain + "\n" + plain} {
+		if _, _, err := ParsePublicKey(bad); testum.CodeOf(err) != testum.CodeInvalid {
+			t.Errorf("ParsePublicKey(%q) = %v, want invalid", bad, err)
+		}
 	}
 }

@@ -189,7 +189,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.platforms, err = platforms.New(platforms.Config{TargetDeny: cfg.TargetDeny, Logger: g.log}, platforms.Postgres(deps.Store))
+	g.platforms, err = platforms.New(platforms.Config{TargetDeny: cfg.TargetDeny, ConnectTimeout: cfg.ConnectTimeout,
+		HostKeyPolicy: cfg.HostKeyPolicy, Fleet: platforms.FleetOf(deps.Store), Logger: g.log}, platforms.Postgres(deps.Store))
 	if err != nil {
 		return nil, err
 	}

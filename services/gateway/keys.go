@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
-	"fmt"
 	"net/http"
 	"strings"
 
@@ -31,30 +30,6 @@ type KeyRequest struct {
 	PublicKey string `json:"public_key"`
 }
 
-// parsePublicKey accepts one authorized_keys line (options are refused:
-// testum deploys plain keys) and returns it normalized with its fingerprint.
-func parsePublicKey(s string) (line, fingerprint string, err error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", "", testum.Invalid("public_key is required")
-	}
-	if strings.ContainsAny(s, "\n\r") {
-		return "", "", testum.Invalid("public_key must be one line")
-	}
-	pub, comment, opts, rest, err := ssh.ParseAuthorizedKey([]byte(s))
-	if err != nil {
-		return "", "", testum.Invalid("public_key is not an OpenSSH public key (like \"ssh-ed25519 AAAA… comment\")")
-	}
-	if len(opts) > 0 || len(strings.TrimSpace(string(rest))) > 0 {
-		return "", "", testum.Invalid("public_key must be a single key without options")
-	}
-	line = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
-	if comment = strings.TrimSpace(comment); comment != "" {
-		line += " " + comment
-	}
-	return line, sshx.Fingerprint(pub), nil
-}
-
 func (g *Gateway) keyCreate(c *fiber.Ctx) error {
 	var req KeyRequest
 	if err := decode(c, &req); err != nil {
@@ -64,7 +39,7 @@ func (g *Gateway) keyCreate(c *fiber.Ctx) error {
 	if err := platforms.ValidName("key", req.Name); err != nil {
 		return err
 	}
-	line, fp, err := parsePublicKey(req.PublicKey)
+	line, fp, err := platforms.ParsePublicKey(req.PublicKey)
 	if err != nil {
 		return err
 	}
@@ -261,7 +236,7 @@ func (g *Gateway) keysRun(c *fiber.Ctx, revoke, onePlatform bool) error {
 	if len(lines) == 0 {
 		return testum.Invalid("no keys: give key_ids and/or identity: true")
 	}
-	run, err := g.runs.Create(c.UserContext(), g.actor(c), runs.Request{Command: authorizedKeysScript(lines, revoke),
+	run, err := g.runs.Create(c.UserContext(), g.actor(c), runs.Request{Command: platforms.AuthorizedKeysScript(lines, revoke),
 		Timeout: req.Timeout, Targets: runTargets(req.Targets)})
 	if err != nil {
 		return err
@@ -275,44 +250,4 @@ func uniq(ids []int64) map[int64]bool {
 		m[id] = true
 	}
 	return m
-}
-
-// authorizedKeysScript is a POSIX sh program that adds (or removes) keys in
-// the login user's ~/.ssh/authorized_keys atomically: the new file is
-// written next to the old one and renamed over it, so an interrupted deploy
-// leaves the old file whole. Existing lines and comments are kept, a key
-// already present (matched by its base64 blob, options or not) is not added
-// again, ~/.ssh is created 0700 and a new file 0600; an existing file keeps
-// its mode. Keys are plain ASCII lines, safe in a quoted here-document.
-func authorizedKeysScript(lines []string, revoke bool) string {
-	mode := "add"
-	if revoke {
-		mode = "remove"
-	}
-	return fmt.Sprintf(`set -eu
-umask 077
-mode=%s
-d="$HOME/.ssh"; f="$d/authorized_keys"
-[ -d "$d" ] || mkdir -m 700 "$d"
-t=$(mktemp "$d/.authorized_keys.testum.XXXXXX")
-trap 'rm -f "$t"' EXIT
-if [ -f "$f" ]; then cat "$f" > "$t"; chmod "$(stat -c %%a "$f")" "$t"; else chmod 600 "$t"; fi
-[ -s "$t" ] && [ -n "$(tail -c 1 "$t")" ] && echo >> "$t"
-has() { awk -v b="$1" '{ for (i = 1; i <= NF; i++) if ($i == b) f = 1 } END { exit !f }' "$t"; }
-added=0; present=0; removed=0
-while read -r ktype blob rest; do
-	[ -n "$blob" ] || continue
-	if [ "$mode" = add ]; then
-		if has "$blob"; then present=$((present + 1)); else printf '%%s %%s%%s\n' "$ktype" "$blob" "${rest:+ $rest}" >> "$t"; added=$((added + 1)); fi
-	elif has "$blob"; then
-		awk -v b="$blob" '{ k = 1; for (i = 1; i <= NF; i++) if ($i == b) k = 0 } k' "$t" > "$t.n" && cat "$t.n" > "$t" && rm -f "$t.n"
-		removed=$((removed + 1))
-	fi
-done <<'TESTUM_KEYS'
-%s
-TESTUM_KEYS
-mv -f "$t" "$f"
-trap - EXIT
-if [ "$mode" = add ]; then echo "authorized_keys: $added added, $present already present"; else echo "authorized_keys: $removed removed"; fi
-`, mode, strings.Join(lines, "\n"))
 }

@@ -1,18 +1,13 @@
 package gateway
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/testum/testum/libs/api"
-	"github.com/testum/testum/libs/fleet"
 	"github.com/testum/testum/libs/platforms"
-	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -126,16 +121,6 @@ func (g *Gateway) hostKeyAccept(c *fiber.Ctx) error {
 	return g.hostKeyGet(c)
 }
 
-// TestResult is what POST /api/platforms/{id}/test found.
-type TestResult struct {
-	OK          bool   `json:"ok"`
-	State       string `json:"state"` // ok, unreachable, auth_failed, hostkey_rejected
-	Message     string `json:"message"`
-	Fingerprint string `json:"host_key_fingerprint,omitempty"`
-	Pinned      bool   `json:"pinned,omitempty"` // the key was pinned by this test (first contact)
-	Millis      int64  `json:"elapsed_ms"`
-}
-
 // platformTest dials the platform (through its jump chain), checks the host
 // key and logs in, within the connect timeout, and says what failed.
 func (g *Gateway) platformTest(c *fiber.Ctx) error {
@@ -143,60 +128,10 @@ func (g *Gateway) platformTest(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), g.cfg.ConnectTimeout*time.Duration(fleet.MaxJumps+1))
-	defer cancel()
-	p, err := g.st.Platform(ctx, id)
+	res, err := g.platforms.Test(c.UserContext(), g.actor(c), id)
 	if err != nil {
 		return err
 	}
-	tgt, err := fleet.Target(ctx, g.st, p, g.cfg.HostKeyPolicy)
-	if err != nil {
-		return testum.Conflict("%v", err)
-	}
-	start := time.Now()
-	client, err := sshx.Dial(ctx, tgt, sshx.Config{ConnectTimeout: g.cfg.ConnectTimeout, Deny: g.cfg.TargetDeny})
-	res := TestResult{Millis: time.Since(start).Milliseconds()}
-	if err != nil {
-		var de *sshx.DialError
-		res.State, res.Message = string(testum.HostUnreachable), err.Error()
-		if errors.As(err, &de) {
-			res.State = string(de.Failure.HostState())
-			res.Message = fleet.DescribeDialError(ctx, g.st, de)
-			if de.Offered != nil {
-				res.Fingerprint = sshx.Fingerprint(de.Offered)
-			}
-			// A rejected key is offered on the platform of the hop that
-			// presented it: the target's or a jump host's.
-			if _, err := fleet.RecordOffered(ctx, g.st, de); err != nil {
-				g.log.Warn("recording offered host key", "platform", de.HopID, "err", err)
-			}
-			if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
-				_ = g.st.PlatformRecordContact(ctx, de.HopID, res.State, res.Message)
-			}
-		}
-		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
-		g.auditAlone(c, "platform.test", platforms.Target(p), map[string]any{"state": res.State}, "failed")
-		return c.JSON(res)
-	}
-	defer client.Close()
-	hops := client.Hops()
-	last := hops[len(hops)-1]
-	// Every hop seen for the first time is pinned on its own platform, as a
-	// run would pin it.
-	pinned, err := fleet.PinFirstContacts(ctx, g.st, hops)
-	if err != nil {
-		res.State, res.Message = string(testum.HostHostKeyRejected), fmt.Sprintf("ssh %s: %v", tgt.Addr, err)
-		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
-		g.auditAlone(c, "platform.test", platforms.Target(p), map[string]any{"state": res.State}, "failed")
-		return c.JSON(res)
-	}
-	res.OK, res.State, res.Message = true, string(testum.HostOK), "reachable, host key accepted, logged in as "+p.Username
-	res.Fingerprint = sshx.Fingerprint(last.HostKey)
-	for _, h := range pinned {
-		res.Pinned = res.Pinned || h.ID == p.ID
-	}
-	_ = g.st.PlatformRecordContact(ctx, p.ID, "reachable", "")
-	g.auditAlone(c, "platform.test", platforms.Target(p), map[string]any{"state": res.State}, "ok")
 	return c.JSON(res)
 }
 
