@@ -1,12 +1,15 @@
 package platforms
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
 
@@ -72,4 +75,69 @@ mv -f "$t" "$f"
 trap - EXIT
 if [ "$mode" = add ]; then echo "authorized_keys: $added added, $present already present"; else echo "authorized_keys: $removed removed"; fi
 `, mode, strings.Join(lines, "\n"))
+}
+
+// CreateKey stores a public key to deploy, under a name.
+func (s *Service) CreateKey(ctx context.Context, by auth.Actor, name, publicKey string) (store.SSHKey, error) {
+	name = strings.TrimSpace(name)
+	if err := ValidName("key", name); err != nil {
+		return store.SSHKey{}, err
+	}
+	line, fp, err := ParsePublicKey(publicKey)
+	if err != nil {
+		return store.SSHKey{}, err
+	}
+	var k store.SSHKey
+	err = s.st.InTx(ctx, func(tx Tx) error {
+		if k, err = tx.SSHKeyCreate(ctx, name, line, fp, by.Username); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, by.Entry("key.create", "key:"+k.Name, map[string]any{"fingerprint": fp}))
+	})
+	return k, err
+}
+
+// DeleteKey deletes public key id (from testum, not from the hosts).
+func (s *Service) DeleteKey(ctx context.Context, by auth.Actor, id int64) error {
+	return s.st.InTx(ctx, func(tx Tx) error {
+		k, err := tx.SSHKeyDelete(ctx, id)
+		if err != nil {
+			return err
+		}
+		return tx.Audit(ctx, by.Entry("key.delete", "key:"+k.Name, map[string]any{"fingerprint": k.Fingerprint}))
+	})
+}
+
+// KeysScript is the script that deploys (or, with revoke, removes) the
+// stored keys keyIDs and, with identity, testum's own public key, as the
+// command of a run on the hosts.
+func (s *Service) KeysScript(ctx context.Context, by auth.Actor, keyIDs []int64, identity, revoke bool) (string, error) {
+	var lines []string
+	if len(keyIDs) > 0 {
+		keys, err := s.st.SSHKeysByIDs(ctx, keyIDs)
+		if err != nil {
+			return "", err
+		}
+		distinct := map[int64]bool{}
+		for _, id := range keyIDs {
+			distinct[id] = true
+		}
+		if len(keys) != len(distinct) {
+			return "", testum.Invalid("unknown key id in %v", keyIDs)
+		}
+		for _, k := range keys {
+			lines = append(lines, k.PublicKey)
+		}
+	}
+	if identity {
+		cr, _, err := s.Identity(ctx, by)
+		if err != nil {
+			return "", err
+		}
+		lines = append(lines, cr.PublicKey)
+	}
+	if len(lines) == 0 {
+		return "", testum.Invalid("no keys: give key_ids and/or identity: true")
+	}
+	return AuthorizedKeysScript(lines, revoke), nil
 }

@@ -21,6 +21,8 @@ import (
 // Store is what the service reads outside a transaction, and the way in.
 type Store interface {
 	PlatformHostKeys(ctx context.Context, id int64) (store.HostKeys, error)
+	CredentialByName(ctx context.Context, name string) (testum.Credential, error)
+	SSHKeysByIDs(ctx context.Context, ids []int64) ([]store.SSHKey, error)
 	InTx(ctx context.Context, fn func(tx Tx) error) error
 }
 
@@ -36,6 +38,8 @@ type Tx interface {
 	Credential(ctx context.Context, id int64) (testum.Credential, error)
 	CredentialCreate(ctx context.Context, ns store.NewSecret) (testum.Credential, error)
 	CredentialDelete(ctx context.Context, id int64) (testum.Credential, error)
+	SSHKeyCreate(ctx context.Context, name, publicKey, fingerprint, by string) (store.SSHKey, error)
+	SSHKeyDelete(ctx context.Context, id int64) (store.SSHKey, error)
 	Audit(ctx context.Context, e testum.AuditEntry) error
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,6 +23,7 @@ type fakeStore struct {
 	platforms   map[int64]testum.Platform
 	credentials map[int64]testum.Credential
 	secrets     map[int64]store.NewSecret
+	keys        []store.SSHKey
 	audit       []testum.AuditEntry
 	next        int64
 }
@@ -124,6 +126,36 @@ func (f *fakeStore) PlatformNames(context.Context) (map[string]int64, []string, 
 
 func (f *fakeStore) PlatformAcceptHostKey(context.Context, int64, string) (bool, error) {
 	return false, errors.New("not in this fake")
+}
+
+func (f *fakeStore) CredentialByName(_ context.Context, name string) (testum.Credential, error) {
+	for _, cr := range f.credentials {
+		if cr.Name == name {
+			return cr, nil
+		}
+	}
+	return testum.Credential{}, testum.NotFound("credential %s not found", name)
+}
+
+func (f *fakeStore) SSHKeysByIDs(_ context.Context, ids []int64) ([]store.SSHKey, error) {
+	var out []store.SSHKey
+	for _, k := range f.keys {
+		if slices.Contains(ids, k.ID) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeStore) SSHKeyCreate(_ context.Context, name, line, fp, _ string) (store.SSHKey, error) {
+	f.next++
+	k := store.SSHKey{ID: f.next, Name: name, PublicKey: line, Fingerprint: fp}
+	f.keys = append(f.keys, k)
+	return k, nil
+}
+
+func (f *fakeStore) SSHKeyDelete(context.Context, int64) (store.SSHKey, error) {
+	return store.SSHKey{}, errors.New("not in this fake")
 }
 
 func (f *fakeStore) Audit(_ context.Context, e testum.AuditEntry) error {
@@ -346,5 +378,43 @@ func TestParsePublicKey(t *testing.T) {
 		if _, _, err := ParsePublicKey(bad); testum.CodeOf(err) != testum.CodeInvalid {
 			t.Errorf("ParsePublicKey(%q) = %v, want invalid", bad, err)
 		}
+	}
+}
+
+// TestKeysScript: the deploy script carries exactly the keys asked for,
+// testum's identity made once and audited as the caller's.
+func TestKeysScript(t *testing.T) {
+	ctx := context.Background()
+	st := newFakeStore()
+	s := newService(t, st)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	k, err := s.CreateKey(ctx, ops, " laptop ", strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
+	if err != nil || k.Name != "laptop" {
+		t.Fatalf("CreateKey: %+v %v", k, err)
+	}
+	if _, err := s.KeysScript(ctx, ops, nil, false, false); err == nil || !strings.Contains(err.Error(), "no keys") {
+		t.Fatalf("no keys: %v", err)
+	}
+	if _, err := s.KeysScript(ctx, ops, []int64{k.ID, 99}, false, false); err == nil || !strings.Contains(err.Error(), "unknown key id") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	script, err := s.KeysScript(ctx, ops, []int64{k.ID, k.ID}, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := st.CredentialByName(ctx, IdentityCredential)
+	if err != nil || !strings.Contains(script, k.PublicKey) || !strings.Contains(script, id.PublicKey) || !strings.Contains(script, "mode=add") {
+		t.Fatalf("script without its keys (%v):\n%s", err, script)
+	}
+	if created, err := s.EnsureIdentity(ctx); err != nil || created {
+		t.Errorf("a second identity: %v %v", created, err)
+	}
+	last := st.audit[len(st.audit)-1]
+	if last.Action != "credential.create" || last.Actor != "ops" {
+		t.Errorf("identity audit %+v", last)
+	}
+	if revoke, _ := s.KeysScript(ctx, ops, []int64{k.ID}, false, true); !strings.Contains(revoke, "mode=remove") {
+		t.Errorf("revoke script:\n%s", revoke)
 	}
 }
