@@ -92,6 +92,16 @@ func (s HostState) Valid() bool {
 	return false
 }
 
+// PlatformState is the outcome of the last contact with a platform: one of
+// these, or the HostState of a failed contact (unreachable, auth_failed,
+// hostkey_rejected).
+type PlatformState string
+
+const (
+	PlatformUnknown   PlatformState = "unknown" // never contacted, or changed since
+	PlatformReachable PlatformState = "reachable"
+)
+
 // HostKeyPolicy says what to do with a host key seen for the first time.
 type HostKeyPolicy string
 

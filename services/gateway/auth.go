@@ -161,6 +161,15 @@ func (g *Gateway) audit(ctx context.Context, c *fiber.Ctx, tx *store.Tx, action,
 	return tx.Audit(ctx, g.auditEntry(c, action, target, details, "ok"))
 }
 
+// actor is who makes the request, as the domain services see it.
+func (g *Gateway) actor(c *fiber.Ctx) auth.Actor {
+	a := auth.Actor{IP: g.clientIP(c)}
+	if p := principal(c); p != nil {
+		a.UserID, a.Username, a.Role = p.UserID, p.Username, p.Role
+	}
+	return a
+}
+
 // auditAlone writes an entry that records no change (a refusal, a failed
 // login); a failure to write it is logged, not returned.
 func (g *Gateway) auditAlone(c *fiber.Ctx, action, target string, details map[string]any, outcome string) {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/api/apitest"
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
@@ -132,7 +133,11 @@ func (e *env) start(mod func(*gateway.Config)) *gw {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	if _, _, err := gateway.BootstrapAdmin(ctx, st, rootName, rootKey); err != nil {
+	acc, err := accounts.New(accounts.Config{}, accounts.Postgres(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := acc.BootstrapAdmin(ctx, rootName, rootKey); err != nil {
 		t.Fatal(err)
 	}
 	nc, err := e.ns.Connect()
