@@ -156,7 +156,9 @@ func (f *fakeStore) SessionsEndForUser(_ context.Context, user int64, _ string) 
 	return ended, nil
 }
 
-func (f *fakeStore) SessionsExpire(context.Context, time.Duration) ([]uuid.UUID, error) { return nil, nil }
+func (f *fakeStore) SessionsExpire(context.Context, time.Duration) ([]uuid.UUID, error) {
+	return nil, nil
+}
 
 func (f *fakeStore) LoginFailuresPrune(context.Context, time.Duration) error { return nil }
 

@@ -109,7 +109,7 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 		audit(res, "failed")
 		return res, nil
 	}
-	defer client.Close()
+	defer func() { _ = client.Close() }() // the test's result is decided; a close error says nothing more
 	hops := client.Hops()
 	last := hops[len(hops)-1]
 	// Every hop seen for the first time is pinned on its own platform, as a

@@ -97,6 +97,7 @@ func (s HostState) Valid() bool {
 // hostkey_rejected).
 type PlatformState string
 
+// The platform states testum sets itself.
 const (
 	PlatformUnknown   PlatformState = "unknown" // never contacted, or changed since
 	PlatformReachable PlatformState = "reachable"

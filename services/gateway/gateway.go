@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/accounts"
+	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/platforms"

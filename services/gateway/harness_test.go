@@ -16,8 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/testum/testum/libs/api/apitest"
 	"github.com/testum/testum/libs/accounts"
+	"github.com/testum/testum/libs/api/apitest"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
@@ -227,8 +227,8 @@ func (c *client) do(method, path string, body any) response {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if c.seen != nil {
-		c.seen.Write(data)
-		c.seen.Write([]byte("\n"))
+		_, _ = c.seen.Write(data)
+		_, _ = c.seen.Write([]byte("\n"))
 	}
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: data}
 }

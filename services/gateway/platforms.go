@@ -8,22 +8,6 @@ import (
 	"github.com/testum/testum/libs/testum"
 )
 
-func (g *Gateway) platformList(c *fiber.Ctx) error {
-	limit, offset, err := page(c)
-	if err != nil {
-		return err
-	}
-	ps, total, err := g.st.PlatformList(c.UserContext(), limit, offset)
-	if err != nil {
-		return err
-	}
-	out := make([]api.Platform, len(ps))
-	for i, p := range ps {
-		out[i] = platformJSON(p)
-	}
-	return sendPage(c, out, total, limit, offset)
-}
-
 func (g *Gateway) platformGet(c *fiber.Ctx) error {
 	id, err := paramID(c, "id")
 	if err != nil {

@@ -113,7 +113,7 @@ func (g *Gateway) runHostLog(c *fiber.Ctx) error {
 		return nil
 	}
 	defer cancel()
-	defer r.Close()
+	defer func() { _ = r.Close() }() // a reader's close has nothing to report
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -148,7 +148,7 @@ func renderTimestamped(ctx context.Context, logs logstore.Store, indexKey string
 		_, werr := w.Write(raw)
 		return werr
 	}
-	defer ir.Close()
+	defer func() { _ = ir.Close() }()
 	sc := bufio.NewScanner(ir)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -257,7 +257,7 @@ func addLog(ctx context.Context, logs logstore.Store, tw *tar.Writer, name, key 
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // a reader's close has nothing to report
 	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: info.Size, ModTime: info.Modified}); err != nil {
 		return err
 	}
@@ -310,7 +310,7 @@ func (g *Gateway) runSummary(c *fiber.Ctx) error {
 		if first.LogKey != "" && first.OutputBytes <= 64<<10 {
 			if r, err := g.logs.Get(ctx, first.LogKey); err == nil {
 				b, _ := io.ReadAll(io.LimitReader(r, 64<<10))
-				r.Close()
+				_ = r.Close()
 				sg.Output = string(b)
 			}
 		}
