@@ -105,7 +105,12 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.EnsureStreams(context.Background(), js, bus.StreamsConfig{}); err != nil {
+	// A deadline of its own (a hang guard): without one each JetStream call
+	// gets nats.go's 5 s, which a loaded machine running many embedded
+	// servers at once can exceed while the first stream is written.
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := bus.EnsureStreams(sctx, js, bus.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	return e
