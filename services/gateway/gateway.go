@@ -24,6 +24,13 @@ import (
 	"github.com/testum/testum/libs/testum"
 )
 
+// Defaults of the session limits; testum's settings table shows the same
+// values.
+const (
+	DefaultSessionIdle = 15 * time.Minute
+	DefaultSessionMax  = 24 * time.Hour
+)
+
 // Config tunes a gateway. Zero fields take defaults.
 type Config struct {
 	RequestTimeout    time.Duration // per-request deadline (default 30s); WebSockets are exempt
@@ -73,10 +80,10 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.MaxBodyBytes = 8 << 20
 	}
 	if c.ExecutorDeadAfter == 0 {
-		c.ExecutorDeadAfter = 30 * time.Second
+		c.ExecutorDeadAfter = store.DefaultExecutorDeadAfter
 	}
 	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 10 * time.Second
+		c.ConnectTimeout = sshx.DefaultConnectTimeout
 	}
 	if c.HostKeyPolicy == "" {
 		c.HostKeyPolicy = testum.HostKeyAutoAdd
@@ -85,10 +92,10 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.TargetDeny = sshx.DefaultDeny()
 	}
 	if c.SessionIdle == 0 {
-		c.SessionIdle = 15 * time.Minute
+		c.SessionIdle = DefaultSessionIdle
 	}
 	if c.SessionMax == 0 {
-		c.SessionMax = 24 * time.Hour
+		c.SessionMax = DefaultSessionMax
 	}
 	if c.SessionSweep == 0 {
 		c.SessionSweep = 5 * time.Minute
