@@ -5,8 +5,10 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 SQLC    := $(GOBIN)/sqlc
 OAPI_CODEGEN := $(GOBIN)/oapi-codegen
 MINIO   := $(GOBIN)/minio
+GOLANGCI_LINT := $(GOBIN)/golangci-lint
 SQLC_VERSION  := v1.31.1
 OAPI_CODEGEN_VERSION := v2.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c # what @latest resolved to on 2026-12-01 (MinIO tags are not semver)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -14,13 +16,14 @@ LDFLAGS := -X main.version=$(VERSION)
 TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet bench bench-deps clean help
+.PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet lint bench bench-deps clean help
 
 all: build
 
 help:
 	@echo "make run    build and start testum serve with its defaults (http://127.0.0.1:8000)"
-	@echo "make test   install what is missing (apt-get, go install), check generated code, vet, lint and unit-test the console, test -race"
+	@echo "make test   install what is missing (apt-get, go install), check generated code, vet, lint, unit-test the console, test -race"
+	@echo "make lint   golangci-lint with .golangci.yml (formatting, errcheck, staticcheck, import layering)"
 	@echo "make build  build bin/testum"
 	@echo "make bench  measure fan-out, streaming, latency and memory against pdsh, pssh, clush, ansible"
 
@@ -70,9 +73,11 @@ deps-apt:
 	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing; fi
 
 deps-go:
-	@test -x $(SQLC) || { echo "building sqlc $(SQLC_VERSION)"; $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION); }
+	@test "$$($(SQLC) version 2>/dev/null)" = "$(SQLC_VERSION)" || { echo "building sqlc $(SQLC_VERSION)"; $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION); }
 	@$(OAPI_CODEGEN) -version 2>/dev/null | grep -qx '$(OAPI_CODEGEN_VERSION)' || { echo "building oapi-codegen $(OAPI_CODEGEN_VERSION)"; $(GO) install github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@$(OAPI_CODEGEN_VERSION); }
 	@test -x $(MINIO) || { echo "building minio"; $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
+	@$(GOLANGCI_LINT) version 2>/dev/null | grep -q "has version $(GOLANGCI_LINT_VERSION:v%=%) " || \
+	  { echo "building golangci-lint $(GOLANGCI_LINT_VERSION)"; $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
 
 # The Go client and types of the HTTP API come from libs/api/openapi.yaml;
 # the console's TypeScript types too, when npm is there.
@@ -94,7 +99,12 @@ check-generated:
 vet:
 	$(GO) vet ./...
 
-test: deps web web-check check-generated vet
+# lint runs the linters and formatters of .golangci.yml, including the
+# depguard rules that keep the layering of STYLE.md.
+lint: deps-go
+	$(GOLANGCI_LINT) run ./...
+
+test: deps web web-check check-generated vet lint
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
 
 # bench measures testum against a Go floor, pdsh, parallel-ssh, clush and

@@ -1,5 +1,5 @@
 // Package auth owns who may do what: roles, the one permission table every
-// route consults, and (with the users issue) sessions and tokens.
+// route consults, sessions and tokens.
 package auth
 
 import "slices"
@@ -7,6 +7,7 @@ import "slices"
 // Role is a user's role; each includes the rights of the ones below it.
 type Role string
 
+// The roles, from the fewest rights to the most.
 const (
 	RoleAdmin         Role = "admin"          // run commands; read platforms and runs
 	RoleExtendedAdmin Role = "extended_admin" // also manage platforms, credentials, keys, host keys; cancel any run; read the audit log
@@ -33,6 +34,33 @@ func (r Role) Valid() bool { return r.Rank() > 0 }
 // least role allowed to do it.
 type Action string
 
+// The actions of the permission table.
+const (
+	ActionHealthRead       Action = "health.read"
+	ActionLogin            Action = "auth.login"
+	ActionConsoleRead      Action = "console.read"
+	ActionSelf             Action = "auth.self"
+	ActionUserManage       Action = "user.manage"
+	ActionSessionManage    Action = "session.manage"
+	ActionAuditRead        Action = "audit.read"
+	ActionPlatformRead     Action = "platform.read"
+	ActionPlatformCreate   Action = "platform.create"
+	ActionPlatformRun      Action = "platform.run"
+	ActionPlatformUpdate   Action = "platform.update"
+	ActionPlatformDelete   Action = "platform.delete"
+	ActionPlatformHostKey  Action = "platform.host_key"
+	ActionCredentialRead   Action = "credential.read"
+	ActionCredentialManage Action = "credential.manage"
+	ActionKeyRead          Action = "key.read"
+	ActionKeyManage        Action = "key.manage"
+	ActionKeyDeploy        Action = "key.deploy"
+	ActionRunRead          Action = "run.read"
+	ActionRunCreate        Action = "run.create"
+	ActionRunWatch         Action = "run.watch"
+	ActionRunCancel        Action = "run.cancel"
+	ActionRunCancelAny     Action = "run.cancel_any"
+)
+
 // Public actions need no session at all.
 const Public Role = ""
 
@@ -40,34 +68,34 @@ const Public Role = ""
 // is here. A route whose action is missing is refused (and fails the route
 // × role test).
 var permissions = map[Action]Role{
-	"health.read":  Public,
-	"auth.login":   Public,
-	"console.read": Public, // the console's static files; everything it shows comes from the API
+	ActionHealthRead:  Public,
+	ActionLogin:       Public,
+	ActionConsoleRead: Public, // the console's static files; everything it shows comes from the API
 
-	"auth.self": RoleAdmin, // logout, me, rotate one's own master key
+	ActionSelf: RoleAdmin, // logout, me, rotate one's own master key
 
-	"user.manage":    RoleSuperAdmin,
-	"session.manage": RoleSuperAdmin,
-	"audit.read":     RoleExtendedAdmin,
+	ActionUserManage:    RoleSuperAdmin,
+	ActionSessionManage: RoleSuperAdmin,
+	ActionAuditRead:     RoleExtendedAdmin,
 
-	"platform.read":     RoleAdmin,
-	"platform.create":   RoleExtendedAdmin,
-	"platform.run":      RoleAdmin,
-	"platform.update":   RoleExtendedAdmin,
-	"platform.delete":   RoleExtendedAdmin,
-	"platform.host_key": RoleExtendedAdmin,
-	"credential.read":   RoleExtendedAdmin,
-	"credential.manage": RoleExtendedAdmin,
-	"key.read":          RoleAdmin,
-	"key.manage":        RoleExtendedAdmin,
-	"key.deploy":        RoleExtendedAdmin,
+	ActionPlatformRead:     RoleAdmin,
+	ActionPlatformCreate:   RoleExtendedAdmin,
+	ActionPlatformRun:      RoleAdmin,
+	ActionPlatformUpdate:   RoleExtendedAdmin,
+	ActionPlatformDelete:   RoleExtendedAdmin,
+	ActionPlatformHostKey:  RoleExtendedAdmin,
+	ActionCredentialRead:   RoleExtendedAdmin,
+	ActionCredentialManage: RoleExtendedAdmin,
+	ActionKeyRead:          RoleAdmin,
+	ActionKeyManage:        RoleExtendedAdmin,
+	ActionKeyDeploy:        RoleExtendedAdmin,
 
-	"run.read":   RoleAdmin,
-	"run.create": RoleAdmin,
-	"run.watch":  RoleAdmin,
-	"run.cancel": RoleAdmin, // their own runs; run.cancel_any for the others'
+	ActionRunRead:   RoleAdmin,
+	ActionRunCreate: RoleAdmin,
+	ActionRunWatch:  RoleAdmin,
+	ActionRunCancel: RoleAdmin, // their own runs; run.cancel_any for the others'
 
-	"run.cancel_any": RoleExtendedAdmin,
+	ActionRunCancelAny: RoleExtendedAdmin,
 }
 
 // Required returns the least role an action needs, and whether the action

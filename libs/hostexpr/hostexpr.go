@@ -48,7 +48,9 @@ type LimitError struct {
 	msg   string
 }
 
-func (e *LimitError) Error() string        { return e.msg }
+func (e *LimitError) Error() string { return e.msg }
+
+// Is makes every LimitError match ErrTooComplex.
 func (e *LimitError) Is(target error) bool { return target == ErrTooComplex }
 
 func limitErr(bound string, limit int, format string, args ...any) error {

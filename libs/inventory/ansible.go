@@ -8,8 +8,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/testum/testum/libs/hostexpr"
 	"gopkg.in/yaml.v3"
+
+	"github.com/testum/testum/libs/hostexpr"
 )
 
 // ansibleVar is one inventory variable.
@@ -116,6 +117,9 @@ func expandAnsible(pattern string) ([]string, int, error) {
 			return nil, 0, err
 		}
 		pattern, port = pattern[:i], p
+	}
+	if pattern == "" {
+		return nil, 0, fmt.Errorf("empty host name")
 	}
 	if !strings.ContainsAny(pattern, "[]") {
 		if strings.ContainsAny(pattern, ",!") {
@@ -241,34 +245,42 @@ func (m *ansibleModel) entries() Result {
 		}
 
 		e := Entry{Name: name, Host: name, Port: h.port, Line: h.line, Labels: map[string]string{}, Vars: map[string]string{}}
-		ok := true
 		for k, v := range vars {
 			// Only variables testum understands are used; the others are
 			// kept aside, for labels the import asks for by name.
-			if !strings.HasPrefix(k, "ansible_") {
-				if v.scalar {
-					e.Vars[k] = v.value
-				}
+			if !strings.HasPrefix(k, "ansible_") && v.scalar {
+				e.Vars[k] = v.value
+			}
+		}
+		// A setting spelled two ways (ansible_ssh_user and ansible_user)
+		// takes the value of the name listed last, wherever each is set, as
+		// for the password below: the result does not depend on map order.
+		ok := true
+		for _, k := range []string{"ansible_ssh_port", "ansible_port"} {
+			v, set := vars[k]
+			if !set {
 				continue
 			}
-			switch k {
-			case "ansible_host", "ansible_ssh_host":
-				e.Host = v.value
-			case "ansible_port", "ansible_ssh_port":
-				p, err := parsePort(v.value)
-				if err != nil {
-					m.problem(v.line, name, "%s: %v; entry rejected", k, err)
-					ok = false
-				}
-				e.Port = p
-			case "ansible_user", "ansible_ssh_user":
-				e.User = v.value
-			case "ansible_ssh_private_key_file", "ansible_private_key_file":
-				e.IdentityFile = v.value
+			p, err := parsePort(v.value)
+			if err != nil {
+				m.problem(v.line, name, "%s: %v; entry rejected", k, err)
+				ok = false
 			}
+			e.Port = p
 		}
 		if !ok {
 			continue
+		}
+		for field, names := range map[*string][]string{
+			&e.Host:         {"ansible_ssh_host", "ansible_host"},
+			&e.User:         {"ansible_ssh_user", "ansible_user"},
+			&e.IdentityFile: {"ansible_ssh_private_key_file", "ansible_private_key_file"},
+		} {
+			for _, k := range names {
+				if v, set := vars[k]; set {
+					*field = v.value
+				}
+			}
 		}
 		for _, k := range []string{"ansible_ssh_pass", "ansible_ssh_password", "ansible_password"} { // last wins
 			if v, set := vars[k]; set && v.scalar && v.value != "" {

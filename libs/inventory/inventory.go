@@ -17,8 +17,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/testum/testum/libs/hostexpr"
 	"gopkg.in/yaml.v3"
+
+	"github.com/testum/testum/libs/hostexpr"
 )
 
 // MaxEntries bounds the number of entries one inventory may produce.

@@ -346,7 +346,7 @@ func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
 		conn, err := pgx.Connect(cctx, c.URL("postgres"))
 		if err == nil {
 			err = conn.Ping(cctx)
-			conn.Close(cctx)
+			_ = conn.Close(cctx) // a probe: the ping is the answer
 		}
 		last = err
 		return retry.RetryableError(err)
@@ -365,7 +365,7 @@ func (c *Cluster) createDatabase(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }() // the statements' errors are the ones that count
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		return err

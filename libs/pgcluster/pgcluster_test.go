@@ -70,7 +70,9 @@ func TestStartRestartKeepsData(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
 		t.Fatalf("after restart: %d, %v", v, err)
 	}
-	conn.Close(ctx)
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	// A second Start on the same directory adopts the running cluster.
 	c2, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: 54329, Database: "app2"})
@@ -84,7 +86,9 @@ func TestStartRestartKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatalf("adopted cluster: %v", err)
 	}
-	conn2.Close(ctx)
+	if err := conn2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := c.Stop(ctx); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fernet/fernet-go"
+
 	"github.com/testum/testum/libs/secrets"
 )
 
@@ -286,7 +287,7 @@ func TestFormattingHidesKeys(t *testing.T) {
 		logged.String(), jsonLogged.String(), string(js), kr.String(),
 	}
 	for _, s := range outs {
-		for _, secret := range []string{k1, k2, strings.TrimRight(k1, "="), fmt.Sprintf("%x", raw1), fmt.Sprint(raw1)} {
+		for _, secret := range []string{k1, k2, strings.TrimRight(k1, "="), fmt.Sprintf("%x", raw1), fmt.Sprintf("%d", raw1)} {
 			if strings.Contains(s, secret) {
 				t.Fatalf("formatted keyring contains key material: %s", s)
 			}

@@ -25,7 +25,7 @@ func listenOn(t *testing.T, ip string) (addr string, connected func() bool) {
 		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(50 * time.Millisecond))
 		c, err := ln.Accept()
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			return true
 		}
 		return false

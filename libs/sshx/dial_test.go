@@ -114,7 +114,7 @@ func TestAuth(t *testing.T) {
 	t.Run("unknown user", func(t *testing.T) {
 		target := passwordTarget(s, 1)
 		target.User = "no-such-user-here"
-		dialError(t, target, testConfig, sshx.AuthFailed)
+		_ = dialError(t, target, testConfig, sshx.AuthFailed)
 	})
 	t.Run("no credentials", func(t *testing.T) {
 		target := passwordTarget(s, 1)
@@ -207,7 +207,7 @@ func TestHostKeyPolicy(t *testing.T) {
 	t.Run("empty policy is strict", func(t *testing.T) {
 		target := passwordTarget(s, 1)
 		target.HostKey = sshx.HostKeyCheck{}
-		dialError(t, target, testConfig, sshx.HostKeyRejected)
+		_ = dialError(t, target, testConfig, sshx.HostKeyRejected)
 	})
 
 	// With a key pinned the host must present that very key, whatever the

@@ -41,7 +41,7 @@ func ParsePrivateKey(pemBytes, passphrase []byte) (ssh.Signer, error) {
 		return nil, fmt.Errorf("%w: the PEM block is a %q", ErrNotAKey, block.Type)
 	}
 
-	if block.Type == "OPENSSH PRIVATE KEY" && openSSHKeyType(block.Bytes) == ssh.InsecureKeyAlgoDSA {
+	if block.Type == "OPENSSH PRIVATE KEY" && openSSHKeyType(block.Bytes) == keyAlgoDSA {
 		return nil, fmt.Errorf("%w: DSA keys are insecure and refused by current OpenSSH", ErrUnsupportedKey)
 	}
 
@@ -61,7 +61,7 @@ func ParsePrivateKey(pemBytes, passphrase []byte) (ssh.Signer, error) {
 		// "malformed OpenSSH key") without quoting the key.
 		return nil, fmt.Errorf("%w: %w", ErrNotAKey, err)
 	}
-	if signer.PublicKey().Type() == ssh.InsecureKeyAlgoDSA {
+	if signer.PublicKey().Type() == keyAlgoDSA {
 		return nil, fmt.Errorf("%w: DSA keys are insecure and refused by current OpenSSH", ErrUnsupportedKey)
 	}
 	if err := checkStrength(signer.PublicKey()); err != nil {
@@ -76,6 +76,10 @@ const MaxPrivateKeyBytes = 16 << 10
 // MinRSABits is the smallest RSA modulus accepted (NIST SP 800-131A; OpenSSH
 // 9.x refuses RSA keys under 1024 bits and warns under 2048).
 const MinRSABits = 2048
+
+// keyAlgoDSA is the wire name of DSA keys, which ParsePrivateKey refuses
+// (x/crypto deprecates its own constant for the same reason).
+const keyAlgoDSA = "ssh-dss"
 
 // checkStrength refuses RSA keys whose modulus is too short to be safe.
 func checkStrength(pub ssh.PublicKey) error {

@@ -188,7 +188,7 @@ func openSSHDSA() []byte {
 	pub := ssh.Marshal(struct {
 		Type       string
 		P, Q, G, Y []byte
-	}{ssh.InsecureKeyAlgoDSA, []byte{1}, []byte{1}, []byte{1}, []byte{1}})
+	}{"ssh-dss", []byte{1}, []byte{1}, []byte{1}, []byte{1}})
 	blob := append([]byte("openssh-key-v1\x00"), ssh.Marshal(struct {
 		CipherName, KDFName, KDFOptions string
 		NumKeys                         uint32

@@ -28,8 +28,9 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
-// waitFor bounds every wait of these tests: generous, as the issue asks
-// for no timing assertions beyond "within the connect timeout".
+// waitFor bounds every wait of these tests: a hang guard, generous so that
+// a loaded machine never fails them; they assert no timing beyond "within
+// the connect timeout".
 const waitFor = 30 * time.Second
 
 // testConfig keeps keepalives quick so that a dead peer is found fast.

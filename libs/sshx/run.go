@@ -125,7 +125,9 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 		if k.ended {
 			res, sessErr = c.outcome(k.waitErr)
 			if stdinDone != nil {
-				<-stdinDone // the channel is closed: the copy stops at its next write
+				// The channel is closed: the copy stops at its next write. A
+				// read error of the input no longer matters to a killed command.
+				<-stdinDone //nolint:errcheck // see above
 			}
 		}
 		return res, k.error(ctx, sessErr)
@@ -296,7 +298,7 @@ func (c *Client) killFromSecondSession(sig ssh.Signal) error {
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer func() { _ = sess.Close() }() // Run's error is the one that counts
 	sess.Stdin = strings.NewReader(fallbackKillScript)
 	return sess.Run("exec /bin/sh -s " + string(sig))
 }

@@ -132,6 +132,7 @@ type Hop struct {
 // Failure says why a dial failed; its values equal testum.HostState values.
 type Failure string
 
+// The ways a dial fails.
 const (
 	Unreachable     Failure = Failure(testum.HostUnreachable)
 	AuthFailed      Failure = Failure(testum.HostAuthFailed)

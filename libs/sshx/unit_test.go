@@ -215,7 +215,7 @@ func TestSameWriter(t *testing.T) {
 	}
 	type uncomparable struct {
 		io.Writer
-		f []int
+		_ []int
 	}
 	u := uncomparable{Writer: io.Discard}
 	if sameWriter(u, u) {

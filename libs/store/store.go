@@ -123,7 +123,7 @@ func Migrate(ctx context.Context, url string, log *slog.Logger) error {
 		return fmt.Errorf("DATABASE_URL: %w", redactURLError(err))
 	}
 	sqldb := stdlib.OpenDB(*cc)
-	defer sqldb.Close()
+	defer func() { _ = sqldb.Close() }() // migrated or not, the pool's close has nothing to add
 	return migrateDB(ctx, sqldb, log)
 }
 

@@ -57,6 +57,17 @@ type SSHD struct {
 	done    chan struct{}
 }
 
+// requireSSHD fails the test when sshd cannot be started here.
+func requireSSHD(t testing.TB, euid int, binary string) {
+	t.Helper()
+	if euid != 0 {
+		t.Fatal("testenv: sshd and its test users need root: run the tests as root (CI does)")
+	}
+	if _, err := os.Stat(binary); err != nil {
+		t.Fatalf("testenv: %v: OpenSSH's server is not installed; `make deps` installs it (apt-get install openssh-server openssh-client)", err)
+	}
+}
+
 // shared users of this test binary, created once.
 var shared struct {
 	once    sync.Once
@@ -66,15 +77,12 @@ var shared struct {
 }
 
 // StartSSHD starts an sshd of its own for the test (own port, own host
-// keys); the shared password and key users log in to it.
+// keys); the shared password and key users log in to it. Without root or
+// without OpenSSH the test fails: a suite that skipped them would pass
+// without testing what it claims to.
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("testenv: sshd and its test users need root")
-	}
-	if _, err := os.Stat(sshdBinary); err != nil {
-		t.Skip("testenv: no " + sshdBinary + " (apt-get install openssh-server; make test installs it)")
-	}
+	requireSSHD(t, os.Geteuid(), sshdBinary)
 	pw, key, err := sharedUsers()
 	if err != nil {
 		t.Fatalf("testenv: users: %v", err)
@@ -124,8 +132,8 @@ func (s *SSHD) newHostKeys() error {
 	s.HostKeys = nil
 	for _, kt := range []string{"ed25519", "ecdsa", "rsa"} {
 		p := filepath.Join(s.dir, "host_"+kt)
-		os.Remove(p)
-		os.Remove(p + ".pub")
+		_ = os.Remove(p) // ssh-keygen -f does not overwrite
+		_ = os.Remove(p + ".pub")
 		args := []string{"-q", "-t", kt, "-N", "", "-f", p}
 		if kt == "rsa" {
 			args = append(args, "-b", "2048")
@@ -358,7 +366,7 @@ func (s *SSHD) authorize(u *User, pub ssh.PublicKey) error {
 		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
 	}
 	if _, err := f.Write(ssh.MarshalAuthorizedKey(pub)); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("authorize key for %s: %w", u.Name, err)
 	}
 	if err := f.Close(); err != nil {
@@ -439,10 +447,10 @@ func lockUsers() (unlock func(), err error) {
 		return nil, fmt.Errorf("users lock: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("users lock: %w", err)
 	}
-	return func() { f.Close() }, nil // closing releases the flock
+	return func() { _ = f.Close() }, nil // closing releases the flock
 }
 
 // killProcessesOf sends SIGKILL, by pid, to the processes owned by uid.

@@ -85,7 +85,7 @@ func sharedCluster() (*pgcluster.Cluster, error) {
 			pg.err = err
 			return
 		}
-		atTeardown(func() { os.RemoveAll(dir) })
+		atTeardown(func() { _ = os.RemoveAll(dir) })
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Fast: true, Database: "postgres"})
@@ -118,7 +118,7 @@ func reachableTempDir(prefix string) (string, error) {
 		return "", err
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		return "", err
 	}
 	return dir, nil
@@ -231,11 +231,11 @@ func SilentServer(t testing.TB) string {
 		}
 	}()
 	t.Cleanup(func() {
-		l.Close()
+		_ = l.Close()
 		<-done
 		mu.Lock()
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 		mu.Unlock()
 	})

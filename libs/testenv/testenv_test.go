@@ -64,7 +64,9 @@ func TestNewPostgresClusterRestart(t *testing.T) {
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (v int)"); err != nil {
 		t.Fatal(err)
 	}
-	conn.Close(ctx)
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +188,7 @@ func TestSSHDRestartWithNewHostKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	_ = c.Close()
 }
 
 func TestSSHDNewUserAuthorizeKey(t *testing.T) {
@@ -220,7 +222,7 @@ func TestSSHDNewUserAuthorizeKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("password login: %v", err)
 	}
-	c2.Close()
+	_ = c2.Close()
 }
 
 func TestSSHDProcesses(t *testing.T) {
@@ -303,7 +305,7 @@ func TestSSHDParallelStarts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.Close()
+			_ = c.Close()
 			ports <- s.Port
 		})
 	}
@@ -330,7 +332,7 @@ func TestSilentServerHandshakeTimesOut(t *testing.T) {
 	_ = conn.SetDeadline(time.Now().Add(300 * time.Millisecond))
 	_, _, _, err = ssh.NewClientConn(conn, addr, &ssh.ClientConfig{User: "x", HostKeyCallback: ssh.InsecureIgnoreHostKey()})
 	var ne net.Error
-	if err == nil || !(errorAs(err, &ne) && ne.Timeout()) {
+	if err == nil || !errorAs(err, &ne) || !ne.Timeout() {
 		t.Fatalf("handshake with a silent server: want a timeout, got %v", err)
 	}
 }
@@ -360,7 +362,7 @@ func TestClosedAndFreePorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	_ = l.Close()
 }
 
 func TestNATSRestartKeepsStream(t *testing.T) {

@@ -41,11 +41,11 @@ func startWatchdog(script string, args ...string) (release func(), err error) {
 	cmd.Stdin = r
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // not hit by the terminal's ^C
 	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
+		_ = r.Close()
+		_ = w.Close()
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
-	r.Close()
+	_ = r.Close()
 	go func() { _ = cmd.Wait() }() // reaps it when it ends
 	// The write end stays referenced until release, so no finalizer
 	// closes it early.

@@ -11,6 +11,7 @@ import (
 // RunState is where a run is in its life: queued → running → one final state.
 type RunState string
 
+// The run states.
 const (
 	RunQueued    RunState = "queued"
 	RunRunning   RunState = "running"
@@ -41,6 +42,7 @@ func (s RunState) Valid() bool {
 // HostState is where one host of a run is.
 type HostState string
 
+// The host states.
 const (
 	HostQueued          HostState = "queued"
 	HostConnecting      HostState = "connecting"
@@ -90,9 +92,21 @@ func (s HostState) Valid() bool {
 	return false
 }
 
+// PlatformState is the outcome of the last contact with a platform: one of
+// these, or the HostState of a failed contact (unreachable, auth_failed,
+// hostkey_rejected).
+type PlatformState string
+
+// The platform states testum sets itself.
+const (
+	PlatformUnknown   PlatformState = "unknown" // never contacted, or changed since
+	PlatformReachable PlatformState = "reachable"
+)
+
 // HostKeyPolicy says what to do with a host key seen for the first time.
 type HostKeyPolicy string
 
+// The host key policies.
 const (
 	HostKeyAutoAdd HostKeyPolicy = "auto_add" // trust on first use and pin it
 	HostKeyStrict  HostKeyPolicy = "strict"   // only keys already pinned
@@ -104,6 +118,7 @@ func (p HostKeyPolicy) Valid() bool { return p == HostKeyAutoAdd || p == HostKey
 // AuthMethod is how testum logs in to a platform.
 type AuthMethod string
 
+// The ways to log in.
 const (
 	AuthPassword   AuthMethod = "password"
 	AuthPrivateKey AuthMethod = "private_key"
@@ -112,6 +127,7 @@ const (
 // Code classifies an error for the API: each code maps to one HTTP status.
 type Code string
 
+// The error codes, each with its HTTP status.
 const (
 	CodeInvalid      Code = "invalid"      // 400 / 422: the request is wrong
 	CodeUnauthorized Code = "unauthorized" // 401: no valid session

@@ -124,13 +124,6 @@ func (p *connPool) close() {
 	closeAll(all)
 }
 
-// size is how many connections wait.
-func (p *connPool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n
-}
-
 func closeAll(cs []*sshx.Client) {
 	var wg sync.WaitGroup
 	for _, c := range cs {

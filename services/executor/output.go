@@ -353,7 +353,7 @@ func (t *transcript) spoolLocked(typ bus.Type, p []byte) {
 		}
 		x, err := os.OpenFile(t.spoolPath+".idx", os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
 		if err != nil {
-			f.Close()
+			_ = f.Close() // the spool is abandoned; the open error is the one to keep
 			t.spoolErr = err
 			return
 		}
@@ -406,10 +406,11 @@ func (t *transcript) archive(ctx context.Context, logs logstore.Store) (string, 
 		return "", spoolErr
 	}
 	defer func() {
-		spool.Close()
-		index.Close()
-		os.Remove(spool.Name())
-		os.Remove(index.Name())
+		// The spool files are scratch space, archived or not by now.
+		_ = spool.Close()
+		_ = index.Close()
+		_ = os.Remove(spool.Name())
+		_ = os.Remove(index.Name())
 	}()
 	if spoolErr != nil {
 		return "", fmt.Errorf("spooling output: %w", spoolErr)
@@ -454,7 +455,7 @@ func incompleteTail(b []byte) int {
 			default:
 				need = 2
 			}
-			if need > k && utf8.FullRune(b[len(b)-k:]) == false {
+			if need > k && !utf8.FullRune(b[len(b)-k:]) {
 				return k
 			}
 			return 0

@@ -427,7 +427,7 @@ func TestSessionCookieOverTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		c := g.client(t, nil)
 		c.cookies = resp.Cookies()
 		return c
@@ -474,7 +474,7 @@ func TestWebSocketOriginScheme(t *testing.T) {
 		h := http.Header{"Authorization": {"Bearer " + root.token}, "Origin": {origin}, "X-Forwarded-Proto": {"https"}}
 		conn, resp, err := websocket.DefaultDialer.Dial("ws://"+host+"/ws/tasks/"+run.ID, h)
 		if err == nil {
-			conn.Close()
+			_ = conn.Close()
 			return http.StatusSwitchingProtocols
 		}
 		if resp == nil {

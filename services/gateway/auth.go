@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -155,10 +154,13 @@ func (g *Gateway) authorize(action auth.Action) fiber.Handler {
 	}
 }
 
-// audit writes an audit entry for the request in tx, so that it commits
-// with the change it records. details must hold no secret.
-func (g *Gateway) audit(ctx context.Context, c *fiber.Ctx, tx *store.Tx, action, target string, details map[string]any) error {
-	return tx.Audit(ctx, g.auditEntry(c, action, target, details, "ok"))
+// actor is who makes the request, as the domain services see it.
+func (g *Gateway) actor(c *fiber.Ctx) auth.Actor {
+	a := auth.Actor{IP: g.clientIP(c)}
+	if p := principal(c); p != nil {
+		a.UserID, a.Username, a.Role = p.UserID, p.Username, p.Role
+	}
+	return a
 }
 
 // auditAlone writes an entry that records no change (a refusal, a failed
@@ -212,5 +214,3 @@ func (g *Gateway) recoverPanics(c *fiber.Ctx) (err error) {
 	}()
 	return c.Next()
 }
-
-var errNoUser = errors.New("no such user")

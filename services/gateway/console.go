@@ -34,9 +34,6 @@ func consoleFS() fs.FS {
 	return sub
 }
 
-// ConsoleBuilt reports whether the binary embeds a built console.
-func ConsoleBuilt() bool { return consoleFS() != nil }
-
 const consoleNotBuilt = `<!doctype html><meta charset="utf-8"><title>testum</title>
 <p>The testum console was not built into this binary. Run <code>make web</code> (or <code>make build</code>) and rebuild.
 The API under /api works without it.</p>`

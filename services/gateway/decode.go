@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -135,61 +133,8 @@ func sendPage[T any](c *fiber.Ctx, items []T, total, limit, offset int) error {
 	return c.JSON(items)
 }
 
-var (
-	nameRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
-	userRE      = regexp.MustCompile(`^[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}\$?$`)
-	labelKeyRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
-	labelValRE  = regexp.MustCompile(`^[A-Za-z0-9._/:@-]{0,128}$`)
-)
-
-func validName(kind, s string) error {
-	if !nameRE.MatchString(s) {
-		if s == "" {
-			return testum.Invalid("%s name is required", kind)
-		}
-		return testum.Invalid("%s name %q: use letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit)", kind, s)
-	}
-	return nil
-}
-
-// validHost accepts an IP address or a DNS name.
-func validHost(s string) error {
-	if s == "" {
-		return testum.Invalid("host is required")
-	}
-	if net.ParseIP(strings.Trim(s, "[]")) != nil {
-		return nil
-	}
-	if len(s) > 253 || strings.ContainsAny(s, " \t\r\n") {
-		return testum.Invalid("host %q is not a valid host name or IP address (no spaces allowed)", s)
-	}
-	for _, l := range strings.Split(strings.TrimSuffix(s, "."), ".") {
-		if !hostLabelRE.MatchString(l) {
-			return testum.Invalid("host %q is not a valid host name or IP address", s)
-		}
-	}
-	return nil
-}
-
-func validUser(s string) error {
-	if !userRE.MatchString(s) {
-		if s == "" {
-			return testum.Invalid("username is required")
-		}
-		return testum.Invalid("username %q is not a valid user name", s)
-	}
-	return nil
-}
-
-func validPort(p int) error {
-	if p < 1 || p > 65535 {
-		return testum.Invalid("port %d out of range: want 1 to 65535", p)
-	}
-	return nil
-}
-
-// parseLabels reads labels given as a JSON object or as "k=v,k2=v2".
+// parseLabels reads labels given as a JSON object or as "k=v,k2=v2"; the
+// platforms service validates them.
 func parseLabels(raw json.RawMessage) (map[string]string, error) {
 	out := map[string]string{}
 	raw = bytes.TrimSpace(raw)
@@ -207,48 +152,12 @@ func parseLabels(raw json.RawMessage) (map[string]string, error) {
 			return nil, testum.Invalid("labels: want an object of strings or \"key=value,...\"")
 		}
 		var err error
-		if m, err = ParseLabelList(s); err != nil {
+		if m, err = testum.ParseLabelList(s); err != nil {
 			return nil, err
 		}
 	}
 	for k, v := range m {
-		if err := validLabel(k, v); err != nil {
-			return nil, err
-		}
 		out[k] = v
 	}
 	return out, nil
-}
-
-// validLabel checks one label, for every way labels come in (the API, an
-// import).
-func validLabel(k, v string) error {
-	if !labelKeyRE.MatchString(k) {
-		return testum.Invalid("label key %q: use letters, digits, '.', '_', '/' and '-'", k)
-	}
-	if !labelValRE.MatchString(v) {
-		return testum.Invalid("label %s=%q: values use letters, digits and . _ / : @ - only", k, v)
-	}
-	return nil
-}
-
-// ParseLabelList reads "k=v,k2=v2"; every pair needs its '='.
-func ParseLabelList(s string) (map[string]string, error) {
-	m := map[string]string{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, testum.Invalid("label %q: want key=value", part)
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if k == "" {
-			return nil, testum.Invalid("label %q: the key is empty", part)
-		}
-		m[k] = v
-	}
-	return m, nil
 }

@@ -16,9 +16,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/platforms"
+	"github.com/testum/testum/libs/runs"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -156,6 +159,10 @@ type Gateway struct {
 	spec  []byte  // the OpenAPI document, as JSON
 
 	wsOpen wsSessions // WebSockets open per session (ws.go)
+
+	runs      *runs.Service
+	accounts  *accounts.Service
+	platforms *platforms.Service
 }
 
 // New builds a gateway with every route of routes.go.
@@ -185,6 +192,21 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
 		log: cfg.Logger.With("component", "gateway"), tokens: tokens, now: cfg.Now, proxies: proxies,
 		refusal: newRefusalLog(), spec: spec}
+	g.runs, err = runs.New(runs.Config{DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
+		DefaultParallel: cfg.DefaultParallel, Logger: g.log}, runs.Postgres(deps.Store), runPublisher{nc: deps.NATS, js: js})
+	if err != nil {
+		return nil, err
+	}
+	g.accounts, err = accounts.New(accounts.Config{Tokens: tokens, SessionIdle: cfg.SessionIdle, SessionMax: cfg.SessionMax,
+		Now: cfg.Now, Logger: g.log}, accounts.Postgres(deps.Store))
+	if err != nil {
+		return nil, err
+	}
+	g.platforms, err = platforms.New(platforms.Config{TargetDeny: cfg.TargetDeny, ConnectTimeout: cfg.ConnectTimeout,
+		HostKeyPolicy: cfg.HostKeyPolicy, Fleet: platforms.FleetOf(deps.Store), Logger: g.log}, platforms.Postgres(deps.Store))
+	if err != nil {
+		return nil, err
+	}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "testum",
 		DisableStartupMessage: true,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/api/apitest"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
@@ -132,7 +133,11 @@ func (e *env) start(mod func(*gateway.Config)) *gw {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	if _, _, err := gateway.BootstrapAdmin(ctx, st, rootName, rootKey); err != nil {
+	acc, err := accounts.New(accounts.Config{}, accounts.Postgres(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := acc.BootstrapAdmin(ctx, rootName, rootKey); err != nil {
 		t.Fatal(err)
 	}
 	nc, err := e.ns.Connect()
@@ -222,8 +227,8 @@ func (c *client) do(method, path string, body any) response {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if c.seen != nil {
-		c.seen.Write(data)
-		c.seen.Write([]byte("\n"))
+		_, _ = c.seen.Write(data)
+		_, _ = c.seen.Write([]byte("\n"))
 	}
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: data}
 }

@@ -1,18 +1,13 @@
 package gateway
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/testum/testum/libs/api"
-	"github.com/testum/testum/libs/fleet"
-	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/platforms"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -27,7 +22,7 @@ func (g *Gateway) platformSearch(c *fiber.Ctx) error {
 	f := store.PlatformFilter{Name: c.Query("name"), State: c.Query("state")}
 	sel := c.Query("label", c.Query("labels"))
 	if sel != "" {
-		if f.Labels, err = ParseLabelList(sel); err != nil {
+		if f.Labels, err = testum.ParseLabelList(sel); err != nil {
 			return err
 		}
 	}
@@ -53,81 +48,15 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	keep := req.Password == nil && req.PrivateKey == nil && req.CredentialID == nil
-	ctx := c.UserContext()
-	var p testum.Platform
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		old, err := tx.PlatformForUpdate(ctx, id)
-		if err != nil {
-			return err
-		}
-		if keep {
-			if req.AuthMethod != "" && !strings.EqualFold(strings.TrimSpace(req.AuthMethod), string(old.AuthMethod)) {
-				return testum.Invalid("changing auth_method needs the new password, private_key or credential_id")
-			}
-			req.AuthMethod = string(old.AuthMethod)
-			req.CredentialID = old.CredentialID // validated as a reference, kept as is
-		}
-		np, err := newPlatform(req)
-		if err != nil {
-			return err
-		}
-		if err := g.checkTarget(np.Host); err != nil {
-			return err
-		}
-		if np.JumpPlatformID != nil && *np.JumpPlatformID == id {
-			return testum.Invalid("a platform cannot be its own jump host")
-		}
-		if keep {
-			if err := checkSecretStays(ctx, tx, old, np); err != nil {
-				return err
-			}
-		}
-		if !keep {
-			if err := checkRefs(ctx, tx, np); err != nil {
-				return err
-			}
-		} else {
-			np.CredentialID = nil
-			if err := checkRefs(ctx, tx, store.NewPlatform{JumpPlatformID: np.JumpPlatformID}); err != nil {
-				return err
-			}
-		}
-		if p, err = tx.PlatformUpdate(ctx, id, np); err != nil {
-			return err
-		}
-		return g.audit(ctx, c, tx, "platform.update", platformTarget(p), map[string]any{
-			"host": p.Host, "port": p.Port, "username": p.Username, "auth_method": p.AuthMethod, "labels": p.Labels,
-			"secret_changed": !keep,
-		})
-	})
+	pr, err := platformRequest(req)
+	if err != nil {
+		return err
+	}
+	p, err := g.platforms.Update(c.UserContext(), g.actor(c), id, pr)
 	if err != nil {
 		return err
 	}
 	return c.JSON(platformJSON(p))
-}
-
-// checkSecretStays refuses to move a password to another host, port or user
-// without the password being given again: it was given for that login, and
-// password authentication hands it to whoever answers there. A named
-// credential is shared on purpose and may follow; a key proves itself with a
-// signature and reveals nothing to the new host.
-func checkSecretStays(ctx context.Context, tx *store.Tx, old testum.Platform, np store.NewPlatform) error {
-	if old.AuthMethod != testum.AuthPassword || old.CredentialID == nil {
-		return nil
-	}
-	if np.Host == old.Host && np.Port == old.Port && np.Username == old.Username {
-		return nil
-	}
-	cr, err := tx.Credential(ctx, *old.CredentialID)
-	if err != nil {
-		return err
-	}
-	if cr.Name != "" {
-		return nil
-	}
-	return &testum.Error{Code: testum.CodeInvalid, Reason: "password_required",
-		Message: "changing host, port or username of a password platform needs the password again (or a credential_id)"}
 }
 
 func (g *Gateway) platformDelete(c *fiber.Ctx) error {
@@ -135,15 +64,7 @@ func (g *Gateway) platformDelete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		p, err := tx.PlatformDelete(ctx, id)
-		if err != nil {
-			return err
-		}
-		return g.audit(ctx, c, tx, "platform.delete", platformTarget(p), map[string]any{"id": id})
-	})
-	if err != nil {
+	if err := g.platforms.Delete(c.UserContext(), g.actor(c), id); err != nil {
 		return err
 	}
 	return c.SendStatus(http.StatusNoContent)
@@ -194,42 +115,10 @@ func (g *Gateway) hostKeyAccept(c *fiber.Ctx) error {
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	hk, err := g.st.PlatformHostKeys(ctx, id)
-	if err != nil {
-		return err
-	}
-	if hk.OfferedFingerprint == "" {
-		return testum.Conflict("the host has offered no other key to accept")
-	}
-	if req.Fingerprint == "" {
-		return testum.Invalid("fingerprint is required: the offered key's fingerprint (%s) as you checked it", hk.OfferedFingerprint)
-	}
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		ok, err := tx.PlatformAcceptHostKey(ctx, id, req.Fingerprint)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return testum.Conflict("the offered key is not %s (it is %s now)", req.Fingerprint, hk.OfferedFingerprint)
-		}
-		return g.audit(ctx, c, tx, "platform.host_key_accept", fmt.Sprintf("platform:%d", id), map[string]any{
-			"old": hk.PinnedFingerprint, "new": req.Fingerprint})
-	})
-	if err != nil {
+	if err := g.platforms.AcceptHostKey(c.UserContext(), g.actor(c), id, req.Fingerprint); err != nil {
 		return err
 	}
 	return g.hostKeyGet(c)
-}
-
-// TestResult is what POST /api/platforms/{id}/test found.
-type TestResult struct {
-	OK          bool   `json:"ok"`
-	State       string `json:"state"` // ok, unreachable, auth_failed, hostkey_rejected
-	Message     string `json:"message"`
-	Fingerprint string `json:"host_key_fingerprint,omitempty"`
-	Pinned      bool   `json:"pinned,omitempty"` // the key was pinned by this test (first contact)
-	Millis      int64  `json:"elapsed_ms"`
 }
 
 // platformTest dials the platform (through its jump chain), checks the host
@@ -239,60 +128,10 @@ func (g *Gateway) platformTest(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), g.cfg.ConnectTimeout*time.Duration(fleet.MaxJumps+1))
-	defer cancel()
-	p, err := g.st.Platform(ctx, id)
+	res, err := g.platforms.Test(c.UserContext(), g.actor(c), id)
 	if err != nil {
 		return err
 	}
-	tgt, err := fleet.Target(ctx, g.st, p, g.cfg.HostKeyPolicy)
-	if err != nil {
-		return testum.Conflict("%v", err)
-	}
-	start := time.Now()
-	client, err := sshx.Dial(ctx, tgt, sshx.Config{ConnectTimeout: g.cfg.ConnectTimeout, Deny: g.cfg.TargetDeny})
-	res := TestResult{Millis: time.Since(start).Milliseconds()}
-	if err != nil {
-		var de *sshx.DialError
-		res.State, res.Message = string(testum.HostUnreachable), err.Error()
-		if errors.As(err, &de) {
-			res.State = string(de.Failure.HostState())
-			res.Message = fleet.DescribeDialError(ctx, g.st, de)
-			if de.Offered != nil {
-				res.Fingerprint = sshx.Fingerprint(de.Offered)
-			}
-			// A rejected key is offered on the platform of the hop that
-			// presented it: the target's or a jump host's.
-			if _, err := fleet.RecordOffered(ctx, g.st, de); err != nil {
-				g.log.Warn("recording offered host key", "platform", de.HopID, "err", err)
-			}
-			if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
-				_ = g.st.PlatformRecordContact(ctx, de.HopID, res.State, res.Message)
-			}
-		}
-		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
-		g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "failed")
-		return c.JSON(res)
-	}
-	defer client.Close()
-	hops := client.Hops()
-	last := hops[len(hops)-1]
-	// Every hop seen for the first time is pinned on its own platform, as a
-	// run would pin it.
-	pinned, err := fleet.PinFirstContacts(ctx, g.st, hops)
-	if err != nil {
-		res.State, res.Message = string(testum.HostHostKeyRejected), fmt.Sprintf("ssh %s: %v", tgt.Addr, err)
-		_ = g.st.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
-		g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "failed")
-		return c.JSON(res)
-	}
-	res.OK, res.State, res.Message = true, string(testum.HostOK), "reachable, host key accepted, logged in as "+p.Username
-	res.Fingerprint = sshx.Fingerprint(last.HostKey)
-	for _, h := range pinned {
-		res.Pinned = res.Pinned || h.ID == p.ID
-	}
-	_ = g.st.PlatformRecordContact(ctx, p.ID, "reachable", "")
-	g.auditAlone(c, "platform.test", platformTarget(p), map[string]any{"state": res.State}, "ok")
 	return c.JSON(res)
 }
 
@@ -316,32 +155,12 @@ func (g *Gateway) credentialCreate(c *fiber.Ctx) error {
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	req.Name = strings.TrimSpace(req.Name)
-	if err := validName("credential", req.Name); err != nil {
-		return err
-	}
 	kind := req.Kind
 	if kind == "" {
 		kind = req.AuthMethod
 	}
-	// The platform validation knows every rule of secrets: reuse it.
-	np, err := newPlatform(api.PlatformRequest{Name: "x", Host: "x", Username: "x", AuthMethod: kind,
-		Password: req.Password, PrivateKey: req.PrivateKey, Passphrase: req.Passphrase})
-	if err != nil {
-		return err
-	}
-	if np.Secret == nil {
-		return testum.Invalid("a credential needs a password or a private_key")
-	}
-	np.Secret.Name = req.Name
-	ctx := c.UserContext()
-	var cr testum.Credential
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		if cr, err = tx.CredentialCreate(ctx, *np.Secret); err != nil {
-			return err
-		}
-		return g.audit(ctx, c, tx, "credential.create", "credential:"+cr.Name, map[string]any{"kind": cr.Kind, "fingerprint": cr.Fingerprint})
-	})
+	cr, err := g.platforms.CreateCredential(c.UserContext(), g.actor(c), req.Name,
+		platforms.Secret{AuthMethod: kind, Password: req.Password, PrivateKey: req.PrivateKey, Passphrase: req.Passphrase})
 	if err != nil {
 		return err
 	}
@@ -369,15 +188,7 @@ func (g *Gateway) credentialDelete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		cr, err := tx.CredentialDelete(ctx, id)
-		if err != nil {
-			return err
-		}
-		return g.audit(ctx, c, tx, "credential.delete", "credential:"+cr.Name, nil)
-	})
-	if err != nil {
+	if err := g.platforms.DeleteCredential(c.UserContext(), g.actor(c), id); err != nil {
 		return err
 	}
 	return c.SendStatus(http.StatusNoContent)

@@ -17,11 +17,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/testum/testum/libs/api"
-	"github.com/testum/testum/libs/auth"
-	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/hostexpr"
 	"github.com/testum/testum/libs/logstore"
-	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
 
@@ -41,40 +38,9 @@ func (g *Gateway) runCancel(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	p := principal(c)
-	var run testum.Run
-	err = g.st.InTx(ctx, func(tx *store.Tx) error {
-		r, err := tx.Run(ctx, id)
-		if err != nil {
-			return err
-		}
-		// admin may cancel their own runs; extended_admin anyone's.
-		if r.CreatedBy == nil || *r.CreatedBy != p.UserID {
-			if !auth.Allowed(p.Role, "run.cancel_any") {
-				return testum.Errorf(testum.CodeForbidden, "role %s may cancel only its own runs", p.Role)
-			}
-		}
-		if r.State.Final() || r.CancelRequested {
-			run = r
-			return nil
-		}
-		if run, err = tx.RunRequestCancel(ctx, id); err != nil {
-			return err
-		}
-		return g.audit(ctx, c, tx, "run.cancel", "run:"+id.String(), nil)
-	})
+	run, err := g.runs.Cancel(c.UserContext(), g.actor(c), id)
 	if err != nil {
 		return err
-	}
-	if !run.State.Final() {
-		if err := bus.PublishCancel(g.nc, id); err != nil {
-			g.log.Warn("cancel not broadcast; executors see the flag at their next check", "run", id, "err", err)
-		}
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		// Wake the coordinator so the hosts not started end now.
-		_ = bus.PublishRun(pctx, g.js, id, bus.RunMsgID(id, "cancel"))
 	}
 	return c.Status(http.StatusAccepted).JSON(fiber.Map{"id": id.String(), "state": run.State, "cancel_requested": true})
 }
@@ -96,55 +62,7 @@ func (g *Gateway) runRerun(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	if req.Only == "" {
-		req.Only = "failed"
-	}
-	if req.Only != "failed" && req.Only != "all" {
-		return testum.Invalid("only %q: want failed or all", req.Only)
-	}
-	ctx := c.UserContext()
-	old, err := g.st.Run(ctx, id)
-	if err != nil {
-		return err
-	}
-	hosts, err := g.st.RunHosts(ctx, id)
-	if err != nil {
-		return err
-	}
-	var ids []int64
-	for _, h := range hosts {
-		if h.PlatformID == nil || (req.Only == "failed" && h.State == testum.HostOK) {
-			continue
-		}
-		ids = append(ids, *h.PlatformID)
-	}
-	if len(ids) == 0 {
-		return testum.Invalid("nothing to re-run: no host of run %s matches only=%s", id, req.Only)
-	}
-	env, err := g.rerunEnv(ctx, id, old.Spec)
-	if err != nil {
-		return err
-	}
-	rr := api.RunRequest{Command: old.Spec.Command, Targets: api.Targets{PlatformIDs: ids}, Env: env,
-		Dir: old.Spec.Dir, Sudo: old.Spec.Sudo, RetryLost: old.Spec.RetryLost}
-	if old.Spec.Script != nil {
-		rr.Command = ""
-		rr.Script = &api.Script{Interpreter: old.Spec.Script.Interpreter, Body: old.Spec.Script.Body, Args: old.Spec.Script.Args}
-	}
-	t := old.Spec.TimeoutSeconds
-	par := old.Spec.Parallelism
-	rr.Timeout, rr.Parallelism = &t, &par
-	if old.Spec.Batch != "" {
-		rr.Batch = []byte(strconv.Quote(old.Spec.Batch))
-	}
-	if old.Spec.MaxFailures != "" {
-		rr.MaxFailures = []byte(strconv.Quote(old.Spec.MaxFailures))
-	}
-	if old.Spec.DeadlineSecs > 0 {
-		d := old.Spec.DeadlineSecs
-		rr.Deadline = &d
-	}
-	run, err := g.createRun(c, rr, &id)
+	run, err := g.runs.Rerun(c.UserContext(), g.actor(c), id, req.Only)
 	if err != nil {
 		return err
 	}
@@ -195,7 +113,7 @@ func (g *Gateway) runHostLog(c *fiber.Ctx) error {
 		return nil
 	}
 	defer cancel()
-	defer r.Close()
+	defer func() { _ = r.Close() }() // a reader's close has nothing to report
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -230,7 +148,7 @@ func renderTimestamped(ctx context.Context, logs logstore.Store, indexKey string
 		_, werr := w.Write(raw)
 		return werr
 	}
-	defer ir.Close()
+	defer func() { _ = ir.Close() }()
 	sc := bufio.NewScanner(ir)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -339,7 +257,7 @@ func addLog(ctx context.Context, logs logstore.Store, tw *tar.Writer, name, key 
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // a reader's close has nothing to report
 	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: info.Size, ModTime: info.Modified}); err != nil {
 		return err
 	}
@@ -392,7 +310,7 @@ func (g *Gateway) runSummary(c *fiber.Ctx) error {
 		if first.LogKey != "" && first.OutputBytes <= 64<<10 {
 			if r, err := g.logs.Get(ctx, first.LogKey); err == nil {
 				b, _ := io.ReadAll(io.LimitReader(r, 64<<10))
-				r.Close()
+				_ = r.Close()
 				sg.Output = string(b)
 			}
 		}

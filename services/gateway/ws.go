@@ -249,7 +249,7 @@ func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
 	if err != nil {
 		return !store.IsNotFound(err) && ctx.Err() == nil // a database hiccup does not log anyone out
 	}
-	return auth.Allowed(auth.Role(s.Role), "run.watch")
+	return auth.Allowed(auth.Role(s.Role), auth.ActionRunWatch)
 }
 
 // wsMessage renders a transcript message for the WebSocket, with its

@@ -108,7 +108,7 @@ func TestWebSocketSessionCap(t *testing.T) {
 		t.Fatalf("an admitted socket closed: %v", ce)
 	}
 	// A closed socket frees its slot (once the gateway notices: bounded retries).
-	open[0].conn.Close()
+	_ = open[0].conn.Close()
 	for attempt := 0; ; attempt++ {
 		ok, ce := dialWS(t, g, a.token, run).serving(t)
 		if ok {

@@ -71,7 +71,7 @@ func writePlot(path string, sizes []int, panels []plotPanel) error {
 		return err
 	}
 	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("png %s: %w", path, err)
 	}
 	return f.Close()

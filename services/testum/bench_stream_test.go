@@ -235,7 +235,7 @@ func startCPUProfile(t *testing.T, path string) func() {
 		t.Fatalf("cpu profile: %v", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
+		_ = f.Close()
 		t.Fatalf("cpu profile: %v", err)
 	}
 	// Where goroutines wait, too: a phase that is not CPU-bound is bound by
@@ -246,7 +246,9 @@ func startCPUProfile(t *testing.T, path string) func() {
 	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
 	return func() {
 		pprof.StopCPUProfile()
-		f.Close()
+		if err := f.Close(); err != nil {
+			t.Errorf("cpu profile: %v", err)
+		}
 		runtime.SetBlockProfileRate(0)
 		writeProfile("block", bpath)
 		t.Logf("CPU and block profiles written to %s and %s (diff against its .base)", path, bpath)
@@ -256,6 +258,6 @@ func startCPUProfile(t *testing.T, path string) func() {
 func writeProfile(name, path string) {
 	if f, err := os.Create(path); err == nil {
 		_ = pprof.Lookup(name).WriteTo(f, 0)
-		f.Close()
+		_ = f.Close()
 	}
 }

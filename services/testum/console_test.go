@@ -56,7 +56,7 @@ func startBrowser(t *testing.T, origin string, watchSockets bool) *browser {
 		t.Fatal(err)
 	}
 	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `<div id="app">`) {
 		t.Fatalf("GET / answered %d without the console: run `make web` first (make test does)\n%s", resp.StatusCode, page)
 	}
@@ -392,7 +392,7 @@ func TestConsoleOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	csp := resp.Header.Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'self'", "script-src 'self'", "connect-src 'self' ws://", "frame-ancestors 'none'"} {
 		if !strings.Contains(csp, want) {

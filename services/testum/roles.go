@@ -7,9 +7,10 @@ import (
 	"log/slog"
 	"net"
 
+	"path/filepath"
+
 	"github.com/testum/testum/libs/pgcluster"
 	"github.com/testum/testum/libs/store"
-	"path/filepath"
 )
 
 // cmdGateway runs the HTTP side only, against an existing NATS and

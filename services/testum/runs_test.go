@@ -43,7 +43,7 @@ func (s *server) runCount(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	n, _ := strconv.Atoi(resp.Header.Get("X-Total-Count"))
 	return n
 }

@@ -76,7 +76,7 @@ func cmdSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		if re, err = tx.RunSecretEnvRotate(ctx, sys.keyring.NeedsRotation); err != nil {
 			return err
 		}
-		return tx.Audit(ctx, auditConsole("secrets.rotate", "credentials", map[string]any{
+		return tx.Audit(ctx, consoleActor.Entry("secrets.rotate", "credentials", map[string]any{
 			"checked": r.Checked, "resealed": r.Resealed, "key_id": sys.keyring.CurrentKeyID(),
 			"run_secret_env_checked": re.Checked, "run_secret_env_resealed": re.Resealed}))
 	})

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/services/executor"
 	"github.com/testum/testum/services/gateway"
 )
@@ -68,7 +69,11 @@ func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
 // prints a generated master key once: it is never shown again. It also
 // creates testum's identity key pair when there is none.
 func bootstrapAdmin(ctx context.Context, cfg *Config, sys *system, stdout io.Writer) error {
-	created, key, err := gateway.BootstrapAdmin(ctx, sys.st, cfg.AdminUsername, cfg.AdminPassword)
+	acc, err := accounts.New(accounts.Config{}, accounts.Postgres(sys.st))
+	if err != nil {
+		return err
+	}
+	created, key, err := acc.BootstrapAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
 	if err != nil {
 		return fmt.Errorf("first user: %w", err)
 	}

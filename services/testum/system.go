@@ -227,11 +227,17 @@ func keyFile(path string, generate bool, gen func() (string, error)) (string, er
 		}
 		return "", err
 	}
-	defer f.Close()
-	if _, err := f.WriteString(v + "\n"); err != nil {
+	_, err = f.WriteString(v + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return "", err
 	}
-	return v, f.Sync()
+	return v, nil
 }
 
 func randomKey() (string, error) {

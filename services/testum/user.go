@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -66,7 +67,10 @@ func cmdUser(ctx context.Context, args []string, getenv func(string) string, std
 		}
 		return nil
 	}
-	entry := auditConsole
+	acc, err := accounts.New(accounts.Config{Logger: log}, accounts.Postgres(st))
+	if err != nil {
+		return err
+	}
 	switch sub {
 	case "list":
 		users, _, err := st.UserList(ctx, 1000, 0)
@@ -87,81 +91,38 @@ func cmdUser(ctx context.Context, args []string, getenv func(string) string, std
 		if err := need(1, "NAME [ROLE]"); err != nil {
 			return err
 		}
-		role := string(auth.RoleAdmin)
+		role := auth.RoleAdmin
 		if len(pos) == 2 {
-			role = pos[1]
+			role = auth.Role(pos[1])
 		}
-		if !auth.Role(role).Valid() {
+		if !role.Valid() {
 			return fmt.Errorf("role %q: want admin, extended_admin or super_admin", role)
 		}
-		key, err := auth.GenerateMasterKey()
-		if err != nil {
-			return err
-		}
-		hash, err := auth.HashKey(key)
-		if err != nil {
-			return err
-		}
-		err = st.InTx(ctx, func(tx *store.Tx) error {
-			u, err := tx.UserCreate(ctx, pos[0], role, hash, nil)
-			if err != nil {
-				return err
-			}
-			return tx.Audit(ctx, entry("user.create", u.Username, map[string]any{"role": role, "id": u.ID}))
-		})
+		u, key, err := acc.CreateUser(ctx, consoleActor, pos[0], role)
 		if err != nil {
 			return plainErr(err)
 		}
-		fmt.Fprintf(stdout, "created %s (%s); master key, shown once:\n\n    %s\n", pos[0], role, key)
+		fmt.Fprintf(stdout, "created %s (%s); master key, shown once:\n\n    %s\n", u.Username, u.Role, key)
 		return nil
-	case "delete", "reset":
+	case "delete":
 		if err := need(1, "NAME"); err != nil {
 			return err
 		}
-		u, _, err := st.UserByName(ctx, pos[0])
+		u, err := acc.DeleteUserNamed(ctx, consoleActor, pos[0])
 		if err != nil {
 			return plainErr(err)
 		}
-		var key string
-		err = st.InTx(ctx, func(tx *store.Tx) error {
-			if sub == "delete" {
-				if u.Role == string(auth.RoleSuperAdmin) {
-					ids, err := tx.SuperAdminsLocked(ctx)
-					if err != nil {
-						return err
-					}
-					if len(ids) <= 1 {
-						return testum.Conflict("cannot delete the last super_admin")
-					}
-				}
-				if err := tx.UserDelete(ctx, u.ID); err != nil {
-					return err
-				}
-				return tx.Audit(ctx, entry("user.delete", u.Username, map[string]any{"id": u.ID}))
-			}
-			if key, err = auth.GenerateMasterKey(); err != nil {
-				return err
-			}
-			hash, err := auth.HashKey(key)
-			if err != nil {
-				return err
-			}
-			if err := tx.UserSetKey(ctx, u.ID, hash); err != nil {
-				return err
-			}
-			if _, err := tx.SessionsEndForUser(ctx, u.ID, "master key reset"); err != nil {
-				return err
-			}
-			return tx.Audit(ctx, entry("user.reset_key", u.Username, map[string]any{"id": u.ID}))
-		})
+		fmt.Fprintf(stdout, "deleted %s\n", u.Username)
+		return nil
+	case "reset":
+		if err := need(1, "NAME"); err != nil {
+			return err
+		}
+		u, key, err := acc.ResetKeyNamed(ctx, consoleActor, pos[0])
 		if err != nil {
 			return plainErr(err)
 		}
-		if sub == "delete" {
-			fmt.Fprintf(stdout, "deleted %s\n", u.Username)
-		} else {
-			fmt.Fprintf(stdout, "new master key for %s, shown once:\n\n    %s\n", u.Username, key)
-		}
+		fmt.Fprintf(stdout, "new master key for %s, shown once:\n\n    %s\n", u.Username, key)
 		return nil
 	}
 	fmt.Fprint(stderr, userUsage)
@@ -177,7 +138,5 @@ func plainErr(err error) error {
 	return err
 }
 
-// auditConsole is an audit entry of the machine's console operator.
-func auditConsole(action, target string, details map[string]any) testum.AuditEntry {
-	return testum.AuditEntry{Actor: "console", Action: action, Target: target, Details: details, Outcome: "ok"}
-}
+// consoleActor is the machine's console operator, as the audit log names it.
+var consoleActor = auth.Actor{Username: "console"}

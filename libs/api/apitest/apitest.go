@@ -111,7 +111,7 @@ func (tr transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close() // read to the end; nothing to report
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	if err != nil {
 		return resp, nil // the caller sees the short body

@@ -19,6 +19,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/testum/testum/libs/logstore"
 )
 
@@ -58,12 +59,12 @@ func FindMinIO() string {
 // in a temporary directory, and stops it when the test ends. It returns a
 // configuration with random credentials and a fresh bucket name (the bucket
 // itself is created by logstore.NewS3). If the minio binary is not installed
-// the test is skipped; `make deps` installs it.
+// the test fails, so the S3 store is never left untested by accident.
 func StartMinIO(t testing.TB) logstore.S3Config {
 	t.Helper()
 	bin := FindMinIO()
 	if bin == "" {
-		t.Skip("minio binary not found in PATH, ~/go/bin or $GOBIN; `make deps` installs it")
+		t.Fatal("logstoretest: minio binary not found in PATH, ~/go/bin or $GOBIN; `make deps` installs it")
 	}
 	user, pass := "testum-"+randHex(t, 6), randHex(t, 20)
 	var lastErr error
