@@ -27,13 +27,6 @@ import (
 	"github.com/testum/testum/libs/testum"
 )
 
-// Defaults of the session limits; testum's settings table shows the same
-// values.
-const (
-	DefaultSessionIdle = 15 * time.Minute
-	DefaultSessionMax  = 24 * time.Hour
-)
-
 // Config tunes a gateway. Zero fields take defaults.
 type Config struct {
 	RequestTimeout    time.Duration // per-request deadline (default 30s); WebSockets are exempt
@@ -95,10 +88,10 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.TargetDeny = sshx.DefaultDeny()
 	}
 	if c.SessionIdle == 0 {
-		c.SessionIdle = DefaultSessionIdle
+		c.SessionIdle = accounts.DefaultSessionIdle
 	}
 	if c.SessionMax == 0 {
-		c.SessionMax = DefaultSessionMax
+		c.SessionMax = accounts.DefaultSessionMax
 	}
 	if c.SessionSweep == 0 {
 		c.SessionSweep = 5 * time.Minute

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/sshx"
@@ -104,8 +105,8 @@ func (c *Config) settings(groups ...string) []setting {
 			{"listen", "TESTUM_LISTEN", "127.0.0.1:8000", "HTTP address", str(&c.Listen)},
 			{"admin-username", "ADMIN_USERNAME", "admin", "name of the first super_admin, created when there is no user", str(&c.AdminUsername)},
 			{"admin-password", "ADMIN_PASSWORD", "", "master key of the first super_admin; generated and printed once when empty", str(&c.AdminPassword)},
-			{"session-idle", "TESTUM_SESSION_IDLE", fmtDur(gateway.DefaultSessionIdle), "a session ends after this long without a request", dur(&c.SessionIdle)},
-			{"session-max", "TESTUM_SESSION_MAX", fmtDur(gateway.DefaultSessionMax), "a session ends this long after login", dur(&c.SessionMax)},
+			{"session-idle", "TESTUM_SESSION_IDLE", fmtDur(accounts.DefaultSessionIdle), "a session ends after this long without a request", dur(&c.SessionIdle)},
+			{"session-max", "TESTUM_SESSION_MAX", fmtDur(accounts.DefaultSessionMax), "a session ends this long after login", dur(&c.SessionMax)},
 			{"trusted-proxies", "TESTUM_TRUSTED_PROXIES", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed", str(&c.TrustedProxies)},
 			{"allowed-origins", "TESTUM_ALLOWED_ORIGINS", "", "comma-separated extra origins (https://console.example.org) allowed to open WebSockets", str(&c.AllowedOrigins)},
 		},

@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/services/executor"
-	"github.com/testum/testum/services/gateway"
 )
 
 var serveGroups = []string{"db", "nats", "embed", "keys", "logs", "gateway", "targets", "executor"}
@@ -43,8 +43,8 @@ func TestConfigDefaults(t *testing.T) {
 		{"AckWait", c.AckWait, bus.DefaultAckWait},
 		{"OutputMaxAge", c.OutputMaxAge, bus.DefaultOutputMaxAge},
 		{"OutputMaxBytes", c.OutputMaxBytes, int64(bus.DefaultOutputMaxBytes)},
-		{"SessionIdle", c.SessionIdle, gateway.DefaultSessionIdle},
-		{"SessionMax", c.SessionMax, gateway.DefaultSessionMax},
+		{"SessionIdle", c.SessionIdle, accounts.DefaultSessionIdle},
+		{"SessionMax", c.SessionMax, accounts.DefaultSessionMax},
 		{"Slots", c.Slots, executor.DefaultSlots},
 		{"MaxHandshakes", c.MaxHandshakes, executor.DefaultMaxHandshakes},
 		{"ConnectTimeout", c.ConnectTimeout, sshx.DefaultConnectTimeout},

@@ -339,8 +339,8 @@ func TestOutputCapAndS3Logs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("log not in the bucket: %v", err)
 	}
+	defer func() { _ = obj.Close() }()
 	n, err := io.Copy(io.Discard, obj)
-	obj.Close()
 	if err != nil || n != int64(len(want)) {
 		t.Fatalf("bucket object: %d bytes (%v), want %d", n, err, len(want))
 	}
