@@ -30,9 +30,9 @@ import (
 // Config tunes a gateway. Zero fields take defaults.
 type Config struct {
 	RequestTimeout    time.Duration // per-request deadline (default 30s); WebSockets are exempt
-	DefaultTimeout    int           // per-host command timeout when a run gives none, seconds (default 600)
-	MaxTimeout        int           // largest per-host timeout accepted, seconds (default 7 days)
-	DefaultParallel   int           // hosts in flight when a run gives no parallelism (default 256)
+	DefaultTimeout    int           // per-host command timeout when a run gives none, seconds (zero: the runs service's default)
+	MaxTimeout        int           // largest per-host timeout accepted, seconds (zero: the runs service's default)
+	DefaultParallel   int           // hosts in flight when a run gives no parallelism (zero: the runs service's default)
 	MaxBodyBytes      int           // request body limit (default 8 MiB)
 	ExecutorDeadAfter time.Duration // executors silent this long are shown offline (default 30s)
 
@@ -62,15 +62,6 @@ type Config struct {
 func (c *Config) CheckAndSetDefaults() error {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 30 * time.Second
-	}
-	if c.DefaultTimeout == 0 {
-		c.DefaultTimeout = 600
-	}
-	if c.MaxTimeout == 0 {
-		c.MaxTimeout = 7 * 24 * 3600
-	}
-	if c.DefaultParallel == 0 {
-		c.DefaultParallel = 256
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 8 << 20
