@@ -60,6 +60,13 @@ func (s pgStore) Once(ctx context.Context, job string, fn func(tx Tx) error) (bo
 	return s.Store.Once(ctx, job, func(tx *store.Tx) error { return fn(tx) })
 }
 
+// Defaults of the session limits; testum's settings table shows the same
+// values.
+const (
+	DefaultSessionIdle = 15 * time.Minute
+	DefaultSessionMax  = 24 * time.Hour
+)
+
 // Config tunes the service. Zero fields take defaults; Tokens is needed
 // only to open sessions (Login, RotateKey).
 type Config struct {
@@ -73,10 +80,10 @@ type Config struct {
 // CheckAndSetDefaults fills zero fields.
 func (c *Config) CheckAndSetDefaults() error {
 	if c.SessionIdle == 0 {
-		c.SessionIdle = 15 * time.Minute
+		c.SessionIdle = DefaultSessionIdle
 	}
 	if c.SessionMax == 0 {
-		c.SessionMax = 24 * time.Hour
+		c.SessionMax = DefaultSessionMax
 	}
 	if c.Now == nil {
 		c.Now = time.Now

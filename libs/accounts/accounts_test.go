@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -162,7 +163,7 @@ func (f *fakeStore) SessionsExpire(context.Context, time.Duration) ([]uuid.UUID,
 
 func (f *fakeStore) LoginFailuresPrune(context.Context, time.Duration) error { return nil }
 
-func newService(t *testing.T, st *fakeStore) *Service {
+func newService(t *testing.T, st Store) *Service {
 	t.Helper()
 	tokens, err := auth.NewTokens(strings.Repeat("k", auth.MinSecretKeyLen), time.Now)
 	if err != nil {
@@ -354,4 +355,49 @@ func TestBootstrapAdmin(t *testing.T) {
 	if got := slices.IndexFunc(st.audit, func(e testum.AuditEntry) bool { return e.Actor == "testum" }); got < 0 {
 		t.Errorf("no bootstrap audit entry: %+v", st.audit)
 	}
+}
+
+// busyStore is a fakeStore whose Once job is held by another process for
+// the first busy calls; onBusy runs at each of them.
+type busyStore struct {
+	*fakeStore
+	busy   int
+	calls  int
+	onBusy func()
+}
+
+func (b *busyStore) Once(ctx context.Context, job string, fn func(tx Tx) error) (bool, error) {
+	if b.calls++; b.calls <= b.busy {
+		if b.onBusy != nil {
+			b.onBusy()
+		}
+		return false, nil
+	}
+	return b.fakeStore.Once(ctx, job, fn)
+}
+
+// TestBootstrapAdminWaitsForAnotherProcess: while another process holds the
+// bootstrap job, BootstrapAdmin tries again; it stops when ctx ends.
+func TestBootstrapAdminWaitsForAnotherProcess(t *testing.T) {
+	t.Run("tries again", func(t *testing.T) {
+		st := &busyStore{fakeStore: newFakeStore(), busy: 2}
+		created, key, err := newService(t, st).BootstrapAdmin(context.Background(), "", "")
+		if err != nil || !created || key == "" || st.calls != 3 {
+			t.Fatalf("created %v, key %q, err %v after %d tries; want created on the 3rd", created, key, err, st.calls)
+		}
+	})
+	t.Run("stops with ctx", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st := &busyStore{fakeStore: newFakeStore(), busy: 1 << 30}
+		st.onBusy = func() {
+			if st.calls == 2 {
+				cancel()
+			}
+		}
+		created, _, err := newService(t, st).BootstrapAdmin(ctx, "", "")
+		if created || !errors.Is(err, context.Canceled) || st.calls != 2 {
+			t.Fatalf("created %v, err %v after %d tries; want context.Canceled after 2", created, err, st.calls)
+		}
+	})
 }

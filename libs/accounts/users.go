@@ -2,8 +2,11 @@ package accounts
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
+
+	retry "github.com/sethvargo/go-retry"
 
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/testum"
@@ -195,6 +198,9 @@ func (s *Service) ResetKeyNamed(ctx context.Context, by auth.Actor, username str
 // that bootstraps at the same time.
 const bootstrapTries = 50
 
+// errBootstrapBusy: another process holds the bootstrap job.
+var errBootstrapBusy = errors.New("bootstrap job busy")
+
 // BootstrapAdmin creates the first super_admin when there is no user at
 // all: from username/password when given, else with a generated key, which
 // it returns (to be printed once). Concurrent processes create one.
@@ -207,7 +213,9 @@ func (s *Service) BootstrapAdmin(ctx context.Context, username, password string)
 			return false, "", testum.Invalid("ADMIN_PASSWORD: %v", err)
 		}
 	}
-	for range bootstrapTries {
+	// Another process holding the job is let finish: try again shortly.
+	b := retry.WithMaxRetries(bootstrapTries-1, retry.WithJitterPercent(20, retry.NewConstant(100*time.Millisecond)))
+	err = retry.Do(ctx, b, func(ctx context.Context) error {
 		ran, err := s.st.Once(ctx, "bootstrap-admin", func(tx Tx) error {
 			n, err := tx.UserCount(ctx)
 			if err != nil || n > 0 {
@@ -232,17 +240,17 @@ func (s *Service) BootstrapAdmin(ctx context.Context, username, password string)
 			return tx.Audit(ctx, testum.AuditEntry{Actor: "testum", Action: "user.create", Target: u.Username,
 				Details: map[string]any{"role": u.Role, "bootstrap": true}, Outcome: "ok"})
 		})
-		if err != nil || ran {
-			if err != nil {
-				generated = ""
-			}
-			return created, generated, err
+		if err != nil {
+			generated = ""
+			return err
 		}
-		select { // another process holds the job: let it finish
-		case <-ctx.Done():
-			return false, "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if !ran {
+			return retry.RetryableError(errBootstrapBusy)
 		}
+		return nil
+	})
+	if errors.Is(err, errBootstrapBusy) {
+		return false, "", testum.Errorf(testum.CodeUnavailable, "could not bootstrap the first user")
 	}
-	return false, "", testum.Errorf(testum.CodeUnavailable, "could not bootstrap the first user")
+	return created, generated, err
 }

@@ -25,35 +25,44 @@ const (
 	ConsumerExecutors    = "executors"
 )
 
+// Defaults of StreamsConfig; testum's settings table shows the same values.
+const (
+	DefaultReplicas       = 1
+	DefaultOutputMaxAge   = 24 * time.Hour
+	DefaultOutputMaxBytes = 8 << 30
+	DefaultAckWait        = 30 * time.Second
+	DefaultMaxDeliver     = 10
+)
+
 // StreamsConfig sizes the streams. Replicas is 1 for the embedded server and 3
 // for a production cluster.
 type StreamsConfig struct {
 	Replicas       int
 	OutputMaxAge   time.Duration // how long live transcripts stay replayable (archives keep them for good)
 	OutputMaxBytes int64
-	AckWait        time.Duration // how long a delivered task or run may go without an ack or in-progress ack
+	AckWait        time.Duration // how long a delivered task or run may go without an ack or in-progress ack; executors read it back from the consumers
 	MaxDeliver     int
 }
 
 // CheckAndSetDefaults fills zero fields.
 func (c *StreamsConfig) CheckAndSetDefaults() error {
 	if c.Replicas == 0 {
-		c.Replicas = 1
+		c.Replicas = DefaultReplicas
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("stream replicas %d: want 1..5", c.Replicas)
 	}
 	if c.OutputMaxAge == 0 {
-		c.OutputMaxAge = 24 * time.Hour
+		c.OutputMaxAge = DefaultOutputMaxAge
 	}
 	if c.OutputMaxBytes == 0 {
-		c.OutputMaxBytes = 8 << 30
+		c.OutputMaxBytes = DefaultOutputMaxBytes
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = DefaultAckWait
 	}
 	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 10
+		c.MaxDeliver = DefaultMaxDeliver
 	}
 	return nil
 }

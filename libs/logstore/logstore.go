@@ -2,7 +2,7 @@
 //
 // Two backends implement Store: Disk (files under a directory, the default of
 // `testum serve`) and S3 (any S3-compatible server such as MinIO, for
-// production). FromEnv picks one from the MINIO_* environment variables.
+// production). Open picks one from a Config.
 //
 // Keys are slash-separated relative paths such as "runs/12/3.log"; ValidateKey
 // describes the rules, which both backends enforce identically.

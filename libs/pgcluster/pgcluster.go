@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	retry "github.com/sethvargo/go-retry"
 )
 
 // Config describes the cluster.
@@ -336,25 +337,25 @@ func (c *Cluster) running() bool {
 }
 
 func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
+	// A poll of a local server that is starting, not a backoff: a steady
+	// short interval, bounded by limit.
 	var last error
-	for time.Now().Before(deadline) {
+	err := retry.Do(ctx, retry.WithMaxDuration(limit, retry.NewConstant(100*time.Millisecond)), func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		conn, err := pgx.Connect(cctx, c.URL("postgres"))
 		if err == nil {
 			err = conn.Ping(cctx)
 			_ = conn.Close(cctx) // a probe: the ping is the answer
 		}
-		cancel()
-		if err == nil {
-			return nil
-		}
 		last = err
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		return retry.RetryableError(err)
+	})
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return fmt.Errorf("private PostgreSQL not ready within %v: %w", limit, last)
 }

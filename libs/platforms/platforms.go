@@ -67,7 +67,7 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.TargetDeny = sshx.DefaultDeny()
 	}
 	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 10 * time.Second
+		c.ConnectTimeout = sshx.DefaultConnectTimeout
 	}
 	if c.HostKeyPolicy == "" {
 		c.HostKeyPolicy = testum.HostKeyAutoAdd

@@ -7,6 +7,14 @@ import (
 	"github.com/testum/testum/libs/db"
 )
 
+// Executor liveness defaults: executors heartbeat every
+// DefaultExecutorHeartbeat, and one silent for DefaultExecutorDeadAfter is
+// dead (its hosts end lost, the gateway shows it offline).
+const (
+	DefaultExecutorHeartbeat = 5 * time.Second
+	DefaultExecutorDeadAfter = 6 * DefaultExecutorHeartbeat
+)
+
 // ExecutorRegister announces an executor (or re-announces it).
 func (s *Store) ExecutorRegister(ctx context.Context, id, hostname string, pid, slots int) error {
 	return wrap(s.q.ExecutorRegister(ctx, db.ExecutorRegisterParams{ID: id, Hostname: hostname, Pid: int32(pid), Slots: int32(slots)}), "executor "+id)

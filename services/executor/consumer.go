@@ -3,10 +3,12 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	retry "github.com/sethvargo/go-retry"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/testum/testum/libs/bus"
@@ -22,30 +24,38 @@ const (
 // consumer waits until the durable consumer exists (NATS may be
 // reconnecting, or another process may still be creating it).
 func (e *Executor) consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
-	backoff := 100 * time.Millisecond
-	for {
+	return retry.DoValue(ctx, dependencyBackoff(), func(ctx context.Context) (jetstream.Consumer, error) {
 		c, err := e.js.Consumer(ctx, stream, name)
-		if err == nil {
-			return c, nil
+		if err != nil {
+			e.log.Warn("waiting for consumer", "stream", stream, "consumer", name, "err", err)
+			return nil, retry.RetryableError(err)
 		}
-		e.log.Warn("waiting for consumer", "stream", stream, "consumer", name, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+		return c, nil
+	})
+}
+
+// consumers finds the task and run consumers and takes the executor's ack
+// wait from them, so in-progress acks fit the clock the server keeps
+// whatever this process was configured with. bus.EnsureStreams gives both
+// the same AckWait; the shorter one is kept should they ever differ.
+func (e *Executor) consumers(ctx context.Context) (tasks, runs jetstream.Consumer, err error) {
+	if tasks, err = e.consumer(ctx, bus.StreamTasks, bus.ConsumerExecutors); err != nil {
+		return nil, nil, err
 	}
+	if runs, err = e.consumer(ctx, bus.StreamRuns, bus.ConsumerCoordinators); err != nil {
+		return nil, nil, err
+	}
+	e.ackWait = min(tasks.CachedInfo().Config.AckWait, runs.CachedInfo().Config.AckWait)
+	if e.ackWait <= 0 {
+		return nil, nil, fmt.Errorf("consumers %s and %s have no ack wait", bus.ConsumerExecutors, bus.ConsumerCoordinators)
+	}
+	return tasks, runs, nil
 }
 
 // pullTasks fetches host tasks, never more than there are free session
 // slots: the client would otherwise prefetch hundreds, and their ack clock
 // would start while they wait.
-func (e *Executor) pullTasks(ctx, hardCtx context.Context, wg *sync.WaitGroup) error {
-	cons, err := e.consumer(ctx, bus.StreamTasks, bus.ConsumerExecutors)
-	if err != nil {
-		return nilIfDone(ctx, err)
-	}
+func (e *Executor) pullTasks(ctx, hardCtx context.Context, cons jetstream.Consumer, wg *sync.WaitGroup) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for range fetchLoops {
 		g.Go(func() error {
@@ -63,16 +73,12 @@ func (e *Executor) pullTasks(ctx, hardCtx context.Context, wg *sync.WaitGroup) e
 }
 
 // pullRuns fetches runs to coordinate.
-func (e *Executor) pullRuns(ctx, hardCtx context.Context, wg *sync.WaitGroup) error {
-	cons, err := e.consumer(ctx, bus.StreamRuns, bus.ConsumerCoordinators)
-	if err != nil {
-		return nilIfDone(ctx, err)
-	}
+func (e *Executor) pullRuns(ctx, hardCtx context.Context, cons jetstream.Consumer, wg *sync.WaitGroup) error {
 	tokens := make(chan struct{}, maxCoordinate)
 	for range maxCoordinate {
 		tokens <- struct{}{}
 	}
-	err = e.fetchLoop(ctx, cons, tokens, fetchMax, func(msg jetstream.Msg, release func()) {
+	err := e.fetchLoop(ctx, cons, tokens, fetchMax, func(msg jetstream.Msg, release func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -90,7 +96,13 @@ func (e *Executor) pullRuns(ctx, hardCtx context.Context, wg *sync.WaitGroup) er
 func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, tokens chan struct{}, most int,
 	handle func(jetstream.Msg, func())) error {
 	release := func() { tokens <- struct{}{} }
-	backoff := 100 * time.Millisecond
+	// Failed pull requests back off; one that ends normally starts the
+	// policy afresh.
+	backoff := dependencyBackoff()
+	wait := func() bool {
+		d, _ := backoff.Next() // never stops: it is only capped
+		return pause(ctx, d)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -113,12 +125,9 @@ func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, token
 				release()
 			}
 			e.log.Warn("fetch failed", "err", err)
-			select {
-			case <-ctx.Done():
+			if !wait() {
 				return ctx.Err()
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		got := 0
@@ -136,15 +145,12 @@ func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, token
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 			e.log.Warn("pull request ended", "err", err)
-			select {
-			case <-ctx.Done():
+			if !wait() {
 				return ctx.Err()
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff = dependencyBackoff()
 	}
 }
 

@@ -90,7 +90,7 @@ func (c *RunCoordinator) poke() {
 func (c *RunCoordinator) loop(ctx, hardCtx context.Context) {
 	poll := time.NewTicker(coordinatorPoll)
 	defer poll.Stop()
-	acks := time.NewTicker(c.e.cfg.AckWait / 3)
+	acks := time.NewTicker(c.e.ackWait / 3)
 	defer acks.Stop()
 	first := true
 	for {

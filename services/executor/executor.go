@@ -27,7 +27,18 @@ import (
 	"github.com/testum/testum/libs/testum"
 )
 
-// Config tunes an executor. Zero fields take defaults.
+// Defaults of Config; testum's settings table shows the same values.
+const (
+	DefaultSlots         = 256
+	DefaultMaxHandshakes = 64
+	DefaultOutputCap     = 64 << 20
+	DefaultDrainTimeout  = 30 * time.Second
+	DefaultConnIdle      = 60 * time.Second
+)
+
+// Config tunes an executor. Zero fields take defaults. The ack wait is not
+// here: the executor reads it from the JetStream consumers it pulls from,
+// so its in-progress acks always fit the consumers' clock.
 type Config struct {
 	ID                string        // unique per process; default hostname-pid-random
 	Slots             int           // concurrent host sessions (default 256)
@@ -40,7 +51,6 @@ type Config struct {
 	HeartbeatInterval time.Duration // default 5s
 	DeadAfter         time.Duration // an executor silent this long is dead (default 30s)
 	ReapInterval      time.Duration // how often the reaper looks (default 5s)
-	AckWait           time.Duration // must equal the consumers' AckWait (default 30s)
 	DrainTimeout      time.Duration // soft stop: how long running commands may finish (default 30s)
 	ConnIdle          time.Duration // how long a finished command's connection waits for the next (default 60s)
 	NoConnReuse       bool          // a new connection for every command
@@ -57,19 +67,19 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 	}
 	if c.Slots == 0 {
-		c.Slots = 256
+		c.Slots = DefaultSlots
 	}
 	if c.Slots < 1 {
 		return fmt.Errorf("executor slots %d: want at least 1", c.Slots)
 	}
 	if c.MaxHandshakes == 0 {
-		c.MaxHandshakes = 64
+		c.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 10 * time.Second
+		c.ConnectTimeout = sshx.DefaultConnectTimeout
 	}
 	if c.KeepAlive == 0 {
-		c.KeepAlive = 15 * time.Second
+		c.KeepAlive = sshx.DefaultKeepAlive
 	}
 	if c.HostKeyPolicy == "" {
 		c.HostKeyPolicy = testum.HostKeyAutoAdd
@@ -78,13 +88,13 @@ func (c *Config) CheckAndSetDefaults() error {
 		return fmt.Errorf("host key policy %q: want auto_add or strict", c.HostKeyPolicy)
 	}
 	if c.OutputCap == 0 {
-		c.OutputCap = 64 << 20
+		c.OutputCap = DefaultOutputCap
 	}
 	if c.SpoolDir == "" {
 		c.SpoolDir = os.TempDir()
 	}
 	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = 5 * time.Second
+		c.HeartbeatInterval = store.DefaultExecutorHeartbeat
 	}
 	if c.DeadAfter == 0 {
 		c.DeadAfter = 6 * c.HeartbeatInterval
@@ -95,14 +105,11 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.ReapInterval == 0 {
 		c.ReapInterval = c.HeartbeatInterval
 	}
-	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
-	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 30 * time.Second
+		c.DrainTimeout = DefaultDrainTimeout
 	}
 	if c.ConnIdle == 0 && !c.NoConnReuse {
-		c.ConnIdle = 60 * time.Second
+		c.ConnIdle = DefaultConnIdle
 	}
 	if c.NoConnReuse || c.ConnIdle < 0 {
 		c.ConnIdle = 0
@@ -131,6 +138,10 @@ type Executor struct {
 	js   jetstream.JetStream
 	logs logstore.Store
 	log  *slog.Logger
+
+	// ackWait is the consumers' AckWait, read from them by Run: in-progress
+	// acks and the reaper's bounds follow it.
+	ackWait time.Duration
 
 	output outputPublisher // transcript messages: the output stream
 
@@ -188,6 +199,13 @@ func (e *Executor) ID() string { return e.cfg.ID }
 // left (its hosts end lost, so nothing runs twice unless the run retries),
 // and returns.
 func (e *Executor) Run(ctx context.Context) error {
+	tasksCons, runsCons, err := e.consumers(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
+		return err
+	}
 	host, _ := os.Hostname()
 	if err := e.st.ExecutorRegister(ctx, e.cfg.ID, host, os.Getpid(), e.cfg.Slots); err != nil {
 		if ctx.Err() != nil {
@@ -219,8 +237,8 @@ func (e *Executor) Run(ctx context.Context) error {
 	var tasks sync.WaitGroup // every host task and coordinator; they run on hardCtx
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.heartbeat(gctx, hardCtx) })
-	g.Go(func() error { return e.pullTasks(gctx, hardCtx, &tasks) })
-	g.Go(func() error { return e.pullRuns(gctx, hardCtx, &tasks) })
+	g.Go(func() error { return e.pullTasks(gctx, hardCtx, tasksCons, &tasks) })
+	g.Go(func() error { return e.pullRuns(gctx, hardCtx, runsCons, &tasks) })
 	g.Go(func() error { return e.reap(gctx) })
 	g.Go(func() error { e.sweepConns(gctx); return nil })
 	defer e.pool.close()
@@ -368,7 +386,7 @@ func (e *Executor) cancelAll(cause error) {
 // command runs (in-progress acks at a third of the ack wait), and re-checks
 // the cancel flag of their runs in case a cancel broadcast was missed.
 func (e *Executor) progressAcks(hardCtx context.Context) {
-	t := time.NewTicker(e.cfg.AckWait / 3)
+	t := time.NewTicker(e.ackWait / 3)
 	defer t.Stop()
 	for {
 		select {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	retry "github.com/sethvargo/go-retry"
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
@@ -67,6 +68,7 @@ type transcript struct {
 	host    string
 	cap     int64
 	log     *slog.Logger
+	backoff func() retry.Backoff // nil: publishBackoff
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -102,11 +104,12 @@ type transcriptConfig struct {
 	pub      outputPublisher
 	spoolDir string
 	log      *slog.Logger
+	backoff  func() retry.Backoff // paces publish retries; nil: publishBackoff
 }
 
 func newTranscript(ctx context.Context, cfg transcriptConfig, run uuid.UUID, idx, attempt int, host string, capBytes int64) *transcript {
 	t := &transcript{
-		pub: cfg.pub, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
+		pub: cfg.pub, backoff: cfg.backoff, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
 		cap: capBytes, hash: sha256.New(),
 		log:       cfg.log.With("run", run, "host", host),
 		spoolPath: filepath.Join(cfg.spoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
@@ -287,24 +290,16 @@ func (t *transcript) publish(it outItem, seq int) error {
 		Run: t.run, Idx: t.idx, Type: it.typ, Host: t.host, Seq: seq, Attempt: t.attempt,
 		State: it.state, ExitCode: it.exit, Signal: it.sig, At: it.at, Data: it.data,
 	}
-	deadline := time.Now().Add(publishGiveUp)
-	backoff := 50 * time.Millisecond
-	for {
-		ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
-		err := t.pub.PublishOutput(ctx, m)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if t.ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("seq %d: %w", seq, err)
-		}
-		select {
-		case <-t.ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
+	b := t.backoff
+	if b == nil {
+		b = publishBackoff
 	}
+	if err := retryUntil(t.ctx, b(), 10*time.Second, nil, "", func(ctx context.Context) error {
+		return t.pub.PublishOutput(ctx, m)
+	}); err != nil {
+		return fmt.Errorf("seq %d: %w", seq, err)
+	}
+	return nil
 }
 
 // waitIdleLocked waits until every queued item is published (or given up).
@@ -425,7 +420,7 @@ func (t *transcript) archive(ctx context.Context, logs logstore.Store) (string, 
 		f   *os.File
 		key string
 	}{{spool, key}, {index, logstore.HostIndexKey(t.run, t.idx)}} {
-		err := retry(ctx, t.log, "archive log", func(ctx context.Context) error {
+		err := keepTrying(ctx, t.log, "archive log", func(ctx context.Context) error {
 			size, err := part.f.Seek(0, io.SeekEnd)
 			if err != nil {
 				return err

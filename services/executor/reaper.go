@@ -58,7 +58,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 			}
 		}
 	}
-	orphans, err := e.st.RunsOrphaned(ctx, 2*e.cfg.AckWait, e.cfg.DeadAfter)
+	orphans, err := e.st.RunsOrphaned(ctx, 2*e.ackWait, e.cfg.DeadAfter)
 	if err != nil {
 		return err
 	}

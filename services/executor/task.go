@@ -314,7 +314,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 		OutputBytes: stats.bytes, Truncated: stats.truncated, OutputDigest: stats.digest, LogKey: logKey,
 	}
 	var recorded bool
-	err := retry(hardCtx, t.log, "record host result", func(ctx context.Context) error {
+	err := keepTrying(hardCtx, t.log, "record host result", func(ctx context.Context) error {
 		var err error
 		_, recorded, err = t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, res)
 		return err
@@ -340,7 +340,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 
 // finishEarly ends a claimed host that could not even be prepared.
 func (t *hostTask) finishEarly(hardCtx context.Context, state testum.HostState, msg string) {
-	_ = retry(hardCtx, t.e.log, "record host result", func(ctx context.Context) error {
+	_ = keepTrying(hardCtx, t.e.log, "record host result", func(ctx context.Context) error {
 		_, _, err := t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, store.HostResult{State: state, Error: msg})
 		return err
 	})
@@ -357,30 +357,10 @@ func (e *Executor) publishEvent(ev bus.Event) {
 	}
 }
 
-// retry calls fn until it succeeds or ctx ends, backing off up to 5s: a
-// database restart must not lose a result.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
-	backoff := 100 * time.Millisecond
-	for i := 0; ; i++ {
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := fn(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if i%10 == 0 {
-			log.Warn(what+" failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+// keepTrying calls fn until it succeeds or ctx ends: a database restart must not
+// lose a result.
+func keepTrying(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	return retryUntil(ctx, dependencyBackoff(), 15*time.Second, log, what, fn)
 }
 
 func intp(v int) *int { return &v }

@@ -30,9 +30,9 @@ import (
 // Config tunes a gateway. Zero fields take defaults.
 type Config struct {
 	RequestTimeout    time.Duration // per-request deadline (default 30s); WebSockets are exempt
-	DefaultTimeout    int           // per-host command timeout when a run gives none, seconds (default 600)
-	MaxTimeout        int           // largest per-host timeout accepted, seconds (default 7 days)
-	DefaultParallel   int           // hosts in flight when a run gives no parallelism (default 256)
+	DefaultTimeout    int           // per-host command timeout when a run gives none, seconds (zero: the runs service's default)
+	MaxTimeout        int           // largest per-host timeout accepted, seconds (zero: the runs service's default)
+	DefaultParallel   int           // hosts in flight when a run gives no parallelism (zero: the runs service's default)
 	MaxBodyBytes      int           // request body limit (default 8 MiB)
 	ExecutorDeadAfter time.Duration // executors silent this long are shown offline (default 30s)
 
@@ -63,23 +63,14 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 30 * time.Second
 	}
-	if c.DefaultTimeout == 0 {
-		c.DefaultTimeout = 600
-	}
-	if c.MaxTimeout == 0 {
-		c.MaxTimeout = 7 * 24 * 3600
-	}
-	if c.DefaultParallel == 0 {
-		c.DefaultParallel = 256
-	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 8 << 20
 	}
 	if c.ExecutorDeadAfter == 0 {
-		c.ExecutorDeadAfter = 30 * time.Second
+		c.ExecutorDeadAfter = store.DefaultExecutorDeadAfter
 	}
 	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 10 * time.Second
+		c.ConnectTimeout = sshx.DefaultConnectTimeout
 	}
 	if c.HostKeyPolicy == "" {
 		c.HostKeyPolicy = testum.HostKeyAutoAdd
@@ -88,10 +79,10 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.TargetDeny = sshx.DefaultDeny()
 	}
 	if c.SessionIdle == 0 {
-		c.SessionIdle = 15 * time.Minute
+		c.SessionIdle = accounts.DefaultSessionIdle
 	}
 	if c.SessionMax == 0 {
-		c.SessionMax = 24 * time.Hour
+		c.SessionMax = accounts.DefaultSessionMax
 	}
 	if c.SessionSweep == 0 {
 		c.SessionSweep = 5 * time.Minute

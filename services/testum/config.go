@@ -13,7 +13,14 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/testum/testum/libs/accounts"
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testum"
+	"github.com/testum/testum/services/executor"
+	"github.com/testum/testum/services/gateway"
 )
 
 // Config is every setting, read once from the environment (named as in the
@@ -51,6 +58,13 @@ type Config struct {
 	OutputMaxAge   time.Duration
 	OutputMaxBytes int64
 
+	MinIOEndpoint  string
+	MinIOAccessKey string
+	MinIOSecretKey string
+	MinIOBucket    string
+	MinIORegion    string
+	MinIOSecure    bool
+
 	TargetDeny sshx.DenyList
 }
 
@@ -61,6 +75,8 @@ type setting struct {
 }
 
 // settings lists what a command reads; groups select the ones it needs.
+// The defaults come from the components' own Default constants, so a
+// component built with zero fields and one built from this table agree.
 func (c *Config) settings(groups ...string) []setting {
 	all := map[string][]setting{
 		"common": {
@@ -73,10 +89,10 @@ func (c *Config) settings(groups ...string) []setting {
 		},
 		"nats": {
 			{"nats-url", "NATS_URL", "", "NATS server URL; serve embeds one when empty", str(&c.NATSURL)},
-			{"stream-replicas", "TESTUM_STREAM_REPLICAS", "1", "JetStream replicas of testum's streams (3 on a 3-node cluster)", num(&c.StreamReplicas)},
-			{"ack-wait", "TESTUM_ACK_WAIT", "30s", "how long a delivered task may go unacknowledged", dur(&c.AckWait)},
-			{"output-max-age", "TESTUM_OUTPUT_MAX_AGE", "24h", "how long live transcripts stay replayable", dur(&c.OutputMaxAge)},
-			{"output-max-bytes", "TESTUM_OUTPUT_MAX_BYTES", "8GiB", "size limit of the transcript stream", size(&c.OutputMaxBytes)},
+			{"stream-replicas", "TESTUM_STREAM_REPLICAS", strconv.Itoa(bus.DefaultReplicas), "JetStream replicas of testum's streams (3 on a 3-node cluster)", num(&c.StreamReplicas)},
+			{"ack-wait", "TESTUM_ACK_WAIT", fmtDur(bus.DefaultAckWait), "how long a delivered task may go unacknowledged (set on the consumers; executors read it from them)", dur(&c.AckWait)},
+			{"output-max-age", "TESTUM_OUTPUT_MAX_AGE", fmtDur(bus.DefaultOutputMaxAge), "how long live transcripts stay replayable", dur(&c.OutputMaxAge)},
+			{"output-max-bytes", "TESTUM_OUTPUT_MAX_BYTES", fmtSize(bus.DefaultOutputMaxBytes), "size limit of the transcript stream", size(&c.OutputMaxBytes)},
 		},
 		"embed": {
 			{"nats-listen", "TESTUM_NATS_LISTEN", "", "expose the embedded NATS on this loopback address (credentials go to the data dir)", str(&c.NATSListen)},
@@ -89,10 +105,18 @@ func (c *Config) settings(groups ...string) []setting {
 			{"listen", "TESTUM_LISTEN", "127.0.0.1:8000", "HTTP address", str(&c.Listen)},
 			{"admin-username", "ADMIN_USERNAME", "admin", "name of the first super_admin, created when there is no user", str(&c.AdminUsername)},
 			{"admin-password", "ADMIN_PASSWORD", "", "master key of the first super_admin; generated and printed once when empty", str(&c.AdminPassword)},
-			{"session-idle", "TESTUM_SESSION_IDLE", "15m", "a session ends after this long without a request", dur(&c.SessionIdle)},
-			{"session-max", "TESTUM_SESSION_MAX", "24h", "a session ends this long after login", dur(&c.SessionMax)},
+			{"session-idle", "TESTUM_SESSION_IDLE", fmtDur(accounts.DefaultSessionIdle), "a session ends after this long without a request", dur(&c.SessionIdle)},
+			{"session-max", "TESTUM_SESSION_MAX", fmtDur(accounts.DefaultSessionMax), "a session ends this long after login", dur(&c.SessionMax)},
 			{"trusted-proxies", "TESTUM_TRUSTED_PROXIES", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed", str(&c.TrustedProxies)},
 			{"allowed-origins", "TESTUM_ALLOWED_ORIGINS", "", "comma-separated extra origins (https://console.example.org) allowed to open WebSockets", str(&c.AllowedOrigins)},
+		},
+		"logs": {
+			{"minio-endpoint", "MINIO_ENDPOINT", "", "S3/MinIO endpoint (host:port, or a URL whose scheme sets HTTPS) that archives logs; the data dir when empty", str(&c.MinIOEndpoint)},
+			{"minio-access-key", "MINIO_ACCESS_KEY", "", "S3/MinIO access key", str(&c.MinIOAccessKey)},
+			{"minio-secret-key", "MINIO_SECRET_KEY", "", "S3/MinIO secret key", str(&c.MinIOSecretKey)},
+			{"minio-bucket", "MINIO_BUCKET", logstore.DefaultBucket, "bucket of the log archive", str(&c.MinIOBucket)},
+			{"minio-region", "MINIO_REGION", "", "S3 region (optional)", str(&c.MinIORegion)},
+			{"minio-secure", "MINIO_SECURE", "false", "true: HTTPS to the endpoint", boolean(&c.MinIOSecure)},
 		},
 		// The target policy binds the gateway (platform checks and tests) and
 		// the executor (every dial) alike.
@@ -100,15 +124,15 @@ func (c *Config) settings(groups ...string) []setting {
 			{"target-deny", "TESTUM_TARGET_DENY", sshx.DefaultDenyRanges, "comma-separated CIDR ranges no platform, jump host or test may connect to (none: no range); replaces the default", denyList(&c.TargetDeny)},
 		},
 		"executor": {
-			{"host-key-policy", "SSH_HOST_KEY_POLICY", "auto_add", "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
-			{"slots", "TESTUM_EXECUTOR_SLOTS", "256", "concurrent SSH sessions per executor", num(&c.Slots)},
-			{"max-handshakes", "TESTUM_MAX_HANDSHAKES", "64", "SSH handshakes in flight per executor", num(&c.MaxHandshakes)},
-			{"connect-timeout", "TESTUM_CONNECT_TIMEOUT", "10s", "TCP dial + SSH handshake + authentication", dur(&c.ConnectTimeout)},
-			{"output-cap", "TESTUM_OUTPUT_CAP", "64MiB", "output kept per host; the rest is discarded with a marker", size(&c.OutputCap)},
-			{"heartbeat", "TESTUM_HEARTBEAT", "5s", "executor heartbeat interval", dur(&c.Heartbeat)},
-			{"dead-after", "TESTUM_DEAD_AFTER", "30s", "an executor silent this long is dead and its hosts end lost", dur(&c.DeadAfter)},
-			{"drain-timeout", "TESTUM_DRAIN_TIMEOUT", "30s", "on stop, how long running commands may finish", dur(&c.DrainTimeout)},
-			{"conn-idle", "TESTUM_CONN_IDLE", "60s", "how long a host's SSH connection is kept for its next command (0 = a new connection every time)", durOrOff(&c.ConnIdle)},
+			{"host-key-policy", "SSH_HOST_KEY_POLICY", string(testum.HostKeyAutoAdd), "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
+			{"slots", "TESTUM_EXECUTOR_SLOTS", strconv.Itoa(executor.DefaultSlots), "concurrent SSH sessions per executor", num(&c.Slots)},
+			{"max-handshakes", "TESTUM_MAX_HANDSHAKES", strconv.Itoa(executor.DefaultMaxHandshakes), "SSH handshakes in flight per executor", num(&c.MaxHandshakes)},
+			{"connect-timeout", "TESTUM_CONNECT_TIMEOUT", fmtDur(sshx.DefaultConnectTimeout), "TCP dial + SSH handshake + authentication", dur(&c.ConnectTimeout)},
+			{"output-cap", "TESTUM_OUTPUT_CAP", fmtSize(executor.DefaultOutputCap), "output kept per host; the rest is discarded with a marker", size(&c.OutputCap)},
+			{"heartbeat", "TESTUM_HEARTBEAT", fmtDur(store.DefaultExecutorHeartbeat), "executor heartbeat interval", dur(&c.Heartbeat)},
+			{"dead-after", "TESTUM_DEAD_AFTER", fmtDur(store.DefaultExecutorDeadAfter), "an executor silent this long is dead and its hosts end lost", dur(&c.DeadAfter)},
+			{"drain-timeout", "TESTUM_DRAIN_TIMEOUT", fmtDur(executor.DefaultDrainTimeout), "on stop, how long running commands may finish", dur(&c.DrainTimeout)},
+			{"conn-idle", "TESTUM_CONN_IDLE", fmtDur(executor.DefaultConnIdle), "how long a host's SSH connection is kept for its next command (0 = a new connection every time)", durOrOff(&c.ConnIdle)},
 		},
 	}
 	var out []setting
@@ -148,6 +172,14 @@ func (c *Config) load(cmd string, args []string, getenv func(string) string, std
 	}
 	if abs, err := filepath.Abs(c.DataDir); err == nil {
 		c.DataDir = abs
+	}
+	return c.check()
+}
+
+// check catches settings that are wrong only together.
+func (c *Config) check() error {
+	if strings.TrimSpace(c.MinIOEndpoint) != "" && (c.MinIOAccessKey == "" || c.MinIOSecretKey == "") {
+		return errors.New("MINIO_ENDPOINT is set but MINIO_ACCESS_KEY or MINIO_SECRET_KEY is empty")
 	}
 	return nil
 }
@@ -208,6 +240,17 @@ func denyList(p *sshx.DenyList) func(string) error {
 	}
 }
 
+func boolean(p *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*p = b
+		return nil
+	}
+}
+
 func size(p *int64) func(string) error {
 	return func(v string) error {
 		n, err := humanize.ParseBytes(strings.TrimSpace(v))
@@ -233,4 +276,83 @@ func (c *Config) logger(stderr io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("TESTUM_LOG_FORMAT=%q: want text or json", c.LogFormat)
+}
+
+// fmtDur writes a default duration the way the README and dur read it:
+// "30s", "60s", "15m", "24h".
+func fmtDur(d time.Duration) string {
+	if d < 2*time.Minute && d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// fmtSize writes a default size in the largest binary unit that divides it:
+// "64MiB", "8GiB".
+func fmtSize(n int64) string {
+	for _, u := range []struct {
+		shift uint
+		name  string
+	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// The component configurations, derived from the one Config. The ack wait
+// goes only to the streams: executors read it back from the consumers.
+
+func (c *Config) streamsConfig() bus.StreamsConfig {
+	return bus.StreamsConfig{
+		Replicas: c.StreamReplicas, OutputMaxAge: c.OutputMaxAge, OutputMaxBytes: c.OutputMaxBytes, AckWait: c.AckWait,
+	}
+}
+
+func (c *Config) logsConfig() logstore.Config {
+	return logstore.Config{DataDir: c.DataDir, S3: logstore.S3Config{
+		Endpoint: c.MinIOEndpoint, AccessKey: c.MinIOAccessKey, SecretKey: c.MinIOSecretKey,
+		Bucket: c.MinIOBucket, Region: c.MinIORegion, Secure: c.MinIOSecure,
+	}}
+}
+
+func (c *Config) gatewayConfig(log *slog.Logger) gateway.Config {
+	return gateway.Config{
+		ExecutorDeadAfter: c.DeadAfter,
+		SecretKey:         c.SecretKey,
+		ConnectTimeout:    c.ConnectTimeout,
+		HostKeyPolicy:     testum.HostKeyPolicy(c.HostKeyPolicy),
+		SessionIdle:       c.SessionIdle,
+		SessionMax:        c.SessionMax,
+		TrustedProxies:    splitList(c.TrustedProxies),
+		AllowedOrigins:    splitList(c.AllowedOrigins),
+		TargetDeny:        c.TargetDeny,
+		Logger:            log,
+	}
+}
+
+func (c *Config) executorConfig(log *slog.Logger) executor.Config {
+	return executor.Config{
+		Slots:             c.Slots,
+		MaxHandshakes:     c.MaxHandshakes,
+		ConnectTimeout:    c.ConnectTimeout,
+		HostKeyPolicy:     testum.HostKeyPolicy(c.HostKeyPolicy),
+		OutputCap:         c.OutputCap,
+		SpoolDir:          filepath.Join(c.DataDir, "spool"),
+		HeartbeatInterval: c.Heartbeat,
+		DeadAfter:         c.DeadAfter,
+		DrainTimeout:      c.DrainTimeout,
+		ConnIdle:          c.ConnIdle,
+		NoConnReuse:       c.ConnIdle <= 0,
+		TargetDeny:        c.TargetDeny,
+		Logger:            log,
+	}
 }

@@ -17,7 +17,7 @@ import (
 // PostgreSQL; run as many as you like behind a load balancer.
 func cmdGateway(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("gateway", args, getenv, stderr, "db", "nats", "keys", "gateway", "targets"); err != nil {
+	if err := cfg.load("gateway", args, getenv, stderr, "db", "nats", "keys", "logs", "gateway", "targets"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
@@ -47,7 +47,7 @@ func cmdGateway(ctx context.Context, args []string, getenv func(string) string, 
 // cmdExecutor runs host tasks only; run as many as the fleet needs.
 func cmdExecutor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("executor", args, getenv, stderr, "db", "nats", "keys", "targets", "executor"); err != nil {
+	if err := cfg.load("executor", args, getenv, stderr, "db", "nats", "keys", "logs", "targets", "executor"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)

@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/testum/testum/libs/api"
+	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/logstore/logstoretest"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -325,6 +328,21 @@ func TestOutputCapAndS3Logs(t *testing.T) {
 	}
 	if !bytes.Equal(body, want) {
 		t.Fatalf("archived log: %d bytes, differs from the first %d bytes the host sent", len(body), len(want))
+	}
+	// The archive is in the bucket, not in the data dir: MINIO_* reach the
+	// log store through the settings like every other variable.
+	s3, err := logstore.NewS3(t.Context(), minio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s3.Get(t.Context(), logstore.HostLogKey(uuid.MustParse(r.ID), 0))
+	if err != nil {
+		t.Fatalf("log not in the bucket: %v", err)
+	}
+	defer func() { _ = obj.Close() }()
+	n, err := io.Copy(io.Discard, obj)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("bucket object: %d bytes (%v), want %d", n, err, len(want))
 	}
 }
 

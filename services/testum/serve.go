@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/testum/testum/libs/accounts"
-	"github.com/testum/testum/libs/testum"
 	"github.com/testum/testum/services/executor"
 	"github.com/testum/testum/services/gateway"
 )
@@ -19,7 +18,7 @@ import (
 // cmdServe runs everything in one process.
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "gateway", "targets", "executor"); err != nil {
+	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "logs", "gateway", "targets", "executor"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
@@ -59,37 +58,11 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 func newGateway(cfg *Config, sys *system) (*gateway.Gateway, error) {
-	return gateway.New(gateway.Config{
-		ExecutorDeadAfter: cfg.DeadAfter,
-		SecretKey:         cfg.SecretKey,
-		ConnectTimeout:    cfg.ConnectTimeout,
-		HostKeyPolicy:     testum.HostKeyPolicy(cfg.HostKeyPolicy),
-		SessionIdle:       cfg.SessionIdle,
-		SessionMax:        cfg.SessionMax,
-		TrustedProxies:    splitList(cfg.TrustedProxies),
-		AllowedOrigins:    splitList(cfg.AllowedOrigins),
-		TargetDeny:        cfg.TargetDeny,
-		Logger:            sys.log,
-	}, gateway.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
+	return gateway.New(cfg.gatewayConfig(sys.log), gateway.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
 }
 
 func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
-	return executor.New(executor.Config{
-		Slots:             cfg.Slots,
-		MaxHandshakes:     cfg.MaxHandshakes,
-		ConnectTimeout:    cfg.ConnectTimeout,
-		HostKeyPolicy:     testum.HostKeyPolicy(cfg.HostKeyPolicy),
-		OutputCap:         cfg.OutputCap,
-		SpoolDir:          filepath.Join(cfg.DataDir, "spool"),
-		HeartbeatInterval: cfg.Heartbeat,
-		DeadAfter:         cfg.DeadAfter,
-		AckWait:           cfg.AckWait,
-		DrainTimeout:      cfg.DrainTimeout,
-		ConnIdle:          cfg.ConnIdle,
-		NoConnReuse:       cfg.ConnIdle <= 0,
-		TargetDeny:        cfg.TargetDeny,
-		Logger:            sys.log,
-	}, executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
+	return executor.New(cfg.executorConfig(sys.log), executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
 }
 
 // bootstrapAdmin creates the first super_admin when there is no user, and

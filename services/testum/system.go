@@ -103,7 +103,7 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 		}
 	}
 
-	logs, err := logstore.FromEnv(os.Getenv, cfg.DataDir)
+	logs, err := logstore.Open(cfg.logsConfig())
 	if err != nil {
 		return nil, fmt.Errorf("log store: %w", err)
 	}
@@ -151,9 +151,7 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return bus.EnsureStreams(sctx, js, bus.StreamsConfig{
-		Replicas: cfg.StreamReplicas, OutputMaxAge: cfg.OutputMaxAge, OutputMaxBytes: cfg.OutputMaxBytes, AckWait: cfg.AckWait,
-	})
+	return bus.EnsureStreams(sctx, js, cfg.streamsConfig())
 }
 
 // Close releases everything in reverse order of opening.
