@@ -82,8 +82,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	} else if !strings.Contains(cfg.URL, "pool_max_conns") && pc.MaxConns < 32 {
 		// pgx's default (the number of CPUs, at least 4) starves a fan-out:
 		// every host in flight makes a few short round trips (claim,
-		// running, finish), and with 16 connections 100 hosts waited 87 ms
-		// each for one (make bench). pool_max_conns in DATABASE_URL wins.
+		// running, finish), so hosts queue for a connection rather than
+		// for their SSH session. pool_max_conns in DATABASE_URL wins.
 		pc.MaxConns = 32
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)

@@ -42,7 +42,7 @@ const (
 type Config struct {
 	ID                string        // unique per process; default hostname-pid-random
 	Slots             int           // concurrent host sessions (default 256)
-	MaxHandshakes     int           // SSH handshakes in flight at once (default 64): sshd costs ~90 ms CPU each
+	MaxHandshakes     int           // SSH handshakes in flight at once (default 64): each costs the hosts' sshd real CPU
 	ConnectTimeout    time.Duration // TCP dial + SSH handshake + auth (default 10s)
 	KeepAlive         time.Duration // SSH keepalive interval during commands (default 15s)
 	HostKeyPolicy     testum.HostKeyPolicy
