@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -138,10 +139,13 @@ func TestTimeoutEndsTheRemoteProcess(t *testing.T) {
 	id := s.createPlatform(t, map[string]any{"name": "sleeper", "host": host, "port": sshd.Port,
 		"username": sshd.KeyUser.Name, "auth_method": "private_key", "private_key": string(sshd.KeyUser.KeyPEM)})
 
-	var task api.TaskResponse
-	mustCall(t, http.StatusCreated, "POST", fmt.Sprintf("%s/api/platforms/%d/run_command", s.URL, id),
-		map[string]any{"command": "sleep 30", "timeout": 1}, &task)
-	run := s.waitRun(t, task.TaskID)
+	task, err := s.api.PlatformRunCommandWithResponse(context.Background(), id,
+		apiclient.RunCommandRequest{Command: "sleep 30", Timeout: ptr(1)})
+	checkStatus(t, "run_command", err, task.StatusCode(), http.StatusCreated, task.Body)
+	if task.JSON201 == nil {
+		t.Fatalf("run_command: %s", task.Body)
+	}
+	run := s.waitRun(t, task.JSON201.TaskId.String())
 	if h := run.Hosts[0]; h.State != "timeout" {
 		t.Fatalf("state %s (%s), want timeout", h.State, h.Error)
 	}
@@ -278,6 +282,7 @@ func TestBadInputIsRefusedCleanly(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Raw requests: these bodies and paths are deliberately not what the typed client can send.
 			status, body := call(t, tc.method, s.URL+tc.path, tc.body, nil)
 			if status != tc.status {
 				t.Errorf("status %d, want %d: %s", status, tc.status, body)
@@ -322,8 +327,16 @@ func TestHostKeyChangeAndSilentServer(t *testing.T) {
 	if first.Hosts[0].State != "ok" {
 		t.Fatalf("first contact: %s (%s)", first.Hosts[0].State, first.Hosts[0].Error)
 	}
-	var p api.Platform
-	mustCall(t, 200, "GET", fmt.Sprintf("%s/api/platforms/%d", s.URL, id), nil, &p)
+	getPlatform := func() apiclient.Platform {
+		t.Helper()
+		resp, err := s.api.PlatformGetWithResponse(context.Background(), id)
+		checkStatus(t, "get platform", err, resp.StatusCode(), http.StatusOK, resp.Body)
+		if resp.JSON200 == nil {
+			t.Fatalf("get platform: %s", resp.Body)
+		}
+		return *resp.JSON200
+	}
+	p := getPlatform()
 	if !strings.HasPrefix(p.HostKeyFingerprint, "SHA256:") {
 		t.Fatalf("no host key pinned after first contact: %+v", p)
 	}
@@ -336,8 +349,8 @@ func TestHostKeyChangeAndSilentServer(t *testing.T) {
 	if err := exec.Command("test", "-e", marker).Run(); err == nil {
 		t.Fatalf("the command ran although the host key changed")
 	}
-	mustCall(t, 200, "GET", fmt.Sprintf("%s/api/platforms/%d", s.URL, id), nil, &p)
-	if p.OfferedFingerprint == "" || p.OfferedFingerprint == p.HostKeyFingerprint {
+	p = getPlatform()
+	if p.OfferedHostKeyFingerprint == nil || *p.OfferedHostKeyFingerprint == "" || *p.OfferedHostKeyFingerprint == p.HostKeyFingerprint {
 		t.Errorf("offered key not recorded for review: %+v", p)
 	}
 

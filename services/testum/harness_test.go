@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/google/uuid"
 
 	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/api/apitest"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -65,6 +67,48 @@ type server struct {
 	DB   string
 	logs *urlWatcher
 	out  *urlWatcher // what serve printed
+	// api is the generated client; it speaks as the user s last logged in as.
+	api *apiclient.ClientWithResponses
+}
+
+// newAPI is a generated client of the server at base that validates every
+// answer against the OpenAPI document (failing t) and sends the bearer
+// token stored for base.
+func newAPI(t *testing.T, base string) *apiclient.ClientWithResponses {
+	t.Helper()
+	c, err := apiclient.NewClientWithResponses(base, apiclient.WithHTTPClient(contractClient),
+		apiclient.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+			*req = *req.WithContext(apitest.WithTest(req.Context(), t))
+			if tok := tokenFor(base); tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// parseRunID parses a run id the server handed out.
+func parseRunID(t *testing.T, id string) uuid.UUID {
+	t.Helper()
+	u, err := uuid.Parse(id)
+	if err != nil {
+		t.Fatalf("run id %q: %v", id, err)
+	}
+	return u
+}
+
+// checkStatus fails the test unless the client call succeeded with want.
+func checkStatus(t *testing.T, what string, err error, status, want int, body []byte) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if status != want {
+		t.Fatalf("%s: status %d, want %d: %s", what, status, want, body)
+	}
 }
 
 // startServe runs `testum serve` in-process on a throwaway database and
@@ -109,7 +153,7 @@ func startServe(t *testing.T, env map[string]string) *server {
 	})
 	select {
 	case u := <-out.found:
-		s := &server{URL: u, DB: vars["DATABASE_URL"], logs: errw, out: out}
+		s := &server{URL: u, DB: vars["DATABASE_URL"], logs: errw, out: out, api: newAPI(t, u)}
 		if vars["ADMIN_PASSWORD"] == testAdminKey {
 			s.login(t)
 		}
@@ -179,18 +223,51 @@ func mustCall(t *testing.T, want int, method, u string, body, out any) []byte {
 	return data
 }
 
+// jsonBody encodes a request body; tests build some as maps to send
+// fields exactly as written.
+func jsonBody(t *testing.T, body any) io.Reader {
+	t.Helper()
+	data, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.NewReader(data)
+}
+
 func (s *server) createPlatform(t *testing.T, req map[string]any) int64 {
 	t.Helper()
-	var p api.Platform
-	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/platforms/", req, &p)
-	return p.ID
+	resp, err := s.api.PlatformCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, req))
+	if err == nil && resp.StatusCode() == http.StatusCreated && resp.JSON201 == nil {
+		t.Fatalf("create platform: no body: %s", resp.Body)
+	}
+	checkStatus(t, "create platform", err, resp.StatusCode(), http.StatusCreated, resp.Body)
+	return resp.JSON201.Id
 }
 
 func (s *server) startRun(t *testing.T, req any) string {
 	t.Helper()
-	var r api.RunCreated
-	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/runs", req, &r)
-	return r.ID
+	resp, err := s.api.RunCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, req))
+	if err == nil && resp.StatusCode() == http.StatusCreated && resp.JSON201 == nil {
+		t.Fatalf("start run: no body: %s", resp.Body)
+	}
+	checkStatus(t, "start run", err, resp.StatusCode(), http.StatusCreated, resp.Body)
+	return resp.JSON201.Id.String()
+}
+
+// getRun reads a run through the generated client, decoded into the
+// gateway's own type the tests compare with.
+func (s *server) getRun(t *testing.T, id string) api.Run {
+	t.Helper()
+	resp, err := s.api.RunGetWithResponse(context.Background(), parseRunID(t, id))
+	if err == nil && resp.StatusCode() == http.StatusOK && resp.JSON200 == nil {
+		t.Fatalf("get run %s: no body: %s", id, resp.Body)
+	}
+	checkStatus(t, "get run "+id, err, resp.StatusCode(), http.StatusOK, resp.Body)
+	var r api.Run
+	if err := json.Unmarshal(resp.Body, &r); err != nil {
+		t.Fatalf("get run %s: %v", id, err)
+	}
+	return r
 }
 
 // waitRun polls a run until it is final.
@@ -198,8 +275,7 @@ func (s *server) waitRun(t *testing.T, id string) api.Run {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		var r api.Run
-		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+id, nil, &r)
+		r := s.getRun(t, id)
 		switch r.State {
 		case "succeeded", "failed", "canceled", "aborted":
 			return r
@@ -358,11 +434,15 @@ func tokenFor(u string) string {
 // login logs in as the test super_admin; later calls to s carry the token.
 func (s *server) login(t *testing.T) {
 	t.Helper()
-	var resp struct {
-		AccessToken string `json:"access_token"`
+	if s.api == nil {
+		s.api = newAPI(t, s.URL)
 	}
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/auth/login",
-		map[string]string{"username": testAdmin, "password": testAdminKey}, &resp)
-	tokens.Store(s.URL, resp.AccessToken)
+	resp, err := s.api.AuthLoginWithResponse(context.Background(),
+		apiclient.LoginRequest{Username: testAdmin, Password: testAdminKey})
+	if err == nil && resp.StatusCode() == http.StatusOK && resp.JSON200 == nil {
+		t.Fatalf("login: no body: %s", resp.Body)
+	}
+	checkStatus(t, "login", err, resp.StatusCode(), http.StatusOK, resp.Body)
+	tokens.Store(s.URL, resp.JSON200.AccessToken)
 	t.Cleanup(func() { tokens.Delete(s.URL) })
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -11,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -26,9 +25,23 @@ type hostKeys struct {
 
 func (s *server) hostKeys(t *testing.T, id int64) hostKeys {
 	t.Helper()
-	var hk hostKeys
-	mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/platforms/%d/host_key", s.URL, id), nil, &hk)
-	return hk
+	resp, err := s.api.HostKeyGetWithResponse(context.Background(), id)
+	checkStatus(t, "host key", err, resp.StatusCode(), http.StatusOK, resp.Body)
+	if resp.JSON200 == nil {
+		t.Fatalf("host key: %s", resp.Body)
+	}
+	hk := resp.JSON200
+	return hostKeys{Pinned: deref(hk.Pinned), PinnedFingerprint: deref(hk.PinnedFingerprint),
+		Offered: deref(hk.Offered), OfferedFingerprint: deref(hk.OfferedFingerprint)}
+}
+
+// deref is the value p points to, or the zero value.
+func deref[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
 }
 
 func (s *server) acceptOffered(t *testing.T, id int64) {
@@ -37,8 +50,9 @@ func (s *server) acceptOffered(t *testing.T, id int64) {
 	if hk.OfferedFingerprint == "" {
 		t.Fatalf("platform %d offers no key to accept: %+v", id, hk)
 	}
-	mustCall(t, http.StatusOK, "POST", fmt.Sprintf("%s/api/platforms/%d/host_key/accept", s.URL, id),
-		map[string]string{"fingerprint": hk.OfferedFingerprint}, nil)
+	resp, err := s.api.HostKeyAcceptWithResponse(context.Background(), id,
+		apiclient.HostKeyAcceptRequest{Fingerprint: hk.OfferedFingerprint})
+	checkStatus(t, "accept host key", err, resp.StatusCode(), http.StatusOK, resp.Body)
 }
 
 // testResult is POST /api/platforms/{id}/test.
@@ -50,9 +64,12 @@ type testResult struct {
 
 func (s *server) testPlatform(t *testing.T, id int64) testResult {
 	t.Helper()
-	var res testResult
-	mustCall(t, http.StatusOK, "POST", fmt.Sprintf("%s/api/platforms/%d/test", s.URL, id), nil, &res)
-	return res
+	resp, err := s.api.PlatformTestWithResponse(context.Background(), id)
+	checkStatus(t, "platform test", err, resp.StatusCode(), http.StatusOK, resp.Body)
+	if resp.JSON200 == nil {
+		t.Fatalf("platform test: %s", resp.Body)
+	}
+	return testResult{OK: resp.JSON200.Ok, State: string(resp.JSON200.State), Message: resp.JSON200.Message}
 }
 
 // sinceLastStart is what an sshd logged since it last started (its log
@@ -136,10 +153,10 @@ func TestJumpHostKeyPinnedAndChecked(t *testing.T) {
 	if off := s.hostKeys(t, behind).OfferedFingerprint; off != "" {
 		t.Fatalf("the bastion's key was offered on the target's platform: %s", off)
 	}
-	var bp api.Platform
-	mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/platforms/%d", s.URL, bastion), nil, &bp)
-	if bp.State != "hostkey_rejected" {
-		t.Errorf("the bastion's state is %q, want hostkey_rejected", bp.State)
+	bp, err := s.api.PlatformGetWithResponse(context.Background(), bastion)
+	checkStatus(t, "get bastion", err, bp.StatusCode(), http.StatusOK, bp.Body)
+	if bp.JSON200 == nil || bp.JSON200.State != "hostkey_rejected" {
+		t.Errorf("the bastion is not hostkey_rejected: %s", bp.Body)
 	}
 
 	// The platform test of the target says the same, without a password.
@@ -222,35 +239,42 @@ func TestTargetPolicy(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
 		s := startServe(t, nil)
 		for _, host := range []string{"169.254.169.254", "169.254.1.1", "fd00:ec2::254"} {
-			st, body := call(t, "POST", s.URL+"/api/platforms/", map[string]any{"name": "meta", "host": host,
-				"username": "u", "auth_method": "password", "password": "p"}, nil)
-			if st != http.StatusBadRequest || !strings.Contains(string(body), "target policy") || !strings.Contains(string(body), `"code":"target_denied"`) {
-				t.Errorf("platform at %s: %d %s", host, st, body)
+			resp, err := s.api.PlatformCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, map[string]any{"name": "meta", "host": host,
+				"username": "u", "auth_method": "password", "password": "p"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.JSON400 == nil || !strings.Contains(resp.JSON400.Error, "target policy") || resp.JSON400.Code != apiclient.ErrorCodeTargetDenied {
+				t.Errorf("platform at %s: %d %s", host, resp.StatusCode(), resp.Body)
 			}
 		}
 		id := s.createPlatform(t, map[string]any{"name": "ok", "host": sshd.Addr(320), "port": sshd.Port,
 			"username": pw.Name, "auth_method": "password", "password": pw.Password})
-		st, body := call(t, "PUT", fmt.Sprintf("%s/api/platforms/%d", s.URL, id), map[string]any{"name": "ok", "host": "169.254.169.254",
-			"port": sshd.Port, "username": pw.Name, "auth_method": "password", "password": pw.Password}, nil)
-		if st != http.StatusBadRequest || !strings.Contains(string(body), "target policy") {
-			t.Errorf("update to the metadata address: %d %s", st, body)
+		up, err := s.api.PlatformUpdateWithBodyWithResponse(context.Background(), id, "application/json", jsonBody(t, map[string]any{"name": "ok", "host": "169.254.169.254",
+			"port": sshd.Port, "username": pw.Name, "auth_method": "password", "password": pw.Password}))
+		if err != nil {
+			t.Fatal(err)
 		}
-		var res struct {
-			Created int                                     `json:"created"`
-			Items   []struct{ Name, Result, Reason string } `json:"items"`
+		if up.JSON400 == nil || !strings.Contains(up.JSON400.Error, "target policy") {
+			t.Errorf("update to the metadata address: %d %s", up.StatusCode(), up.Body)
 		}
-		mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"format": "ssh_config",
-			"content": "Host meta\n    HostName 169.254.169.254\n    User u\n", "auth_method": "password", "password": "p"}, &res)
-		if res.Created != 0 || len(res.Items) != 1 || res.Items[0].Result != "rejected" || !strings.Contains(res.Items[0].Reason, "target policy") {
-			t.Errorf("import of the metadata address: %+v", res)
+		im, err := s.api.PlatformImportWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, map[string]any{"format": "ssh_config",
+			"content": "Host meta\n    HostName 169.254.169.254\n    User u\n", "auth_method": "password", "password": "p"}))
+		checkStatus(t, "import", err, im.StatusCode(), http.StatusOK, im.Body)
+		if res := im.JSON200; res == nil || res.Created != 0 || res.Items == nil || len(*res.Items) != 1 ||
+			(*res.Items)[0].Result != "rejected" || !strings.Contains(deref((*res.Items)[0].Reason), "target policy") {
+			t.Errorf("import of the metadata address: %s", im.Body)
 		}
 	})
 	t.Run("configured", func(t *testing.T) {
 		s := startServe(t, map[string]string{"TESTUM_TARGET_DENY": "127.0.0.5/32, 127.0.0.1/32, ::1/128"})
-		st, body := call(t, "POST", s.URL+"/api/platforms/", map[string]any{"name": "denied", "host": "127.0.0.5", "port": sshd.Port,
-			"username": pw.Name, "auth_method": "password", "password": pw.Password}, nil)
-		if st != http.StatusBadRequest || !strings.Contains(string(body), "127.0.0.5/32") {
-			t.Fatalf("platform at a denied address: %d %s", st, body)
+		denied, err := s.api.PlatformCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, map[string]any{"name": "denied", "host": "127.0.0.5", "port": sshd.Port,
+			"username": pw.Name, "auth_method": "password", "password": pw.Password}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if denied.JSON400 == nil || !strings.Contains(denied.JSON400.Error, "127.0.0.5/32") {
+			t.Fatalf("platform at a denied address: %d %s", denied.StatusCode(), denied.Body)
 		}
 		// The setting replaces the default: the metadata range is allowed now
 		// (creating is enough, nothing dials it).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -9,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	apiclient "github.com/testum/testum/libs/api/client"
 )
 
 // TestWeakOrOversizedPrivateKeysRefused: RSA under 2048 bits, DSA and PEM
@@ -29,12 +32,22 @@ func TestWeakOrOversizedPrivateKeysRefused(t *testing.T) {
 		"dsa":      {pem.EncodeToMemory(&pem.Block{Type: "DSA PRIVATE KEY", Bytes: []byte{0x30, 0}}), "DSA keys are insecure"},
 		"17 KiB":   {append(bytes.Clone(good), bytes.Repeat([]byte("\n"), 17<<10-len(good))...), "too large"},
 	} {
-		for what, req := range map[string]struct{ path, method string }{
-			"platform":   {"/api/platforms/", "auth_method"},
-			"credential": {"/api/credentials", "kind"},
+		for what, send := range map[string]func() (int, []byte, error){
+			"platform": func() (int, []byte, error) {
+				r, err := s.api.PlatformCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t,
+					map[string]any{"name": "k", "host": "127.0.0.1", "username": "u", "auth_method": "private_key", "private_key": string(tc.pem)}))
+				return r.StatusCode(), r.Body, err
+			},
+			"credential": func() (int, []byte, error) {
+				r, err := s.api.CredentialCreateWithResponse(context.Background(),
+					apiclient.CredentialRequest{Name: "k", Kind: ptr("private_key"), PrivateKey: ptr(string(tc.pem))})
+				return r.StatusCode(), r.Body, err
+			},
 		} {
-			body := map[string]any{"name": "k", "host": "127.0.0.1", "username": "u", req.method: "private_key", "private_key": string(tc.pem)}
-			st, resp := call(t, "POST", s.URL+req.path, body, nil)
+			st, resp, err := send()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if st != http.StatusBadRequest || !strings.Contains(string(resp), tc.want) {
 				t.Errorf("%s, %s: %d %s; want 400 saying %q", what, name, st, resp, tc.want)
 			}

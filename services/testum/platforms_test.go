@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -79,53 +80,69 @@ func TestPlatformManagement(t *testing.T) {
 	web1 := mk("web-1", 0, map[string]string{"role": "web", "env": "prod"})
 	mk("web-2", 1, "role=web,env=stage")
 	db1 := mk("db-1", 2, map[string]string{"role": "db", "env": "prod"})
+	ctx := context.Background()
 
-	list := func(q string) []string {
-		var ps []api.Platform
-		mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?"+q, nil, &ps)
-		var names []string
-		for _, p := range ps {
-			names = append(names, p.Name)
-		}
-		return names
+	list := func(q apiclient.PlatformSearchParams) []string {
+		return platformNames(s.platforms(t, q))
 	}
-	for q, want := range map[string]string{
-		"label=role=web":          "[web-1 web-2]",
-		"label=role=web,env=prod": "[web-1]",
-		"name=db":                 "[db-1]",
-		"limit=2&offset=2":        "[web-2]",
+	for _, tc := range []struct {
+		q    apiclient.PlatformSearchParams
+		want string
+	}{
+		{apiclient.PlatformSearchParams{Label: ptr("role=web")}, "[web-1 web-2]"},
+		{apiclient.PlatformSearchParams{Label: ptr("role=web,env=prod")}, "[web-1]"},
+		{apiclient.PlatformSearchParams{Name: ptr("db")}, "[db-1]"},
+		{apiclient.PlatformSearchParams{Limit: ptr(2), Offset: ptr(2)}, "[web-2]"},
 	} {
-		if got := fmt.Sprint(list(q)); got != want {
-			t.Errorf("?%s = %s, want %s", q, got, want)
+		if got := fmt.Sprint(list(tc.q)); got != tc.want {
+			t.Errorf("%+v = %s, want %s", tc.q, got, tc.want)
 		}
 	}
 	// Update keeps the secret when none is given, and it still logs in.
-	var p api.Platform
-	mustCall(t, http.StatusOK, "PUT", fmt.Sprintf("%s/api/platforms/%d", s.URL, db1), map[string]any{"name": "db-1",
-		"host": sshd.Addr(202), "port": sshd.Port, "username": pw.Name, "labels": "role=db,env=stage"}, &p)
-	if p.Labels["env"] != "stage" {
-		t.Fatalf("labels not updated: %+v", p.Labels)
+	up, err := s.api.PlatformUpdateWithBodyWithResponse(ctx, db1, "application/json", jsonBody(t, map[string]any{"name": "db-1",
+		"host": sshd.Addr(202), "port": sshd.Port, "username": pw.Name, "labels": "role=db,env=stage"}))
+	checkStatus(t, "update", err, up.StatusCode(), http.StatusOK, up.Body)
+	if up.JSON200 == nil || up.JSON200.Labels["env"] != "stage" {
+		t.Fatalf("labels not updated: %s", up.Body)
 	}
 	if st := hostState(t, s.runOn(t, "true", db1), 0); st != "ok" {
 		t.Fatalf("after update: %s", st)
 	}
-	if got := fmt.Sprint(list("state=reachable")); got != "[db-1]" {
+	if got := fmt.Sprint(list(apiclient.PlatformSearchParams{State: ptr("reachable")})); got != "[db-1]" {
 		t.Errorf("?state=reachable = %s", got)
 	}
 	// Names are unique.
-	st, body := call(t, "PUT", fmt.Sprintf("%s/api/platforms/%d", s.URL, db1), map[string]any{"name": "web-1",
-		"host": sshd.Addr(202), "port": sshd.Port, "username": pw.Name}, nil)
-	if st != http.StatusConflict {
-		t.Fatalf("duplicate name: %d %s", st, body)
-	}
+	dup, err := s.api.PlatformUpdateWithBodyWithResponse(ctx, db1, "application/json", jsonBody(t, map[string]any{"name": "web-1",
+		"host": sshd.Addr(202), "port": sshd.Port, "username": pw.Name}))
+	checkStatus(t, "duplicate name", err, dup.StatusCode(), http.StatusConflict, dup.Body)
 	// A platform in a running run cannot be deleted; afterwards it can.
 	runID := s.startRun(t, map[string]any{"command": "sleep 3", "targets": map[string]any{"platform_ids": []int64{web1}}})
-	if st, body := call(t, "DELETE", fmt.Sprintf("%s/api/platforms/%d", s.URL, web1), nil, nil); st != http.StatusConflict {
-		t.Fatalf("delete while running: %d %s", st, body)
-	}
+	del, err := s.api.PlatformDeleteWithResponse(ctx, web1)
+	checkStatus(t, "delete while running", err, del.StatusCode(), http.StatusConflict, del.Body)
 	s.waitRun(t, runID)
-	mustCall(t, http.StatusNoContent, "DELETE", fmt.Sprintf("%s/api/platforms/%d", s.URL, web1), nil, nil)
-	mustCall(t, http.StatusNotFound, "GET", fmt.Sprintf("%s/api/platforms/%d", s.URL, web1), nil, nil)
+	del, err = s.api.PlatformDeleteWithResponse(ctx, web1)
+	checkStatus(t, "delete", err, del.StatusCode(), http.StatusNoContent, del.Body)
+	gone, err := s.api.PlatformGetWithResponse(ctx, web1)
+	checkStatus(t, "get deleted", err, gone.StatusCode(), http.StatusNotFound, gone.Body)
+}
+
+// platforms lists platforms through the generated client.
+func (s *server) platforms(t *testing.T, q apiclient.PlatformSearchParams) []apiclient.Platform {
+	t.Helper()
+	resp, err := s.api.PlatformSearchWithResponse(context.Background(), &q)
+	checkStatus(t, "list platforms", err, resp.StatusCode(), http.StatusOK, resp.Body)
+	if resp.JSON200 == nil {
+		t.Fatalf("list platforms: %s", resp.Body)
+	}
+	return *resp.JSON200
+}
+
+func platformNames(ps []apiclient.Platform) []string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return names
 }
 
 // TestKeyAuthEveryKind logs in with each key type, with and without a
@@ -143,19 +160,17 @@ func TestKeyAuthEveryKind(t *testing.T) {
 			req := map[string]any{"name": fmt.Sprintf("%s-%d", kind, i), "host": sshd.Addr(210 + i), "port": sshd.Port,
 				"username": u.Name, "auth_method": "private_key", "private_key": string(pemKey)}
 			if pass != "" {
-				st, body := call(t, "POST", s.URL+"/api/platforms/", withField(req, "passphrase", "wrong"), nil)
-				if st != http.StatusBadRequest || !strings.Contains(string(body), "passphrase") {
-					t.Fatalf("%s: wrong passphrase: %d %s", kind, st, body)
+				resp, err := s.api.PlatformCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, withField(req, "passphrase", "wrong")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.JSON400 == nil || !strings.Contains(resp.JSON400.Error, "passphrase") {
+					t.Fatalf("%s: wrong passphrase: %d %s", kind, resp.StatusCode(), resp.Body)
 				}
 				req["passphrase"] = pass
 			}
 			id := s.createPlatform(t, req)
-			var res struct {
-				OK    bool   `json:"ok"`
-				State string `json:"state"`
-			}
-			mustCall(t, http.StatusOK, "POST", fmt.Sprintf("%s/api/platforms/%d/test", s.URL, id), nil, &res)
-			if !res.OK {
+			if res := s.testPlatform(t, id); !res.OK {
 				t.Fatalf("%s pass=%q: test %+v", kind, pass, res)
 			}
 			if st := hostState(t, s.runOn(t, "id -un", id), 0); st != "ok" {
@@ -201,9 +216,8 @@ func TestJumpChainOfTwo(t *testing.T) {
 		t.Fatalf("the command did not run on the target: %q", out)
 	}
 	// A jump host that is in use cannot be deleted.
-	if st, _ := call(t, "DELETE", fmt.Sprintf("%s/api/platforms/%d", s.URL, inner), nil, nil); st != http.StatusConflict {
-		t.Fatalf("deleting a jump host in use: %d", st)
-	}
+	del, err := s.api.PlatformDeleteWithResponse(context.Background(), inner)
+	checkStatus(t, "deleting a jump host in use", err, del.StatusCode(), http.StatusConflict, del.Body)
 }
 
 func TestHostKeyAcceptUnderBothPolicies(t *testing.T) {
@@ -214,12 +228,7 @@ func TestHostKeyAcceptUnderBothPolicies(t *testing.T) {
 	for i, policy := range []string{"auto_add", "strict"} {
 		id := s.createPlatform(t, map[string]any{"name": "hk-" + policy, "host": sshd.Addr(240 + i), "port": sshd.Port,
 			"username": pw.Name, "auth_method": "password", "password": pw.Password, "host_key_policy": policy})
-		url := fmt.Sprintf("%s/api/platforms/%d", s.URL, id)
 		first := hostState(t, s.runOn(t, "true", id), 0)
-		var hk struct {
-			Pinned             string `json:"pinned_fingerprint"`
-			OfferedFingerprint string `json:"offered_fingerprint"`
-		}
 		if policy == "strict" {
 			if first != "hostkey_rejected" {
 				t.Fatalf("strict accepted an unknown host: %s", first)
@@ -228,8 +237,7 @@ func TestHostKeyAcceptUnderBothPolicies(t *testing.T) {
 			t.Fatalf("auto_add first contact: %s", first)
 		}
 		if policy == "auto_add" {
-			mustCall(t, http.StatusOK, "GET", url+"/host_key", nil, &hk)
-			if hk.Pinned == "" {
+			if s.hostKeys(t, id).PinnedFingerprint == "" {
 				t.Fatal("auto_add pinned nothing")
 			}
 			sshd.RestartWithNewHostKeys(t)
@@ -237,14 +245,13 @@ func TestHostKeyAcceptUnderBothPolicies(t *testing.T) {
 				t.Fatalf("changed key: %s", st)
 			}
 		}
-		mustCall(t, http.StatusOK, "GET", url+"/host_key", nil, &hk)
-		if hk.OfferedFingerprint == "" || hk.OfferedFingerprint == hk.Pinned {
+		hk := s.hostKeys(t, id)
+		if hk.OfferedFingerprint == "" || hk.OfferedFingerprint == hk.PinnedFingerprint {
 			t.Fatalf("%s: offered %+v", policy, hk)
 		}
-		if st, _ := call(t, "POST", url+"/host_key/accept", map[string]string{"fingerprint": "SHA256:not-it"}, nil); st != http.StatusConflict {
-			t.Fatalf("accepting another fingerprint: %d", st)
-		}
-		mustCall(t, http.StatusOK, "POST", url+"/host_key/accept", map[string]string{"fingerprint": hk.OfferedFingerprint}, nil)
+		other, err := s.api.HostKeyAcceptWithResponse(context.Background(), id, apiclient.HostKeyAcceptRequest{Fingerprint: "SHA256:not-it"})
+		checkStatus(t, "accepting another fingerprint", err, other.StatusCode(), http.StatusConflict, other.Body)
+		s.acceptOffered(t, id)
 		if st := hostState(t, s.runOn(t, "true", id), 0); st != "ok" {
 			t.Fatalf("%s after accept: %s", policy, st)
 		}
@@ -264,12 +271,14 @@ func TestCredentialsEncryptedAndRotated(t *testing.T) {
 		"username": pw.Name, "auth_method": "password", "password": pw.Password})
 	b := s.createPlatform(t, map[string]any{"name": "key", "host": sshd.Addr(251), "port": sshd.Port,
 		"username": ku.Name, "auth_method": "private_key", "private_key": string(ku.KeyPEM)})
-	var cr struct {
-		ID int64 `json:"id"`
+	cr, err := s.api.CredentialCreateWithResponse(context.Background(),
+		apiclient.CredentialRequest{Name: "shared-pw", Kind: ptr("password"), Password: ptr(pw.Password)})
+	checkStatus(t, "credential", err, cr.StatusCode(), http.StatusCreated, nil)
+	if cr.JSON201 == nil {
+		t.Fatalf("credential: no body")
 	}
-	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/credentials", map[string]any{"name": "shared-pw", "kind": "password", "password": pw.Password}, &cr)
 	c := s.createPlatform(t, map[string]any{"name": "shared", "host": sshd.Addr(252), "port": sshd.Port,
-		"username": pw.Name, "auth_method": "password", "credential_id": cr.ID})
+		"username": pw.Name, "auth_method": "password", "credential_id": cr.JSON201.Id})
 
 	dump := dumpDatabase(t, s.DB)
 	keyBody := strings.Split(string(ku.KeyPEM), "\n")[1]
@@ -278,9 +287,11 @@ func TestCredentialsEncryptedAndRotated(t *testing.T) {
 			t.Fatalf("the %s is stored in plaintext", name)
 		}
 	}
-	var creds []map[string]any
-	_, body := call(t, "GET", s.URL+"/api/credentials", nil, &creds)
-	if strings.Contains(string(body), pw.Password) {
+	creds, err := s.api.CredentialListWithResponse(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(creds.Body), pw.Password) {
 		t.Fatal("the API returned a password")
 	}
 
@@ -309,7 +320,7 @@ func TestCredentialsEncryptedAndRotated(t *testing.T) {
 	var errw strings.Builder
 	wenv := map[string]string{"DATABASE_URL": env["DATABASE_URL"], "FERNET_KEY": wrong, "SECRET_KEY": env["SECRET_KEY"],
 		"TESTUM_DATA_DIR": t.TempDir(), "TESTUM_LISTEN": "127.0.0.1:0"}
-	err := run(context.Background(), []string{"serve"}, func(k string) string { return wenv[k] }, strings.NewReader(""), &errw, &errw)
+	err = run(context.Background(), []string{"serve"}, func(k string) string { return wenv[k] }, strings.NewReader(""), &errw, &errw)
 	if err == nil || !strings.Contains(err.Error(), "FERNET_KEY does not match") {
 		t.Fatalf("a wrong FERNET_KEY: %v", err)
 	}
@@ -378,21 +389,42 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 		"username": u.Name, "auth_method": "password", "password": u.Password})
 	_, pub := genKey(t, "ecdsa", "")
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
-	var k struct {
-		ID          int64  `json:"id"`
-		Fingerprint string `json:"fingerprint"`
+	ctx := context.Background()
+	made, err := s.api.KeyCreateWithResponse(ctx, apiclient.KeyRequest{Name: "ops", PublicKey: line + " ops@desk"})
+	checkStatus(t, "key", err, made.StatusCode(), http.StatusCreated, made.Body)
+	if made.JSON201 == nil {
+		t.Fatalf("key: %s", made.Body)
 	}
-	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/keys/", map[string]any{"name": "ops", "public_key": line + " ops@desk"}, &k)
-	if st, _ := call(t, "POST", s.URL+"/api/keys/", map[string]any{"name": "ops-again", "public_key": line}, nil); st != http.StatusConflict {
-		t.Fatalf("duplicate key: %d", st)
+	k := *made.JSON201
+	again, err := s.api.KeyCreateWithResponse(ctx, apiclient.KeyRequest{Name: "ops-again", PublicKey: line})
+	checkStatus(t, "duplicate key", err, again.StatusCode(), http.StatusConflict, again.Body)
+	// wait follows the task a deploy or revoke answered with.
+	wait := func(what string, status int, raw []byte, task *apiclient.KeysRun) api.Run {
+		t.Helper()
+		checkStatus(t, what, nil, status, http.StatusCreated, raw)
+		if task == nil {
+			t.Fatalf("%s: %s", what, raw)
+		}
+		return s.waitRun(t, task.TaskId.String())
 	}
-	deploy := func(path string, body map[string]any) api.Run {
-		var task api.TaskResponse
-		mustCall(t, http.StatusCreated, "POST", fmt.Sprintf("%s/api/platforms/%d/%s", s.URL, id, path), body, &task)
-		return s.waitRun(t, task.TaskID)
+	deployTo := func(pid int64, body apiclient.DeployRequest) api.Run {
+		t.Helper()
+		resp, err := s.api.DeployKeysWithResponse(ctx, pid, body)
+		if err != nil {
+			t.Fatalf("deploy_keys: %v", err)
+		}
+		return wait("deploy_keys", resp.StatusCode(), resp.Body, resp.JSON201)
+	}
+	revoke := func(body apiclient.DeployRequest) api.Run {
+		t.Helper()
+		resp, err := s.api.RevokeKeysWithResponse(ctx, id, body)
+		if err != nil {
+			t.Fatalf("revoke_keys: %v", err)
+		}
+		return wait("revoke_keys", resp.StatusCode(), resp.Body, resp.JSON201)
 	}
 	for range 2 {
-		if st := hostState(t, deploy("deploy_keys", map[string]any{"key_ids": []int64{k.ID}, "identity": true}), 0); st != "ok" {
+		if st := hostState(t, deployTo(id, apiclient.DeployRequest{KeyIds: &[]int64{k.Id}, Identity: ptr(true)}), 0); st != "ok" {
 			t.Fatalf("deploy: %s", st)
 		}
 	}
@@ -407,16 +439,18 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 		t.Fatalf("mode changed to %v", fi.Mode().Perm())
 	}
 	// testum's identity now logs in: move the platform to it.
-	var ident struct {
-		CredentialID int64 `json:"credential_id"`
+	ident, err := s.api.IdentityGetWithResponse(ctx)
+	checkStatus(t, "identity", err, ident.StatusCode(), http.StatusOK, ident.Body)
+	if ident.JSON200 == nil {
+		t.Fatalf("identity: %s", ident.Body)
 	}
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/keys/identity", nil, &ident)
-	mustCall(t, http.StatusOK, "PUT", fmt.Sprintf("%s/api/platforms/%d", s.URL, id), map[string]any{"name": "deploy",
-		"host": sshd.Addr(260), "port": sshd.Port, "username": u.Name, "auth_method": "private_key", "credential_id": ident.CredentialID}, nil)
+	up, err := s.api.PlatformUpdateWithBodyWithResponse(ctx, id, "application/json", jsonBody(t, map[string]any{"name": "deploy",
+		"host": sshd.Addr(260), "port": sshd.Port, "username": u.Name, "auth_method": "private_key", "credential_id": ident.JSON200.CredentialId}))
+	checkStatus(t, "update", err, up.StatusCode(), http.StatusOK, up.Body)
 	if st := hostState(t, s.runOn(t, "true", id), 0); st != "ok" {
 		t.Fatalf("login with the identity: %s", st)
 	}
-	if st := hostState(t, deploy("revoke_keys", map[string]any{"key_ids": []int64{k.ID}}), 0); st != "ok" {
+	if st := hostState(t, revoke(apiclient.DeployRequest{KeyIds: &[]int64{k.Id}}), 0); st != "ok" {
 		t.Fatalf("revoke: %s", st)
 	}
 	got, _ = os.ReadFile(ak)
@@ -428,7 +462,7 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(ak)
-	if st := hostState(t, deploy("deploy_keys", map[string]any{"key_ids": []int64{k.ID}}), 0); st != "failed" {
+	if st := hostState(t, deployTo(id, apiclient.DeployRequest{KeyIds: &[]int64{k.Id}}), 0); st != "failed" {
 		t.Fatalf("deploy into a read-only dir: %s", st)
 	}
 	after, _ := os.ReadFile(ak)
@@ -441,9 +475,7 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 	_ = os.RemoveAll(filepath.Join(fresh.Home, ".ssh"))
 	freshID := s.createPlatform(t, map[string]any{"name": "fresh", "host": sshd.Addr(261), "port": sshd.Port,
 		"username": fresh.Name, "auth_method": "password", "password": fresh.Password})
-	var task api.TaskResponse
-	mustCall(t, http.StatusCreated, "POST", fmt.Sprintf("%s/api/platforms/%d/deploy_keys", s.URL, freshID), map[string]any{"key_ids": []int64{k.ID}}, &task)
-	if st := hostState(t, s.waitRun(t, task.TaskID), 0); st != "ok" {
+	if st := hostState(t, deployTo(freshID, apiclient.DeployRequest{KeyIds: &[]int64{k.Id}}), 0); st != "ok" {
 		t.Fatalf("deploy to a user without ~/.ssh: %s", st)
 	}
 	for path, mode := range map[string]os.FileMode{filepath.Join(fresh.Home, ".ssh"): 0o700, filepath.Join(fresh.Home, ".ssh", "authorized_keys"): 0o600} {
@@ -469,20 +501,24 @@ func TestPlatformBadInput(t *testing.T) {
 		"port 0":             withField(good, "port", 0),
 		"jump to nowhere":    withField(good, "jump_platform_id", 99999),
 	} {
-		st, body := call(t, "POST", s.URL+"/api/platforms/", req, nil)
-		if st != http.StatusBadRequest || !strings.Contains(string(body), `"error"`) {
-			t.Errorf("%s: %d %s", name, st, body)
+		resp, err := s.api.PlatformCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.JSON400 == nil || resp.JSON400.Error == "" {
+			t.Errorf("%s: %d %s", name, resp.StatusCode(), resp.Body)
 		}
 	}
 	for name, key := range map[string]string{"garbage": "ssh-ed25519 not-base64!", "private key": "-----BEGIN OPENSSH PRIVATE KEY-----", "two lines": "a\nb", "empty": ""} {
-		st, body := call(t, "POST", s.URL+"/api/keys/", map[string]any{"name": "k", "public_key": key}, nil)
-		if st != http.StatusBadRequest {
-			t.Errorf("public key %s: %d %s", name, st, body)
+		resp, err := s.api.KeyCreateWithResponse(context.Background(), apiclient.KeyRequest{Name: "k", PublicKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode() != http.StatusBadRequest {
+			t.Errorf("public key %s: %d %s", name, resp.StatusCode(), resp.Body)
 		}
 	}
-	var ps []api.Platform
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/", nil, &ps)
-	if len(ps) != 0 {
+	if ps := s.platforms(t, apiclient.PlatformSearchParams{}); len(ps) != 0 {
 		t.Fatalf("bad input left platforms: %+v", ps)
 	}
 }
@@ -512,20 +548,13 @@ Match host *.internal
 Host *
     User %s
 `, sshd.Addr(270), sshd.Port, sshd.Addr(271), sshd.Port, sshd.Addr(272), pw.Name)
-	var res struct {
-		Created int `json:"created"`
-		Items   []struct {
-			Name, Result, Reason string
-			Line                 int
-		} `json:"items"`
-	}
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"format": "ssh_config", "content": sshConfig,
-		"auth_method": "password", "password": pw.Password}, &res)
-	if res.Created != 3 {
+	res := s.importPlatforms(t, map[string]any{"format": "ssh_config", "content": sshConfig,
+		"auth_method": "password", "password": pw.Password})
+	if res.Created != 3 || res.Items == nil {
 		t.Fatalf("ssh_config import: %+v", res)
 	}
 	rejected := 0
-	for _, it := range res.Items {
+	for _, it := range *res.Items {
 		if it.Result == "rejected" {
 			rejected++
 		}
@@ -533,12 +562,11 @@ Host *
 	if rejected < 2 { // the bad port and the Match block
 		t.Fatalf("problems not reported: %+v", res.Items)
 	}
-	var apps []api.Platform
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?name=app", nil, &apps)
-	if len(apps) != 2 || apps[0].JumpPlatformID == nil {
+	apps := s.platforms(t, apiclient.PlatformSearchParams{Name: ptr("app")})
+	if len(apps) != 2 || apps[0].JumpPlatformId == nil {
 		t.Fatalf("apps: %+v", apps)
 	}
-	r := s.runOn(t, "true", apps[0].ID, apps[1].ID)
+	r := s.runOn(t, "true", apps[0].Id, apps[1].Id)
 	if r.State != "succeeded" {
 		t.Fatalf("imported hosts through their jump host: %s %+v", r.State, r.Hosts)
 	}
@@ -554,25 +582,33 @@ bad-line ansible_port=notaport
 web
 db
 `, sshd.Addr(280), sshd.Port, sshd.Addr(281), sshd.Port, pw.Name)
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"content": ini,
-		"username": pw.Name, "auth_method": "password", "password": pw.Password, "labels_from_vars": []string{"tier"}}, &res)
+	res = s.importPlatforms(t, map[string]any{"content": ini,
+		"username": pw.Name, "auth_method": "password", "password": pw.Password, "labels_from_vars": []string{"tier"}})
 	if res.Created != 4 {
 		t.Fatalf("ansible import: %+v", res)
 	}
-	var prod []api.Platform
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?label=prod=true", nil, &prod)
-	if len(prod) != 4 {
+	if prod := s.platforms(t, apiclient.PlatformSearchParams{Label: ptr("prod=true")}); len(prod) != 4 {
 		t.Fatalf("group labels: %d platforms with prod", len(prod))
 	}
-	var db []api.Platform
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/platforms/?label=db=true,tier=primary", nil, &db)
-	if len(db) != 1 || db[0].Name != "db1" {
+	if db := s.platforms(t, apiclient.PlatformSearchParams{Label: ptr("db=true,tier=primary")}); len(db) != 1 || db[0].Name != "db1" {
 		t.Fatalf("db labels: %+v", db)
 	}
 	// Importing again skips what exists.
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/platforms/import", map[string]any{"content": ini,
-		"username": pw.Name, "auth_method": "password", "password": pw.Password}, &res)
+	res = s.importPlatforms(t, map[string]any{"content": ini,
+		"username": pw.Name, "auth_method": "password", "password": pw.Password})
 	if res.Created != 0 {
 		t.Fatalf("re-import created %d", res.Created)
 	}
+}
+
+// importPlatforms posts an import, written as a map to send fields exactly
+// as the tests spell them.
+func (s *server) importPlatforms(t *testing.T, req map[string]any) apiclient.ImportResult {
+	t.Helper()
+	resp, err := s.api.PlatformImportWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, req))
+	checkStatus(t, "import", err, resp.StatusCode(), http.StatusOK, resp.Body)
+	if resp.JSON200 == nil {
+		t.Fatalf("import: %s", resp.Body)
+	}
+	return *resp.JSON200
 }

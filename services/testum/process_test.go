@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -125,9 +124,7 @@ func TestServeListensOnlyOnItsHTTPAddress(t *testing.T) {
 	s := &server{URL: u.String()}
 	s.login(t)
 	s.createPlatform(t, map[string]any{"name": "x", "host": "127.0.0.1", "username": "u", "password": "p"})
-	var ps []api.Platform
-	mustCall(t, 200, "GET", s.URL+"/api/platforms/", nil, &ps)
-	if len(ps) != 1 {
+	if ps := s.platforms(t, apiclient.PlatformSearchParams{}); len(ps) != 1 {
 		t.Fatalf("platforms: %+v", ps)
 	}
 
@@ -187,8 +184,7 @@ func TestExecutorKilledMidCommand(t *testing.T) {
 		deadline := time.Now().Add(waitLimit)
 		var held []string
 		for len(held) == 0 {
-			var r api.Run
-			mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID, nil, &r)
+			r := s.getRun(t, runID)
 			for _, h := range r.Hosts {
 				if h.Executor == victimID && h.State == "running" {
 					held = append(held, h.Name)

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/logstore/logstoretest"
 	"github.com/testum/testum/libs/testenv"
@@ -37,15 +39,13 @@ func (s *server) fleet(t *testing.T, sshd *testenv.SSHD, prefix string, n, base 
 
 func (s *server) runCount(t *testing.T) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", s.URL+"/api/runs?limit=1", nil)
-	req.Header.Set("Authorization", "Bearer "+tokenFor(s.URL))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	limit := 1
+	resp, err := s.api.RunListWithResponse(context.Background(), &apiclient.RunListParams{Limit: &limit})
+	checkStatus(t, "list runs", err, resp.StatusCode(), http.StatusOK, resp.Body)
+	if resp.Headers200 == nil || resp.Headers200.XTotalCount == nil {
+		t.Fatalf("list runs: no X-Total-Count")
 	}
-	_ = resp.Body.Close()
-	n, _ := strconv.Atoi(resp.Header.Get("X-Total-Count"))
-	return n
+	return *resp.Headers200.XTotalCount
 }
 
 func names(r api.Run) []string {
@@ -71,13 +71,11 @@ func TestTargetingAndBadInput(t *testing.T) {
 	if got := fmt.Sprint(names(byExpr)); got != "[web01 web04 db01]" {
 		t.Fatalf("expression: %s", got)
 	}
-	var pv struct {
-		Count int    `json:"count"`
-		Hosts string `json:"hosts"`
-	}
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/runs/preview", map[string]any{"labels": "env=prod"}, &pv)
-	if pv.Count != 6 || pv.Hosts != "db[01-02],web[01-04]" {
-		t.Fatalf("preview: %+v", pv)
+	prod := "env=prod"
+	pv, err := s.api.RunPreviewWithResponse(context.Background(), apiclient.Targets{Labels: &prod})
+	checkStatus(t, "preview", err, pv.StatusCode(), http.StatusOK, pv.Body)
+	if pv.JSON200 == nil || pv.JSON200.Count != 6 || pv.JSON200.Hosts != "db[01-02],web[01-04]" {
+		t.Fatalf("preview: %s", pv.Body)
 	}
 
 	before := s.runCount(t)
@@ -91,9 +89,12 @@ func TestTargetingAndBadInput(t *testing.T) {
 		"unknown interpreter": {"script": map[string]any{"interpreter": "cobol", "body": "x"}, "targets": map[string]any{"labels": "role=web"}},
 		"bad env name":        {"command": "true", "env": map[string]string{"1X": "y"}, "targets": map[string]any{"labels": "role=web"}},
 	} {
-		st, body := call(t, "POST", s.URL+"/api/runs", req, nil)
-		if st != http.StatusBadRequest || !strings.Contains(string(body), `"error"`) {
-			t.Errorf("%s: %d %s", name, st, body)
+		resp, err := s.api.RunCreateWithBodyWithResponse(context.Background(), "application/json", jsonBody(t, req))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if resp.StatusCode() != http.StatusBadRequest || resp.JSON400 == nil || resp.JSON400.Error == "" {
+			t.Errorf("%s: %d %s", name, resp.StatusCode(), resp.Body)
 		}
 	}
 	if after := s.runCount(t); after != before {
@@ -195,8 +196,7 @@ func TestCancelEndsRemoteProcesses(t *testing.T) {
 	runID := s.startRun(t, map[string]any{"command": "sleep 300", "parallelism": 100, "targets": map[string]any{"platform_ids": ids}})
 	deadline := time.Now().Add(waitLimit)
 	for {
-		var r api.Run
-		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID, nil, &r)
+		r := s.getRun(t, runID)
 		if r.Counts["running"] == 100 {
 			break
 		}
@@ -205,8 +205,10 @@ func TestCancelEndsRemoteProcesses(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // polling interval
 	}
-	mustCall(t, http.StatusAccepted, "POST", s.URL+"/api/runs/"+runID+"/cancel", nil, nil)
-	mustCall(t, http.StatusAccepted, "POST", s.URL+"/api/runs/"+runID+"/cancel", nil, nil) // idempotent
+	for range 2 { // the second cancel is idempotent
+		resp, err := s.api.RunCancelWithResponse(context.Background(), parseRunID(t, runID))
+		checkStatus(t, "cancel", err, resp.StatusCode(), http.StatusAccepted, resp.Body)
+	}
 	canceledAt := time.Now()
 	for i := range 100 {
 		assertNoProcess(t, sshd, sshd.Addr(420+i), "sleep 300")
@@ -227,23 +229,17 @@ func TestRerunHistoryLogsAndSummary(t *testing.T) {
 	cmd := `ip=$(echo $SSH_CONNECTION | cut -d' ' -f3); n=${ip##*.}; c=$((n % 3)); echo "class $c"; printf '\000\377'; [ $c != 2 ]`
 	runID := s.startRun(t, map[string]any{"command": cmd, "targets": map[string]any{"platform_ids": ids}})
 	r := s.waitRun(t, runID)
-	var sum struct {
-		Groups []struct {
-			Hosts    string `json:"hosts"`
-			Count    int    `json:"count"`
-			State    string `json:"state"`
-			ExitCode *int   `json:"exit_code"`
-			Output   string `json:"output"`
-		} `json:"groups"`
-	}
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID+"/summary", nil, &sum)
-	if len(sum.Groups) != 3 {
-		t.Fatalf("summary: %+v", sum)
+	ctx := context.Background()
+	id := parseRunID(t, runID)
+	sum, err := s.api.RunSummaryWithResponse(ctx, id)
+	checkStatus(t, "summary", err, sum.StatusCode(), http.StatusOK, sum.Body)
+	if sum.JSON200 == nil || sum.JSON200.Groups == nil || len(*sum.JSON200.Groups) != 3 {
+		t.Fatalf("summary: %s", sum.Body)
 	}
 	total := 0
-	for _, g := range sum.Groups {
+	for _, g := range *sum.JSON200.Groups {
 		total += g.Count
-		if !strings.HasPrefix(g.Output, "class ") || !strings.HasPrefix(g.Hosts, "h") || !strings.Contains(g.Hosts, "[") {
+		if g.Output == nil || !strings.HasPrefix(*g.Output, "class ") || !strings.HasPrefix(g.Hosts, "h") || !strings.Contains(g.Hosts, "[") {
 			t.Errorf("group %+v", g)
 		}
 	}
@@ -252,36 +248,45 @@ func TestRerunHistoryLogsAndSummary(t *testing.T) {
 	}
 	// One host's log, byte for byte, and the whole run's archive.
 	h := r.Hosts[0]
-	st, body := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/%d/log", s.URL, runID, h.Idx), nil, nil)
-	if st != http.StatusOK || !bytes.HasSuffix(body, []byte("\x00\xff")) || !bytes.HasPrefix(body, []byte("class ")) {
-		t.Fatalf("host log: %d %q", st, body)
+	hl, err := s.api.RunHostLogWithResponse(ctx, id, h.Idx, nil)
+	if err != nil || hl.StatusCode() != http.StatusOK || !bytes.HasSuffix(hl.Body, []byte("\x00\xff")) || !bytes.HasPrefix(hl.Body, []byte("class ")) {
+		t.Fatalf("host log: %v %d %q", err, hl.StatusCode(), hl.Body)
 	}
-	_, text := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/%d/log?format=text", s.URL, runID, h.Idx), nil, nil)
-	if !strings.Contains(string(text), " stdout | class ") {
-		t.Fatalf("timestamped log: %q", text)
+	text := apiclient.Text
+	tl, err := s.api.RunHostLogWithResponse(ctx, id, h.Idx, &apiclient.RunHostLogParams{Format: &text})
+	if err != nil || !strings.Contains(string(tl.Body), " stdout | class ") {
+		t.Fatalf("timestamped log: %v %q", err, tl.Body)
 	}
-	_, tgz := call(t, "GET", s.URL+"/api/runs/"+runID+"/logs", nil, nil)
-	if n := countTarEntries(t, tgz); n != 50 {
+	tgz, err := s.api.RunLogsWithResponse(ctx, id)
+	checkStatus(t, "logs archive", err, tgz.StatusCode(), http.StatusOK, nil)
+	if n := countTarEntries(t, tgz.Body); n != 50 {
 		t.Fatalf("archive has %d logs", n)
 	}
 	// Re-run only the failures.
-	var re api.RunCreated
-	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/runs/"+runID+"/rerun", map[string]string{"only": "failed"}, &re)
-	rr := s.waitRun(t, re.ID)
+	failed := apiclient.RerunRequestOnlyFailed
+	re, err := s.api.RunRerunWithResponse(ctx, id, apiclient.RerunRequest{Only: &failed})
+	checkStatus(t, "rerun", err, re.StatusCode(), http.StatusCreated, re.Body)
+	if re.JSON201 == nil {
+		t.Fatalf("rerun: %s", re.Body)
+	}
+	rr := s.waitRun(t, re.JSON201.Id.String())
 	if rr.ParentRunID == nil || *rr.ParentRunID != runID || len(rr.Hosts) != r.Counts["failed"] || len(rr.Hosts) == 0 {
 		t.Fatalf("rerun: parent %v, %d hosts, first run failed %d", rr.ParentRunID, len(rr.Hosts), r.Counts["failed"])
 	}
 	// History filters.
-	var list []api.Run
-	mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs?q=class&state=failed", nil, &list)
-	if len(list) != 2 {
-		t.Fatalf("history q=class state=failed: %d runs", len(list))
+	q, stateFailed := "class", apiclient.RunStateFailed
+	list, err := s.api.RunListWithResponse(ctx, &apiclient.RunListParams{Q: &q, State: &stateFailed})
+	checkStatus(t, "history q=class state=failed", err, list.StatusCode(), http.StatusOK, list.Body)
+	if list.JSON200 == nil || len(*list.JSON200) != 2 {
+		t.Fatalf("history q=class state=failed: %s", list.Body)
 	}
-	mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/runs?platform=%d&user=%s&label=tier=x", s.URL, ids[1], testAdmin), nil, &list)
-	if len(list) != 1 || list[0].ID != runID {
-		t.Fatalf("history by platform: %d runs", len(list))
+	user, label := testAdmin, "tier=x"
+	list, err = s.api.RunListWithResponse(ctx, &apiclient.RunListParams{Platform: &ids[1], User: &user, Label: &label})
+	checkStatus(t, "history by platform", err, list.StatusCode(), http.StatusOK, list.Body)
+	if list.JSON200 == nil || len(*list.JSON200) != 1 || (*list.JSON200)[0].Id != id || (*list.JSON200)[0].Counts == nil {
+		t.Fatalf("history by platform: %s", list.Body)
 	}
-	if c := list[0].Counts; c["ok"] != r.Counts["ok"] || c["failed"] != r.Counts["failed"] || c["ok"]+c["failed"] != 50 {
+	if c := *(*list.JSON200)[0].Counts; c["ok"] != r.Counts["ok"] || c["failed"] != r.Counts["failed"] || c["ok"]+c["failed"] != 50 {
 		t.Fatalf("history counts %v, the run has %v", c, r.Counts)
 	}
 }
@@ -321,7 +326,9 @@ func TestOutputCapAndS3Logs(t *testing.T) {
 	if h.State != "ok" || !h.Truncated || h.OutputBytes != 4<<20 {
 		t.Fatalf("host %+v", h)
 	}
-	_, body := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/0/log", s.URL, r.ID), nil, nil)
+	hl, err := s.api.RunHostLogWithResponse(context.Background(), parseRunID(t, r.ID), 0, nil)
+	checkStatus(t, "host log", err, hl.StatusCode(), http.StatusOK, nil)
+	body := hl.Body
 	want, err := exec.Command("sh", "-c", "seq 1 25000000 | head -c 4194304").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -426,9 +433,10 @@ func TestConnectionsKeptForTheNextRun(t *testing.T) {
 		}
 		// A new password (the same one, re-entered) is a new credential:
 		// the kept connection was authenticated with the old one.
-		mustCall(t, http.StatusOK, "PUT", fmt.Sprintf("%s/api/platforms/%d", s.URL, ids[0]), map[string]any{"name": "reusetrue01",
+		resp, err := s.api.PlatformUpdateWithBodyWithResponse(context.Background(), ids[0], "application/json", jsonBody(t, map[string]any{"name": "reusetrue01",
 			"host": sshd.Addr(650), "port": sshd.Port, "username": sshd.PasswordUser.Name, "auth_method": "password",
-			"password": sshd.PasswordUser.Password + "-wrong"}, nil)
+			"password": sshd.PasswordUser.Password + "-wrong"}))
+		checkStatus(t, "update platform", err, resp.StatusCode(), http.StatusOK, resp.Body)
 		r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "targets": map[string]any{"platform_ids": ids}}))
 		if r.Counts["auth_failed"] != 1 || r.Counts["ok"] != 4 {
 			t.Fatalf("after a credential change: %+v", r.Counts)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -33,9 +33,12 @@ func (s *server) runSeen(t *testing.T, id int64, req map[string]any) (state, std
 		hostErr += out
 	}
 	if len(r.Hosts) == 1 && r.Hosts[0].State != "" {
-		st, body := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/0/log", s.URL, runID), nil, nil)
-		if st == http.StatusOK {
-			archived = string(body)
+		resp, err := s.api.RunHostLogWithResponse(context.Background(), parseRunID(t, runID), 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode() == http.StatusOK {
+			archived = string(resp.Body)
 		}
 	}
 	return r.State, stdout, stderr, archived, hostErr
@@ -167,15 +170,17 @@ func (s *server) outputEverywhere(t *testing.T, runID string) (ws, archived, sum
 			ws += m.Payload
 		}
 	}
-	archived = string(mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/0/log", s.URL, runID), nil, nil))
-	var sum struct {
-		Groups []struct {
-			Output string `json:"output"`
-		} `json:"groups"`
+	ctx, id := context.Background(), parseRunID(t, runID)
+	hl, err := s.api.RunHostLogWithResponse(ctx, id, 0, nil)
+	checkStatus(t, "host log", err, hl.StatusCode(), http.StatusOK, hl.Body)
+	archived = string(hl.Body)
+	sum, err := s.api.RunSummaryWithResponse(ctx, id)
+	checkStatus(t, "summary", err, sum.StatusCode(), http.StatusOK, sum.Body)
+	if sum.JSON200 == nil || sum.JSON200.Groups == nil {
+		t.Fatalf("summary: %s", sum.Body)
 	}
-	mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/runs/%s/summary", s.URL, runID), nil, &sum)
-	for _, g := range sum.Groups {
-		summary += g.Output
+	for _, g := range *sum.JSON200.Groups {
+		summary += deref(g.Output)
 	}
 	return ws, archived, summary
 }
@@ -252,18 +257,36 @@ func TestSecretEnvIsSealedAndMasked(t *testing.T) {
 		t.Errorf("output %q", out)
 	}
 
-	var rerun api.RunCreated
-	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/runs/"+runID+"/rerun", map[string]any{"only": "all"}, &rerun)
-	if r := s.waitRun(t, rerun.ID); r.State != "succeeded" || r.Env["TOKEN"] != "********" {
+	rerunID := s.rerunAll(t, runID)
+	if r := s.waitRun(t, rerunID); r.State != "succeeded" || r.Env["TOKEN"] != "********" {
 		t.Fatalf("rerun: %s %v %+v", r.State, r.Env, r.Hosts)
 	}
 
-	for _, u := range []string{"/api/runs/" + runID, "/api/runs/" + rerun.ID, "/api/runs", "/api/audit"} {
-		if body := mustCall(t, http.StatusOK, "GET", s.URL+u, nil, nil); strings.Contains(string(body), token) {
+	ctx := context.Background()
+	for u, get := range map[string]func() ([]byte, int, error){
+		"/api/runs/" + runID: func() ([]byte, int, error) {
+			r, err := s.api.RunGetWithResponse(ctx, parseRunID(t, runID))
+			return r.Body, r.StatusCode(), err
+		},
+		"/api/runs/" + rerunID: func() ([]byte, int, error) {
+			r, err := s.api.RunGetWithResponse(ctx, parseRunID(t, rerunID))
+			return r.Body, r.StatusCode(), err
+		},
+		"/api/runs": func() ([]byte, int, error) {
+			r, err := s.api.RunListWithResponse(ctx, nil)
+			return r.Body, r.StatusCode(), err
+		},
+		"/api/audit": func() ([]byte, int, error) {
+			r, err := s.api.AuditListWithResponse(ctx, nil)
+			return r.Body, r.StatusCode(), err
+		},
+	} {
+		body, status, err := get()
+		checkStatus(t, "GET "+u, err, status, http.StatusOK, body)
+		if strings.Contains(string(body), token) {
 			t.Errorf("GET %s shows the secret: %s", u, body)
 		}
 	}
-	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, s.DB)
 	if err != nil {
 		t.Fatal(err)
@@ -287,10 +310,13 @@ func TestSecretEnvIsSealedAndMasked(t *testing.T) {
 		t.Errorf("sealed secret env rows: %d %v", sealed, err)
 	}
 
-	st, body := call(t, "POST", s.URL+"/api/runs", map[string]any{"command": "true", "targets": map[string]any{"platform_ids": ids},
-		"env": map[string]any{"TOKEN": 5}}, nil)
-	if st != http.StatusBadRequest || !strings.Contains(string(body), `"error"`) {
-		t.Errorf("an env value that is neither a string nor an object: %d %s", st, body)
+	bad, err := s.api.RunCreateWithBodyWithResponse(ctx, "application/json", jsonBody(t, map[string]any{"command": "true", "targets": map[string]any{"platform_ids": ids},
+		"env": map[string]any{"TOKEN": 5}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad.JSON400 == nil || bad.JSON400.Error == "" {
+		t.Errorf("an env value that is neither a string nor an object: %d %s", bad.StatusCode(), bad.Body)
 	}
 }
 
@@ -319,9 +345,19 @@ func TestSecretEnvSurvivesKeyRotation(t *testing.T) {
 		t.Fatalf("rotate said %q", out.String())
 	}
 	s2 := startServe(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"], "FERNET_KEY": newKey, "SECRET_KEY": env["SECRET_KEY"]})
-	var rerun api.RunCreated
-	mustCall(t, http.StatusCreated, "POST", s2.URL+"/api/runs/"+runID+"/rerun", map[string]any{"only": "all"}, &rerun)
-	if r := s2.waitRun(t, rerun.ID); r.State != "succeeded" {
+	if r := s2.waitRun(t, s2.rerunAll(t, runID)); r.State != "succeeded" {
 		t.Fatalf("rerun after rotation: %s %+v", r.State, r.Hosts)
 	}
+}
+
+// rerunAll re-runs every host of a run and returns the new run's id.
+func (s *server) rerunAll(t *testing.T, runID string) string {
+	t.Helper()
+	all := apiclient.RerunRequestOnlyAll
+	resp, err := s.api.RunRerunWithResponse(context.Background(), parseRunID(t, runID), apiclient.RerunRequest{Only: &all})
+	checkStatus(t, "rerun", err, resp.StatusCode(), http.StatusCreated, resp.Body)
+	if resp.JSON201 == nil {
+		t.Fatalf("rerun: %s", resp.Body)
+	}
+	return resp.JSON201.Id.String()
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -28,20 +29,15 @@ func TestUserCommands(t *testing.T) {
 		t.Fatalf("create: %v %s", err, out)
 	}
 	key := lastField(out)
-	var lr struct {
-		AccessToken string `json:"access_token"`
-	}
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/auth/login", map[string]string{"username": "ops", "password": key}, &lr)
+	s.loginAs(t, "ops", key, http.StatusOK)
 	if out, err = user("list"); err != nil || !strings.Contains(out, "ops") || !strings.Contains(out, "extended_admin") {
 		t.Fatalf("list: %v %s", err, out)
 	}
 	if out, err = user("reset", "ops"); err != nil {
 		t.Fatalf("reset: %v %s", err, out)
 	}
-	if st, _ := call(t, "POST", s.URL+"/api/auth/login", map[string]string{"username": "ops", "password": key}, nil); st != http.StatusUnauthorized {
-		t.Fatalf("the old key still logs in: %d", st)
-	}
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/auth/login", map[string]string{"username": "ops", "password": lastField(out)}, nil)
+	s.loginAs(t, "ops", key, http.StatusUnauthorized) // the old key no longer logs in
+	s.loginAs(t, "ops", lastField(out), http.StatusOK)
 	if _, err := user("create", "ops"); err == nil {
 		t.Fatal("a duplicate user was created")
 	}
@@ -80,12 +76,23 @@ func TestFirstStartPrintsGeneratedKeyOnce(t *testing.T) {
 		t.Fatalf("no key printed: %q", printed)
 	}
 	key := strings.Fields(printed[strings.Index(printed, "master key"):])[2]
-	mustCall(t, http.StatusOK, "POST", s.URL+"/api/auth/login", map[string]string{"username": "boss", "password": key}, nil)
+	s.loginAs(t, "boss", key, http.StatusOK)
 	if strings.Contains(s.logs.String(), key) {
 		t.Fatal("the generated key reached the log")
 	}
 	again := startServe(t, env)
 	if strings.Contains(again.out.String(), "master key") || strings.Contains(again.out.String(), key) {
 		t.Fatalf("the second start printed a key: %q", again.out.String())
+	}
+}
+
+// loginAs logs in as username with key, wanting status; the token is not
+// kept: later calls to s still speak as the test super_admin.
+func (s *server) loginAs(t *testing.T, username, key string, want int) {
+	t.Helper()
+	resp, err := s.api.AuthLoginWithResponse(context.Background(), apiclient.LoginRequest{Username: username, Password: key})
+	checkStatus(t, "login as "+username, err, resp.StatusCode(), want, resp.Body)
+	if want == http.StatusOK && (resp.JSON200 == nil || resp.JSON200.AccessToken == "") {
+		t.Fatalf("login as %s: no token: %s", username, resp.Body)
 	}
 }
