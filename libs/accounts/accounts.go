@@ -120,6 +120,6 @@ func (s *Service) auditAlone(ctx context.Context, e testum.AuditEntry) {
 }
 
 func failed(e testum.AuditEntry) testum.AuditEntry {
-	e.Outcome = "failed"
+	e.Outcome = testum.AuditFailed
 	return e
 }

@@ -238,7 +238,7 @@ func (s *Service) BootstrapAdmin(ctx context.Context, username, password string)
 			}
 			created = true
 			return tx.Audit(ctx, testum.AuditEntry{Actor: "testum", Action: "user.create", Target: u.Username,
-				Details: map[string]any{"role": u.Role, "bootstrap": true}, Outcome: "ok"})
+				Details: map[string]any{"role": u.Role, "bootstrap": true}, Outcome: testum.AuditOK})
 		})
 		if err != nil {
 			generated = ""

@@ -15,7 +15,7 @@ type Actor struct {
 // Entry is the audit entry of something the actor did, with outcome ok.
 // details must hold no secret.
 func (a Actor) Entry(action, target string, details map[string]any) testum.AuditEntry {
-	e := testum.AuditEntry{Actor: a.Username, Action: action, Target: target, Details: details, IP: a.IP, Outcome: "ok"}
+	e := testum.AuditEntry{Actor: a.Username, Action: action, Target: target, Details: details, IP: a.IP, Outcome: testum.AuditOK}
 	if a.UserID != 0 {
 		id := a.UserID
 		e.ActorID = &id

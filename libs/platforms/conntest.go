@@ -75,7 +75,7 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 	if err != nil {
 		return TestResult{}, testum.Conflict("%v", err)
 	}
-	audit := func(res TestResult, outcome string) {
+	audit := func(res TestResult, outcome testum.AuditOutcome) {
 		e := by.Entry("platform.test", Target(p), map[string]any{"state": res.State})
 		e.Outcome = outcome
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -106,7 +106,7 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 			}
 		}
 		_ = fl.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
-		audit(res, "failed")
+		audit(res, testum.AuditFailed)
 		return res, nil
 	}
 	defer func() { _ = client.Close() }() // the test's result is decided; a close error says nothing more
@@ -118,7 +118,7 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 	if err != nil {
 		res.State, res.Message = string(testum.HostHostKeyRejected), fmt.Sprintf("ssh %s: %v", tgt.Addr, err)
 		_ = fl.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
-		audit(res, "failed")
+		audit(res, testum.AuditFailed)
 		return res, nil
 	}
 	res.OK, res.State, res.Message = true, string(testum.HostOK), "reachable, host key accepted, logged in as "+p.Username
@@ -127,6 +127,6 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 		res.Pinned = res.Pinned || h.ID == p.ID
 	}
 	_ = fl.PlatformRecordContact(ctx, p.ID, string(testum.PlatformReachable), "")
-	audit(res, "ok")
+	audit(res, testum.AuditOK)
 	return res, nil
 }

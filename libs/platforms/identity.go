@@ -69,7 +69,7 @@ func (s *Service) ensureIdentity(ctx context.Context, entry func(cr testum.Crede
 func (s *Service) EnsureIdentity(ctx context.Context) (bool, error) {
 	_, created, err := s.ensureIdentity(ctx, func(cr testum.Credential) testum.AuditEntry {
 		return testum.AuditEntry{Actor: "testum", Action: "credential.create", Target: "credential:" + IdentityCredential,
-			Details: map[string]any{"fingerprint": cr.Fingerprint, "bootstrap": true}, Outcome: "ok"}
+			Details: map[string]any{"fingerprint": cr.Fingerprint, "bootstrap": true}, Outcome: testum.AuditOK}
 	})
 	return created, err
 }

@@ -21,11 +21,11 @@ func (s *Store) Audit(ctx context.Context, e testum.AuditEntry) error {
 		return err
 	}
 	if e.Outcome == "" {
-		e.Outcome = "ok"
+		e.Outcome = testum.AuditOK
 	}
 	_, err = s.q.AuditInsert(ctx, db.AuditInsertParams{
 		ActorID: e.ActorID, Actor: e.Actor, Action: e.Action, Target: e.Target,
-		Details: details, Ip: e.IP, Outcome: e.Outcome,
+		Details: details, Ip: e.IP, Outcome: string(e.Outcome),
 	})
 	return wrap(err, "audit entry")
 }
@@ -51,7 +51,7 @@ func (s *Store) AuditList(ctx context.Context, f AuditFilter, limit, offset int)
 	for _, row := range rows {
 		r := row.AuditLog
 		e := testum.AuditEntry{ID: r.ID, At: r.At, ActorID: r.ActorID, Actor: r.Actor, Action: r.Action,
-			Target: r.Target, IP: r.Ip, Outcome: r.Outcome}
+			Target: r.Target, IP: r.Ip, Outcome: testum.AuditOutcome(r.Outcome)}
 		_ = json.Unmarshal(r.Details, &e.Details)
 		out = append(out, e)
 	}

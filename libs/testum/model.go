@@ -138,8 +138,18 @@ type AuditEntry struct {
 	Target  string         `json:"target"`
 	Details map[string]any `json:"details"`
 	IP      string         `json:"ip"`
-	Outcome string         `json:"outcome"` // "ok", "denied", "failed"
+	Outcome AuditOutcome   `json:"outcome"`
 }
+
+// AuditOutcome is how an audited action ended.
+type AuditOutcome string
+
+// The outcomes an audit entry records.
+const (
+	AuditOK     AuditOutcome = "ok"     // done as asked
+	AuditDenied AuditOutcome = "denied" // refused: the role, the origin or a rate limit
+	AuditFailed AuditOutcome = "failed" // tried and failed (a wrong key, an unreachable host)
+)
 
 // User is a person who logs in to testum. The master key is never held
 // here: only its bcrypt hash, in the database.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/testum"
 )
 
 const (
@@ -181,7 +182,7 @@ func (e *Executor) handleTask(ctx context.Context, msg jetstream.Msg) {
 		// The host is ours now: it must end somewhere, never stay connecting.
 		t := &hostTask{e: e, msg: msg, host: rh, attempt: tm.Attempt}
 		t.run.ID = tm.RunID
-		t.finishEarly(ctx, "lost", "cannot read the run: "+err.Error())
+		t.finishEarly(ctx, testum.HostLost, "cannot read the run: "+err.Error())
 		return
 	}
 	t := newHostTask(e, msg, run, rh, tm.Attempt)

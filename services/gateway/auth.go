@@ -147,7 +147,7 @@ func (g *Gateway) authorize(action auth.Action) fiber.Handler {
 			return testum.Errorf(testum.CodeUnauthorized, "login required")
 		}
 		if !auth.Allowed(p.Role, action) {
-			g.auditAlone(c, "access.denied", c.Method()+" "+c.Path(), map[string]any{"action": string(action), "role": string(p.Role)}, "denied")
+			g.auditAlone(c, "access.denied", c.Method()+" "+c.Path(), map[string]any{"action": string(action), "role": string(p.Role)}, testum.AuditDenied)
 			return testum.Errorf(testum.CodeForbidden, "role %s may not %s", p.Role, action)
 		}
 		return c.Next()
@@ -165,7 +165,7 @@ func (g *Gateway) actor(c *fiber.Ctx) auth.Actor {
 
 // auditAlone writes an entry that records no change (a refusal, a failed
 // login); a failure to write it is logged, not returned.
-func (g *Gateway) auditAlone(c *fiber.Ctx, action, target string, details map[string]any, outcome string) {
+func (g *Gateway) auditAlone(c *fiber.Ctx, action, target string, details map[string]any, outcome testum.AuditOutcome) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.UserContext()), 5*time.Second)
 	defer cancel()
 	if err := g.st.Audit(ctx, g.auditEntry(c, action, target, details, outcome)); err != nil {
@@ -173,7 +173,7 @@ func (g *Gateway) auditAlone(c *fiber.Ctx, action, target string, details map[st
 	}
 }
 
-func (g *Gateway) auditEntry(c *fiber.Ctx, action, target string, details map[string]any, outcome string) testum.AuditEntry {
+func (g *Gateway) auditEntry(c *fiber.Ctx, action, target string, details map[string]any, outcome testum.AuditOutcome) testum.AuditEntry {
 	e := testum.AuditEntry{Action: action, Target: target, Details: details, IP: g.clientIP(c), Outcome: outcome}
 	if p := principal(c); p != nil {
 		id := p.UserID

@@ -98,7 +98,7 @@ func (g *Gateway) auditRefusal(c *fiber.Ctx, kind, action, target string, detail
 	if folded > 0 {
 		d["folded_before"] = folded // refusals of the previous window not audited one by one
 	}
-	g.auditAlone(c, action, target, d, "denied")
+	g.auditAlone(c, action, target, d, testum.AuditDenied)
 }
 
 // flushRefusals audits the counts of refusals folded into windows that
@@ -113,7 +113,7 @@ func (g *Gateway) flushRefusals(ctx context.Context) {
 	g.refusal.pruneLocked(g.now(), func(k refusalKey, s *refusalSpell) { out = append(out, pending{k, *s}) })
 	g.refusal.mu.Unlock()
 	for _, p := range out {
-		e := testum.AuditEntry{Action: p.s.action, Target: p.s.target, IP: p.k.ip, Outcome: "denied",
+		e := testum.AuditEntry{Action: p.s.action, Target: p.s.target, IP: p.k.ip, Outcome: testum.AuditDenied,
 			Details: map[string]any{"kind": p.k.kind, "folded": p.s.folded, "since": p.s.start.UTC().Format(time.RFC3339)}}
 		if err := g.st.Audit(ctx, e); err != nil {
 			g.log.Warn("audit write failed", "action", p.s.action, "err", err)

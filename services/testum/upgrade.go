@@ -41,7 +41,7 @@ func upgradeLegacySecrets(ctx context.Context, st *store.Store, kr *secrets.Keyr
 			return nil
 		}
 		return tx.Audit(ctx, testum.AuditEntry{Actor: "system", Action: "secrets.upgrade", Target: "credentials",
-			Outcome: "ok", Details: map[string]any{"checked": r.Checked, "resealed": r.Resealed,
+			Outcome: testum.AuditOK, Details: map[string]any{"checked": r.Checked, "resealed": r.Resealed,
 				"unreadable": unreadable, "from": "fernet", "key_id": kr.CurrentKeyID()}})
 	})
 	if err != nil {
