@@ -67,6 +67,9 @@ const (
 	DefaultSessionMax  = 24 * time.Hour
 )
 
+// DefaultAdminName is the name of the first super_admin when none is given.
+const DefaultAdminName = "admin"
+
 // Config tunes the service. Zero fields take defaults; Tokens is needed
 // only to open sessions (Login, RotateKey).
 type Config struct {

@@ -206,7 +206,7 @@ var errBootstrapBusy = errors.New("bootstrap job busy")
 // it returns (to be printed once). Concurrent processes create one.
 func (s *Service) BootstrapAdmin(ctx context.Context, username, password string) (created bool, generated string, err error) {
 	if username == "" {
-		username = "admin"
+		username = DefaultAdminName
 	}
 	if password != "" {
 		if err := auth.CheckKeyShape(password); err != nil {

@@ -103,7 +103,7 @@ func (c *Config) settings(groups ...string) []setting {
 		},
 		"gateway": {
 			{"listen", "TESTUM_LISTEN", "127.0.0.1:8000", "HTTP address", str(&c.Listen)},
-			{"admin-username", "ADMIN_USERNAME", "admin", "name of the first super_admin, created when there is no user", str(&c.AdminUsername)},
+			{"admin-username", "ADMIN_USERNAME", accounts.DefaultAdminName, "name of the first super_admin, created when there is no user", str(&c.AdminUsername)},
 			{"admin-password", "ADMIN_PASSWORD", "", "master key of the first super_admin; generated and printed once when empty", str(&c.AdminPassword)},
 			{"session-idle", "TESTUM_SESSION_IDLE", fmtDur(accounts.DefaultSessionIdle), "a session ends after this long without a request", dur(&c.SessionIdle)},
 			{"session-max", "TESTUM_SESSION_MAX", fmtDur(accounts.DefaultSessionMax), "a session ends this long after login", dur(&c.SessionMax)},
