@@ -16,8 +16,9 @@ import (
 // it runs: the run and its spec, its secret env, the credentials its hosts
 // log in with. A 1000-host run would otherwise read and decrypt each of them
 // 1000 times. Hosts that miss at once wait for the one read in flight;
-// failed reads are not kept. Entries expire after ttl and are dropped as
-// soon as they have (secrets do not linger), and there are at most max.
+// failed reads are not kept. Entries expire after ttl and the next read of
+// any key drops every expired one, so a secret stays at most until the
+// executor's next host starts; there are at most max.
 type perRun[K comparable, V any] struct {
 	ttl time.Duration
 	max int
