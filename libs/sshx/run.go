@@ -59,9 +59,9 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return unknown, fmt.Errorf("command not started: %w", err)
 	}
-	sess, err := c.ssh.NewSession()
+	sess, err := c.openSession(ctx)
 	if err != nil {
-		return unknown, notStarted(c.sessionError("open a session", err))
+		return unknown, err
 	}
 	var out outputs
 	out.attach(sess, cmd.Stdout, cmd.Stderr)
@@ -172,6 +172,45 @@ func (c *Client) outcome(waitErr error) (Result, error) {
 
 // sessionError explains a failed session operation, telling a lost
 // connection (ErrConnectionLost), a closed Client and a host that refused.
+// openSession opens a session for Run. It does not wait on the library
+// alone: x/crypto/ssh waits for the host's answer on a channel that nothing
+// closes when the connection ends just as the session is asked for, so a
+// Run racing the end of its connection (or Close) would hang for good. It
+// gives up when the connection ends or ctx does; a session the library
+// opens after that is closed unused.
+func (c *Client) openSession(ctx context.Context) (*ssh.Session, error) {
+	if c.closing.Load() {
+		return nil, notStarted(fmt.Errorf("open a session: ssh client closed: %w", net.ErrClosed))
+	}
+	type opened struct {
+		sess *ssh.Session
+		err  error
+	}
+	res := make(chan opened, 1)
+	go func() {
+		s, err := c.ssh.NewSession()
+		res <- opened{s, err}
+	}()
+	var err error
+	select {
+	case o := <-res:
+		if o.err != nil {
+			return nil, notStarted(c.sessionError("open a session", o.err))
+		}
+		return o.sess, nil
+	case <-c.done:
+		err = notStarted(c.sessionError("open a session", io.EOF))
+	case <-ctx.Done():
+		err = fmt.Errorf("command not started: %w", ctx.Err())
+	}
+	go func() {
+		if o := <-res; o.sess != nil {
+			_ = o.sess.Close()
+		}
+	}()
+	return nil, err
+}
+
 func (c *Client) sessionError(op string, err error) error {
 	var oc *ssh.OpenChannelError
 	if errors.As(err, &oc) {
