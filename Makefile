@@ -5,11 +5,14 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 SQLC    := $(GOBIN)/sqlc
 OAPI_CODEGEN := $(GOBIN)/oapi-codegen
 MINIO   := $(GOBIN)/minio
+NATS_SERVER := $(GOBIN)/nats-server
 GOLANGCI_LINT := $(GOBIN)/golangci-lint
 SQLC_VERSION  := v1.31.1
 OAPI_CODEGEN_VERSION := v2.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c # what @latest resolved to on 2026-12-01 (MinIO tags are not semver)
+# The cluster tests run real nats-server processes of the version testum embeds (go.mod's).
+NATS_SERVER_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2 2>/dev/null)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests drive for real: OpenSSH, PostgreSQL, Chromium.
@@ -75,6 +78,7 @@ deps-apt:
 deps-go:
 	@test "$$($(SQLC) version 2>/dev/null)" = "$(SQLC_VERSION)" || { echo "building sqlc $(SQLC_VERSION)"; $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION); }
 	@$(OAPI_CODEGEN) -version 2>/dev/null | grep -qx '$(OAPI_CODEGEN_VERSION)' || { echo "building oapi-codegen $(OAPI_CODEGEN_VERSION)"; $(GO) install github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@$(OAPI_CODEGEN_VERSION); }
+	@$(NATS_SERVER) --version 2>/dev/null | grep -qx 'nats-server: $(NATS_SERVER_VERSION)' || { echo "building nats-server $(NATS_SERVER_VERSION)"; $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION); }
 	@test -x $(MINIO) || { echo "building minio"; $(GO) install github.com/minio/minio@$(MINIO_VERSION); }
 	@$(GOLANGCI_LINT) version 2>/dev/null | grep -q "has version $(GOLANGCI_LINT_VERSION:v%=%) " || \
 	  { echo "building golangci-lint $(GOLANGCI_LINT_VERSION)"; $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
