@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,30 +28,27 @@ const (
 
 // Defaults of StreamsConfig; testum's settings table shows the same values.
 const (
-	DefaultReplicas       = 1
 	DefaultOutputMaxAge   = 24 * time.Hour
 	DefaultOutputMaxBytes = 8 << 30
 	DefaultAckWait        = 30 * time.Second
 	DefaultMaxDeliver     = 10
 )
 
-// StreamsConfig sizes the streams. Replicas is 1 for the embedded server and 3
-// for a production cluster.
+// StreamsConfig sizes the streams. Replicas 0 means the default of
+// Replicas: min(3, JetStream servers), so 1 on a single server.
 type StreamsConfig struct {
 	Replicas       int
 	OutputMaxAge   time.Duration // how long live transcripts stay replayable (archives keep them for good)
 	OutputMaxBytes int64
 	AckWait        time.Duration // how long a delivered task or run may go without an ack or in-progress ack; executors read it back from the consumers
 	MaxDeliver     int
+	Logger         *slog.Logger // says what a start kept or created; nil: nothing is logged
 }
 
 // CheckAndSetDefaults fills zero fields.
 func (c *StreamsConfig) CheckAndSetDefaults() error {
-	if c.Replicas == 0 {
-		c.Replicas = DefaultReplicas
-	}
 	if c.Replicas < 0 || c.Replicas > 5 {
-		return fmt.Errorf("stream replicas %d: want 1..5", c.Replicas)
+		return fmt.Errorf("stream replicas %d: want 1..5, or 0 for the default", c.Replicas)
 	}
 	if c.OutputMaxAge == 0 {
 		c.OutputMaxAge = DefaultOutputMaxAge
@@ -64,48 +62,50 @@ func (c *StreamsConfig) CheckAndSetDefaults() error {
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = DefaultMaxDeliver
 	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	return nil
 }
 
-// EnsureStreams creates or updates every stream and durable consumer. It is
-// idempotent: every gateway and executor calls it at start.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
-	if err := c.CheckAndSetDefaults(); err != nil {
-		return err
-	}
+// streamConfigs are testum's streams as c asks for them with replicas
+// copies each.
+func streamConfigs(c StreamsConfig, replicas int) []jetstream.StreamConfig {
 	// Output is a replayable copy (PostgreSQL and the log archive are the
 	// records), so on a single node it flushes asynchronously: a sync per
 	// chunk would bound streaming by the disk's sync rate. Work streams keep
 	// the default persist mode, which with SyncAlways on the server means
-	// every acknowledged message is on disk.
+	// every acknowledged message is on disk. NATS allows the asynchronous
+	// mode only on R1 streams.
 	replayPersist := jetstream.DefaultPersistMode
-	if c.Replicas == 1 {
+	if replicas == 1 {
 		replayPersist = jetstream.AsyncPersistMode
 	}
-	streams := []jetstream.StreamConfig{
+	return []jetstream.StreamConfig{
 		{
 			Name: StreamRuns, Subjects: []string{subjRun + "*"},
 			Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
-			Storage: jetstream.FileStorage, Replicas: c.Replicas, Duplicates: 2 * time.Minute,
+			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 2 * time.Minute,
 		},
 		{
 			Name: StreamTasks, Subjects: []string{subjTask + "*.*"},
 			Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
-			Storage: jetstream.FileStorage, Replicas: c.Replicas, Duplicates: 2 * time.Minute,
+			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 2 * time.Minute,
 		},
 		{
 			Name: StreamOutput, Subjects: []string{subjOutput + "*.*"},
 			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
 			MaxAge: c.OutputMaxAge, MaxBytes: c.OutputMaxBytes, MaxMsgSize: MaxChunk + 4096,
-			Storage: jetstream.FileStorage, Replicas: c.Replicas, Duplicates: 2 * time.Minute,
+			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 2 * time.Minute,
 			PersistMode: replayPersist,
 		},
 	}
-	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("stream %s: %w", sc.Name, err)
-		}
-	}
+}
+
+// ensureConsumers creates or updates the durable consumers. Their settings
+// (ack wait, max deliver) follow the configuration of every start: the
+// executors read the ack wait back from them.
+func ensureConsumers(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig

@@ -200,7 +200,7 @@ http: "127.0.0.1:%d"
 jetstream {
   store_dir: %q
   max_memory_store: 256MB
-  max_file_store: 2GB
+  max_file_store: 32GB
 }
 cluster {
   name: %q

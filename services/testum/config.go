@@ -55,6 +55,8 @@ type Config struct {
 	AllowedOrigins string
 
 	StreamReplicas int
+	Streams        bool // migrate: the streams, not the database
+	RecreateOutput bool // migrate --streams: the output stream may be deleted and created anew
 	OutputMaxAge   time.Duration
 	OutputMaxBytes int64
 
@@ -69,6 +71,7 @@ type Config struct {
 }
 
 // setting is one configurable value: its flag, its variable, its default.
+// A setting without a variable is a switch of one command (a bare flag).
 type setting struct {
 	flag, env, def, help string
 	set                  func(string) error
@@ -89,10 +92,14 @@ func (c *Config) settings(groups ...string) []setting {
 		},
 		"nats": {
 			{"nats-url", "NATS_URL", "", "NATS server URL; serve embeds one when empty", str(&c.NATSURL)},
-			{"stream-replicas", "TESTUM_STREAM_REPLICAS", strconv.Itoa(bus.DefaultReplicas), "JetStream replicas of testum's streams (3 on a 3-node cluster)", num(&c.StreamReplicas)},
+			{"stream-replicas", "TESTUM_STREAM_REPLICAS", "", "JetStream replicas of the streams testum creates; empty: min(3, JetStream servers), 1 on the embedded server", replicas(&c.StreamReplicas)},
 			{"ack-wait", "TESTUM_ACK_WAIT", fmtDur(bus.DefaultAckWait), "how long a delivered task may go unacknowledged (set on the consumers; executors read it from them)", dur(&c.AckWait)},
 			{"output-max-age", "TESTUM_OUTPUT_MAX_AGE", fmtDur(bus.DefaultOutputMaxAge), "how long live transcripts stay replayable", dur(&c.OutputMaxAge)},
 			{"output-max-bytes", "TESTUM_OUTPUT_MAX_BYTES", fmtSize(bus.DefaultOutputMaxBytes), "size limit of the transcript stream", size(&c.OutputMaxBytes)},
+		},
+		"migrate-streams": {
+			{"streams", "", "false", "migrate the JetStream streams (replicas, limits) to this configuration instead of the database", boolean(&c.Streams)},
+			{"recreate-output", "", "false", "with --streams: delete and recreate the transcript stream when NATS cannot change it in place (persist mode); live transcripts are dropped, the log archive keeps every log", boolean(&c.RecreateOutput)},
 		},
 		"embed": {
 			{"nats-listen", "TESTUM_NATS_LISTEN", "", "expose the embedded NATS on this loopback address (credentials go to the data dir)", str(&c.NATSListen)},
@@ -149,13 +156,18 @@ func (c *Config) load(cmd string, args []string, getenv func(string) string, std
 	sets := c.settings(groups...)
 	for _, s := range sets {
 		v := s.def
-		if e := getenv(s.env); e != "" {
+		if e := getenv(s.env); s.env != "" && e != "" {
 			v = e
 		}
 		if err := s.set(v); err != nil {
 			return fmt.Errorf("%s=%q: %w", s.env, redact(s.env, v), err)
 		}
-		fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), s.set)
+		switch {
+		case s.env == "": // a command's own switch, off by default
+			fs.BoolFunc(s.flag, s.help, s.set)
+		default:
+			fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), s.set)
+		}
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: testum %s [flags]\n\nEvery flag can also be set by its environment variable.\n\n", cmd)
@@ -200,6 +212,22 @@ func num(p *int) func(string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
 			return errors.New("want a whole number")
+		}
+		*p = n
+		return nil
+	}
+}
+
+// replicas takes 1..5, or empty for the default (0).
+func replicas(p *int) func(string) error {
+	return func(v string) error {
+		if strings.TrimSpace(v) == "" {
+			*p = 0
+			return nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 || n > 5 {
+			return errors.New("want 1 to 5, or empty for min(3, JetStream servers)")
 		}
 		*p = n
 		return nil
@@ -311,9 +339,10 @@ func fmtSize(n int64) string {
 // The component configurations, derived from the one Config. The ack wait
 // goes only to the streams: executors read it back from the consumers.
 
-func (c *Config) streamsConfig() bus.StreamsConfig {
+func (c *Config) streamsConfig(log *slog.Logger) bus.StreamsConfig {
 	return bus.StreamsConfig{
 		Replicas: c.StreamReplicas, OutputMaxAge: c.OutputMaxAge, OutputMaxBytes: c.OutputMaxBytes, AckWait: c.AckWait,
+		Logger: log,
 	}
 }
 

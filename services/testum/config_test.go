@@ -39,7 +39,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"Listen", c.Listen, "127.0.0.1:8000"},
 		{"AdminUsername", c.AdminUsername, "admin"},
 		{"HostKeyPolicy", c.HostKeyPolicy, "auto_add"},
-		{"StreamReplicas", c.StreamReplicas, bus.DefaultReplicas},
+		{"StreamReplicas", c.StreamReplicas, 0}, // min(3, JetStream servers), decided by bus.Replicas
 		{"AckWait", c.AckWait, bus.DefaultAckWait},
 		{"OutputMaxAge", c.OutputMaxAge, bus.DefaultOutputMaxAge},
 		{"OutputMaxBytes", c.OutputMaxBytes, int64(bus.DefaultOutputMaxBytes)},
@@ -93,7 +93,7 @@ func TestConfigFromEnvAndFlags(t *testing.T) {
 	if c.Slots != 7 || c.AckWait != time.Minute || c.OutputMaxBytes != 1<<30 || c.ConnIdle != 0 {
 		t.Fatalf("slots %d, ack wait %s, output max bytes %d, conn idle %s", c.Slots, c.AckWait, c.OutputMaxBytes, c.ConnIdle)
 	}
-	if sc := c.streamsConfig(); sc.AckWait != time.Minute {
+	if sc := c.streamsConfig(nil); sc.AckWait != time.Minute {
 		t.Errorf("streams ack wait %s, want 1m", sc.AckWait)
 	}
 	if ec := c.executorConfig(nil); !ec.NoConnReuse || ec.Slots != 7 {
@@ -120,6 +120,7 @@ func TestConfigBadValues(t *testing.T) {
 		"size":              {map[string]string{"TESTUM_OUTPUT_CAP": "big"}, `TESTUM_OUTPUT_CAP="big"`},
 		"bool":              {map[string]string{"MINIO_SECURE": "maybe"}, `MINIO_SECURE="maybe": want true or false`},
 		"minio without key": {map[string]string{"MINIO_ENDPOINT": "127.0.0.1:9000", "MINIO_ACCESS_KEY": "a"}, "MINIO_SECRET_KEY"},
+		"replicas":          {map[string]string{"TESTUM_STREAM_REPLICAS": "0"}, `TESTUM_STREAM_REPLICAS="0": want 1 to 5`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-
 	"path/filepath"
+	"slices"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/pgcluster"
 	"github.com/testum/testum/libs/store"
 )
@@ -68,10 +74,15 @@ func cmdExecutor(ctx context.Context, args []string, getenv func(string) string,
 }
 
 // cmdMigrate applies the migrations to DATABASE_URL, or to the private
-// cluster in the data dir when it is not set.
+// cluster in the data dir when it is not set. With --streams it brings the
+// JetStream streams of NATS_URL to the configured settings instead.
 func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if slices.Contains(args, "--streams") || slices.Contains(args, "-streams") {
+		return cmdMigrateStreams(ctx, args, getenv, stdout, stderr)
+	}
 	var cfg Config
-	if err := cfg.load("migrate", args, getenv, stderr, "db"); err != nil {
+	// migrate-streams: the usage shows --streams.
+	if err := cfg.load("migrate", args, getenv, stderr, "db", "migrate-streams"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
@@ -87,6 +98,45 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	fmt.Fprintln(stdout, "migrations applied")
+	return nil
+}
+
+// cmdMigrateStreams changes every stream to TESTUM_STREAM_REPLICAS (or its
+// default) and the output limits, all streams or none: the one change a
+// start never makes.
+func cmdMigrateStreams(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg Config
+	if err := cfg.load("migrate", args, getenv, stderr, "nats", "migrate-streams"); err != nil {
+		return err
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.NATSURL == "" {
+		return errors.New("NATS_URL is required for migrate --streams")
+	}
+	nc, err := nats.Connect(cfg.NATSURL, bus.ConnectOptions("testum migrate", func(msg string, args ...any) { log.Warn(msg, args...) })...)
+	if err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	changes, err := bus.MigrateStreams(mctx, js, cfg.streamsConfig(log.With("component", "streams")), cfg.RecreateOutput)
+	for _, c := range changes {
+		fmt.Fprintf(stdout, "changed %s\n", c)
+	}
+	if err != nil {
+		return fmt.Errorf("migrate --streams: %w", err)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintln(stdout, "streams already match the configuration")
+	}
 	return nil
 }
 

@@ -151,7 +151,7 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return bus.EnsureStreams(sctx, js, cfg.streamsConfig())
+	return bus.EnsureStreams(sctx, js, cfg.streamsConfig(log.With("component", "streams")))
 }
 
 // Close releases everything in reverse order of opening.
