@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/testenv"
+)
+
+// streamReplicas reads the replicas of testum's streams.
+func streamReplicas(t *testing.T, js jetstream.JetStream) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out := map[string]int{}
+	for _, name := range []string{bus.StreamRuns, bus.StreamTasks, bus.StreamOutput} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		out[name] = s.CachedInfo().Config.Replicas
+	}
+	return out
+}
+
+func wantStreamReplicas(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	for name, r := range streamReplicas(t, js) {
+		if r != n {
+			t.Errorf("%s has %d replicas, want %d", name, r, n)
+		}
+	}
+}
+
+// runEcho runs echo on the hosts and checks that every host answered.
+func (s *server) runEcho(t *testing.T, ids []int64, word string) {
+	t.Helper()
+	id := s.startRun(t, map[string]any{"command": "echo " + word, "targets": map[string]any{"platform_ids": ids}, "timeout": 30})
+	msgs := s.wsCollect(t, id, 0, 0)
+	if run := s.waitRun(t, id); run.State != "succeeded" {
+		t.Fatalf("run %s: %s, want succeeded: %+v", id, run.State, run.Hosts)
+	}
+	out := hostOutput(msgs, "stdout")
+	if len(out) != len(ids) {
+		t.Fatalf("output of %d hosts, want %d: %v", len(out), len(ids), out)
+	}
+	for h, o := range out {
+		if o != word+"\n" {
+			t.Errorf("%s stdout %q, want %q", h, o, word+"\n")
+		}
+	}
+}
+
+// TestServeOnANATSCluster: testum against a real 3-node JetStream cluster
+// creates R3 streams by default and runs end to end; an executor started
+// with TESTUM_STREAM_REPLICAS=1 starts, logs what differs and leaves every
+// stream R3; testum migrate --streams changes them all, and runs still work.
+func TestServeOnANATSCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartNATSCluster(t)
+	sshd := testenv.StartSSHD(t)
+	dataDir := t.TempDir()
+	s := startServe(t, map[string]string{"NATS_URL": cluster.URL(), "TESTUM_DATA_DIR": dataDir})
+	js, err := jetstream.New(cluster.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStreamReplicas(t, js, 3)
+
+	var ids []int64
+	for i := range 3 {
+		ids = append(ids, s.createPlatform(t, map[string]any{"name": fmt.Sprintf("c%d", i), "host": sshd.Addr(40 + i),
+			"port": sshd.Port, "username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password}))
+	}
+	s.runEcho(t, ids, "replicated")
+
+	// A second executor of the same deployment, configured for R1.
+	env := map[string]string{
+		"DATABASE_URL": s.DB, "NATS_URL": cluster.URL(), "TESTUM_DATA_DIR": dataDir,
+		"TESTUM_STREAM_REPLICAS": "1", "TESTUM_LOG_LEVEL": "warn", "TESTUM_HEARTBEAT": "500ms", "TESTUM_DEAD_AFTER": "3s",
+	}
+	getenv := func(k string) string { return env[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	out, logs := newURLWatcher(), newURLWatcher()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"executor"}, getenv, strings.NewReader(""), out, logs) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("executor ended with %v\n%s", err, logs.String())
+			}
+		case <-time.After(waitLimit):
+			t.Errorf("executor did not stop within %s", waitLimit)
+		}
+	}
+	t.Cleanup(stop)
+	deadline := time.Now().Add(waitLimit)
+	for !executorIDRe.MatchString(out.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("executor with TESTUM_STREAM_REPLICAS=1 did not start: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("executor printed no id within %s:\n%s", waitLimit, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the process output
+	}
+	wantStreamReplicas(t, js, 3)
+	for _, name := range []string{bus.StreamRuns, bus.StreamTasks, bus.StreamOutput} {
+		n := strings.Count(logs.String(), "stream="+name+" replicas=3 configured_replicas=1")
+		if n != 1 {
+			t.Errorf("%d log lines for %s with both replica counts, want 1:\n%s", n, name, logs.String())
+		}
+	}
+	stop()
+
+	// The explicit migration changes them all.
+	var mout, merr strings.Builder
+	menv := map[string]string{"NATS_URL": cluster.URL(), "TESTUM_STREAM_REPLICAS": "1", "TESTUM_LOG_LEVEL": "warn"}
+	if err := run(context.Background(), []string{"migrate", "--streams", "--recreate-output"}, func(k string) string { return menv[k] },
+		strings.NewReader(""), &mout, &merr); err != nil {
+		t.Fatalf("migrate --streams: %v\n%s%s", err, mout.String(), merr.String())
+	}
+	if !strings.Contains(mout.String(), "changed TESTUM_TASKS replicas 3 → 1") {
+		t.Errorf("migrate printed %q, want the changes", mout.String())
+	}
+	wantStreamReplicas(t, js, 1)
+	s.runEcho(t, ids, "migrated")
+}
