@@ -241,7 +241,7 @@ func (n *NATSNode) start(bin string) error {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.ClientPort), time.Second)
 		if err != nil {
 			return err

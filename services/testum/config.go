@@ -162,10 +162,9 @@ func (c *Config) load(cmd string, args []string, getenv func(string) string, std
 		if err := s.set(v); err != nil {
 			return fmt.Errorf("%s=%q: %w", s.env, redact(s.env, v), err)
 		}
-		switch {
-		case s.env == "": // a command's own switch, off by default
+		if s.env == "" { // a command's own switch, off by default
 			fs.BoolFunc(s.flag, s.help, s.set)
-		default:
+		} else {
 			fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), s.set)
 		}
 	}
