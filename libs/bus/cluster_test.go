@@ -184,21 +184,26 @@ func TestStreamsOnACluster(t *testing.T) {
 
 	// Work flows: a task published is delivered by the durable consumer,
 	// also after its stream's leader was killed.
+	// The consumer is looked up before the kill: a JetStream request that
+	// reaches no leader is not answered and would wait for its deadline.
+	cons, err := js.Consumer(ctx, StreamTasks, ConsumerExecutors)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cluster.Kill(t, cluster.StreamLeader(t, StreamTasks))
 	var perr error
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 		// Until a new leader is elected the stream does not answer.
-		if _, perr = js.Publish(ctx, subjTask+"run.host", []byte("task"), jetstream.WithMsgID("run/host/1")); perr == nil {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, perr = js.Publish(pctx, subjTask+"run.host", []byte("task"), jetstream.WithMsgID("run/host/1"))
+		pcancel()
+		if perr == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // retry interval of a publish, as executors retry
 	}
 	if perr != nil {
 		t.Fatalf("publish a task: %v", perr)
-	}
-	cons, err := js.Consumer(ctx, StreamTasks, ConsumerExecutors)
-	if err != nil {
-		t.Fatal(err)
 	}
 	var msg jetstream.Msg
 	for deadline := time.Now().Add(time.Minute); msg == nil && time.Now().Before(deadline); {
