@@ -173,6 +173,17 @@ func TestStreamsOnACluster(t *testing.T) {
 	}
 	wantReplicas(t, streamStates(t, ctx, js), 1)
 
+	// A start with the default settings finds R1 streams on a cluster of
+	// three: it keeps them and says so.
+	var defLogs logBuffer
+	if err := EnsureStreams(ctx, js, StreamsConfig{Logger: slog.New(slog.NewTextHandler(&defLogs, nil))}); err != nil {
+		t.Fatalf("start with the default replicas: %v", err)
+	}
+	wantReplicas(t, streamStates(t, ctx, js), 1)
+	if l := defLogs.lines("replicas=1 configured_replicas=3"); len(l) != 3 {
+		t.Errorf("start with the default on R1 streams logged %q, want one line per stream", l)
+	}
+
 	// And up again, to the default.
 	if _, err := MigrateStreams(ctx, js, StreamsConfig{}, true); err != nil {
 		t.Fatalf("migrate to the default: %v", err)

@@ -254,13 +254,20 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig)
 			have[i] = &cfg
 		}
 	}
-	// The replica count is needed only for what is created (a probe may
-	// cost a stream creation); kept streams are compared with their own.
+	// The default replica count costs a probe, made only when it matters:
+	// a stream is to be created, or one has fewer copies than the default
+	// can ask for (the difference is then logged).
 	replicas := c.Replicas
-	if missing {
-		var err error
-		if replicas, err = Replicas(ctx, js, c.Replicas); err != nil {
-			return err
+	if replicas == 0 {
+		probe := missing
+		for _, h := range have {
+			probe = probe || (h != nil && h.Replicas < MaxDefaultReplicas)
+		}
+		if probe {
+			var err error
+			if replicas, err = Replicas(ctx, js, 0); err != nil {
+				return err
+			}
 		}
 	}
 	wants := streamConfigs(c, max(replicas, 1))
@@ -269,8 +276,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig)
 		if have[i] == nil {
 			continue
 		}
-		if c.Replicas == 0 {
-			// Not configured: whatever the stream has is the default's answer.
+		if replicas == 0 {
+			// Not probed: the stream has as many copies as the default
+			// could ask for.
 			want = streamConfigs(c, max(have[i].Replicas, 1))[i]
 		}
 		p := planStream(*have[i], want, false)

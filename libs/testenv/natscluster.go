@@ -118,9 +118,6 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 		var c *NATSCluster
 		if c, err = startCluster(t, bin, 3); err == nil {
 			t.Cleanup(func() {
-				for _, n := range c.Nodes {
-					n.kill()
-				}
 				if t.Failed() {
 					for _, n := range c.Nodes {
 						t.Logf("testenv: %s log:\n%s", n.Name, n.Log())
@@ -140,8 +137,15 @@ func startCluster(t testing.TB, bin string, size int) (*NATSCluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
 	c := &NATSCluster{Name: "testenv-" + randomHex(3), bin: bin}
+	stop := func() {
+		for _, n := range c.Nodes {
+			n.kill()
+		}
+		_ = os.RemoveAll(dir)
+	}
+	t.Cleanup(stop)
+	atTeardown(stop) // an interrupted test binary skips the cleanups
 	for i := range size {
 		n := &NATSNode{Name: fmt.Sprintf("n%d", i), dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
 		if n.ClientPort, err = freeTCPPort(); err != nil {
