@@ -169,7 +169,7 @@ func (c *Config) load(cmd string, args []string, getenv func(string) string, std
 		}
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: testum %s [flags]\n\nEvery flag can also be set by its environment variable.\n\n", cmd)
+		fmt.Fprintf(stderr, "Usage: testum %s [flags]\n\nEvery flag but a command's own switches can also be set by its environment variable.\n\n", cmd)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
