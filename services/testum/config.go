@@ -338,10 +338,9 @@ func fmtSize(n int64) string {
 // The component configurations, derived from the one Config. The ack wait
 // goes only to the streams: executors read it back from the consumers.
 
-func (c *Config) streamsConfig(log *slog.Logger) bus.StreamsConfig {
+func (c *Config) streamsConfig() bus.StreamsConfig {
 	return bus.StreamsConfig{
 		Replicas: c.StreamReplicas, OutputMaxAge: c.OutputMaxAge, OutputMaxBytes: c.OutputMaxBytes, AckWait: c.AckWait,
-		Logger: log,
 	}
 }
 

@@ -93,7 +93,7 @@ func TestConfigFromEnvAndFlags(t *testing.T) {
 	if c.Slots != 7 || c.AckWait != time.Minute || c.OutputMaxBytes != 1<<30 || c.ConnIdle != 0 {
 		t.Fatalf("slots %d, ack wait %s, output max bytes %d, conn idle %s", c.Slots, c.AckWait, c.OutputMaxBytes, c.ConnIdle)
 	}
-	if sc := c.streamsConfig(nil); sc.AckWait != time.Minute {
+	if sc := c.streamsConfig(); sc.AckWait != time.Minute {
 		t.Errorf("streams ack wait %s, want 1m", sc.AckWait)
 	}
 	if ec := c.executorConfig(nil); !ec.NoConnReuse || ec.Slots != 7 {

@@ -127,7 +127,9 @@ func cmdMigrateStreams(ctx context.Context, args []string, getenv func(string) s
 	}
 	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	changes, err := bus.MigrateStreams(mctx, js, cfg.streamsConfig(log.With("component", "streams")), cfg.RecreateOutput)
+	sc := cfg.streamsConfig()
+	sc.Logger = log.With("component", "streams")
+	changes, err := bus.MigrateStreams(mctx, js, sc, cfg.RecreateOutput)
 	for _, c := range changes {
 		fmt.Fprintf(stdout, "changed %s\n", c)
 	}

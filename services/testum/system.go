@@ -151,7 +151,9 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return bus.EnsureStreams(sctx, js, cfg.streamsConfig(log.With("component", "streams")))
+	sc := cfg.streamsConfig()
+	sc.Logger = log.With("component", "streams")
+	return bus.EnsureStreams(sctx, js, sc)
 }
 
 // Close releases everything in reverse order of opening.
