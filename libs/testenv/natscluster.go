@@ -52,9 +52,10 @@ type NATSNode struct {
 	HTTPPort    int // monitoring (/healthz, /jsz)
 
 	dir, conf, logPath string
-	mu                 sync.Mutex // guards cmd and done
+	mu                 sync.Mutex // guards cmd, done and paused
 	cmd                *exec.Cmd
 	done               chan struct{}
+	paused             bool
 }
 
 // FindNATSServer returns the path of the nats-server binary: $GOBIN,
@@ -241,7 +242,8 @@ func (n *NATSNode) start(bin string) error {
 			return errors.New("nats-server exited")
 		default:
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/varz", n.HTTPPort))
+		client := http.Client{Timeout: 2 * time.Second}
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/varz", n.HTTPPort))
 		if err != nil {
 			return err
 		}
@@ -264,7 +266,7 @@ func (n *NATSNode) start(bin string) error {
 func (n *NATSNode) kill() {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
-	n.cmd, n.done = nil, nil
+	n.cmd, n.done, n.paused = nil, nil, false
 	n.mu.Unlock()
 	if cmd == nil {
 		return
@@ -278,6 +280,13 @@ func (n *NATSNode) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.cmd != nil
+}
+
+// serving reports whether the node is up and not paused.
+func (n *NATSNode) serving() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil && !n.paused
 }
 
 // Log is what the node wrote (its last 64 KiB), for failure messages.
@@ -333,14 +342,14 @@ func (c *NATSCluster) signal(t testing.TB, i int, sig syscall.Signal) {
 	t.Helper()
 	n := c.node(t, i)
 	n.mu.Lock()
-	cmd := n.cmd
-	n.mu.Unlock()
-	if cmd == nil {
+	defer n.mu.Unlock()
+	if n.cmd == nil {
 		t.Fatalf("testenv: %s is not running", n.Name)
 	}
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := n.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("testenv: %s %s: %v", sig, n.Name, err)
 	}
+	n.paused = sig == syscall.SIGSTOP
 }
 
 // Restart stops node i (SIGTERM, SIGKILL after a bounded wait; a killed
@@ -400,7 +409,7 @@ func (n *NATSNode) jsz() (jsz, error) {
 func (c *NATSCluster) metaLeader() (int, error) {
 	leader := ""
 	for _, n := range c.Nodes {
-		if !n.Running() {
+		if !n.serving() {
 			continue
 		}
 		j, err := n.jsz()
@@ -416,7 +425,7 @@ func (c *NATSCluster) metaLeader() (int, error) {
 		leader = j.Meta.Leader
 	}
 	for i, n := range c.Nodes {
-		if n.Name != leader {
+		if n.Name != leader || !n.serving() {
 			continue
 		}
 		j, err := n.jsz()
@@ -428,7 +437,7 @@ func (c *NATSCluster) metaLeader() (int, error) {
 		}
 		for _, r := range j.Meta.Replicas {
 			peer := c.byName(r.Name)
-			if peer != nil && peer.Running() && (!r.Current || r.Offline) {
+			if peer != nil && peer.serving() && (!r.Current || r.Offline) {
 				return -1, fmt.Errorf("meta peer %s is not current", r.Name)
 			}
 		}
@@ -446,9 +455,9 @@ func (c *NATSCluster) byName(name string) *NATSNode {
 	return nil
 }
 
-// WaitJetStream waits until the running nodes agree on a meta leader that
-// knows every node and sees the running ones current; it returns the
-// leader's index.
+// WaitJetStream waits until the running nodes (paused ones aside) agree
+// on a meta leader that knows every node and sees them current; it returns
+// the leader's index.
 func (c *NATSCluster) WaitJetStream(t testing.TB) int {
 	t.Helper()
 	leader := -1

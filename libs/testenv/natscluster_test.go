@@ -55,6 +55,9 @@ func TestNATSClusterSurvivesNodeFailures(t *testing.T) {
 	if next := c.StreamLeader(t, "HARNESS"); next == paused {
 		t.Fatalf("paused node %d still leads the stream", paused)
 	}
+	if meta := c.WaitJetStream(t); meta == paused {
+		t.Fatalf("paused node %d leads the meta group", paused)
+	}
 	publish(5)
 	c.Resume(t, paused)
 	c.WaitJetStream(t)
