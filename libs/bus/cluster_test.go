@@ -201,6 +201,7 @@ func TestStreamsOnACluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cluster.WaitCurrent(t, StreamTasks) // just scaled up: copies catch up first
 	cluster.Kill(t, cluster.StreamLeader(t, StreamTasks))
 	var perr error
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {

@@ -521,3 +521,57 @@ func (c *NATSCluster) StreamLeader(t testing.TB, stream string) int {
 	}
 	return leader
 }
+
+// WaitCurrent waits until stream and each of its consumers have a leader
+// and every replica is current: only then does losing any one node keep
+// them available (a stream or consumer just scaled up is not there yet).
+func (c *NATSCluster) WaitCurrent(t testing.TB, stream string) {
+	t.Helper()
+	nc := c.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := func(what string, replicas int, ci *jetstream.ClusterInfo) error {
+		switch {
+		case ci == nil || ci.Leader == "":
+			return fmt.Errorf("%s has no leader", what)
+		case ci.Desired != nil:
+			return fmt.Errorf("%s is still being moved or scaled", what)
+		case len(ci.Replicas) != replicas-1:
+			return fmt.Errorf("%s has %d followers, want %d", what, len(ci.Replicas), replicas-1)
+		}
+		for _, r := range ci.Replicas {
+			if !r.Current || r.Pending || r.Offline {
+				return fmt.Errorf("%s: replica %s is not current", what, r.Name)
+			}
+		}
+		return nil
+	}
+	err = waitFor(clusterWait, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		replicas := max(s.CachedInfo().Config.Replicas, 1)
+		if err := current("stream "+stream, replicas, s.CachedInfo().Cluster); err != nil {
+			return err
+		}
+		list := s.ListConsumers(ctx)
+		for ci := range list.Info() {
+			r := replicas
+			if ci.Config.Replicas > 0 {
+				r = ci.Config.Replicas
+			}
+			if err := current("consumer "+ci.Name, r, ci.Cluster); err != nil {
+				return err
+			}
+		}
+		return list.Err()
+	})
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}

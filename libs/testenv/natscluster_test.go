@@ -38,6 +38,7 @@ func TestNATSClusterSurvivesNodeFailures(t *testing.T) {
 	}
 	publish(5)
 
+	c.WaitCurrent(t, "HARNESS")
 	first := c.StreamLeader(t, "HARNESS")
 	c.Kill(t, first)
 	if c.Nodes[first].Running() {
@@ -50,6 +51,7 @@ func TestNATSClusterSurvivesNodeFailures(t *testing.T) {
 	c.Restart(t, first)
 	c.WaitJetStream(t)
 
+	c.WaitCurrent(t, "HARNESS") // the restarted node caught up
 	paused := c.StreamLeader(t, "HARNESS")
 	c.Pause(t, paused)
 	if next := c.StreamLeader(t, "HARNESS"); next == paused {
