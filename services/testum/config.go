@@ -64,8 +64,13 @@ type Config struct {
 	MinIOBucket    string
 	MinIORegion    string
 	MinIOSecure    bool
+	LogStore       string // "" (chosen by the command), disk, s3 or nats
+	LogDir         string
+	LogDirShared   bool
 
 	TargetDeny sshx.DenyList
+
+	command string // the command that loaded the settings: serve, gateway, executor...
 }
 
 // setting is one configurable value: its flag, its variable, its default.
@@ -111,6 +116,9 @@ func (c *Config) settings(groups ...string) []setting {
 			{"allowed-origins", "TESTUM_ALLOWED_ORIGINS", "", "comma-separated extra origins (https://console.example.org) allowed to open WebSockets", str(&c.AllowedOrigins)},
 		},
 		"logs": {
+			{"log-store", "TESTUM_LOG_STORE", "", "where host logs are archived: disk, s3 or nats (the JetStream object store); when empty, s3 if MINIO_ENDPOINT is set, else disk for serve and nats for gateway and executor", str(&c.LogStore)},
+			{"log-dir", "TESTUM_LOG_DIR", "", "directory of the disk log store; <data dir>/logs when empty", str(&c.LogDir)},
+			{"log-dir-shared", "TESTUM_LOG_DIR_SHARED", "false", "true: the disk log store is a mount every gateway and executor reads, so testum executor may use it", boolean(&c.LogDirShared)},
 			{"minio-endpoint", "MINIO_ENDPOINT", "", "S3/MinIO endpoint (host:port, or a URL whose scheme sets HTTPS) that archives logs; the data dir when empty", str(&c.MinIOEndpoint)},
 			{"minio-access-key", "MINIO_ACCESS_KEY", "", "S3/MinIO access key", str(&c.MinIOAccessKey)},
 			{"minio-secret-key", "MINIO_SECRET_KEY", "", "S3/MinIO secret key", str(&c.MinIOSecretKey)},
@@ -173,6 +181,7 @@ func (c *Config) load(cmd string, args []string, getenv func(string) string, std
 	if abs, err := filepath.Abs(c.DataDir); err == nil {
 		c.DataDir = abs
 	}
+	c.command = cmd
 	return c.check()
 }
 
@@ -181,7 +190,7 @@ func (c *Config) check() error {
 	if strings.TrimSpace(c.MinIOEndpoint) != "" && (c.MinIOAccessKey == "" || c.MinIOSecretKey == "") {
 		return errors.New("MINIO_ENDPOINT is set but MINIO_ACCESS_KEY or MINIO_SECRET_KEY is empty")
 	}
-	return nil
+	return c.checkLogStore()
 }
 
 // redact hides values of variables that hold secrets in error messages.

@@ -103,7 +103,7 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 		}
 	}
 
-	logs, err := logstore.Open(cfg.logsConfig())
+	logs, err := openLogStore(ctx, cfg, sys.nc, log)
 	if err != nil {
 		return nil, fmt.Errorf("log store: %w", err)
 	}
