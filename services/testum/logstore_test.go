@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -139,5 +142,72 @@ func TestExecutorRefusesUnreadableLogs(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 ||
 		!strings.HasPrefix(lines[0], want) || !strings.Contains(lines[0], "TESTUM_LOG_STORE=nats") {
 		t.Fatalf("executor printed:\n%s\nwant one line starting %q", out, want)
+	}
+}
+
+// TestSplitRolesServeEveryLog: two gateways and an executor, each with a data
+// dir of its own and no MinIO: either gateway serves every host log after
+// the run, a multi-MiB one included, from the object store on their NATS.
+func TestSplitRolesServeEveryLog(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	srv := testenv.NATS(t)
+	fernet, err := secrets.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]string{
+		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": srv.URL, "FERNET_KEY": fernet,
+		"SECRET_KEY": "test-secret-key-0123456789abcdef0123456789", "TESTUM_LOG_LEVEL": "warn",
+		"TESTUM_LISTEN": "127.0.0.1:0", "ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
+	}
+	dirs := map[string]string{}
+	start := func(name, role string) *process {
+		env := map[string]string{"TESTUM_DATA_DIR": t.TempDir()}
+		for k, v := range base {
+			env[k] = v
+		}
+		dirs[name] = env["TESTUM_DATA_DIR"]
+		return startProcess(t, env, role)
+	}
+	gw1 := &server{URL: start("gateway 1", "gateway").waitURL(t)}
+	gw1.login(t)
+	start("executor", "executor").waitExecutorID(t)
+	gw2 := &server{URL: start("gateway 2", "gateway").waitURL(t)}
+	gw2.login(t)
+	gw1.api, gw2.api = newAPI(t, gw1.URL), newAPI(t, gw2.URL)
+
+	// seq 1 600000 prints about 4.5 MB: 35 chunks of the object store.
+	ids := gw1.fleet(t, sshd, "split", 2, 720, nil)
+	run := gw1.waitRun(t, gw1.startRun(t, map[string]any{
+		"command": `if [ "$(echo $SSH_CONNECTION | cut -d' ' -f3)" = "` + sshd.Addr(720) + `" ]; then seq 1 600000; else echo small; fi`,
+		"targets": map[string]any{"platform_ids": ids}, "timeout": 120,
+	}))
+	if run.State != "succeeded" {
+		t.Fatalf("run %s: %+v", run.State, run.Hosts)
+	}
+	big, err := exec.Command("seq", "1", "600000").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := parseRunID(t, run.ID)
+	for _, gw := range []*server{gw1, gw2} {
+		for i, h := range run.Hosts {
+			want := "small\n"
+			if h.Address == fmt.Sprintf("%s:%d", sshd.Addr(720), sshd.Port) {
+				want = string(big)
+			}
+			hl, err := gw.api.RunHostLogWithResponse(context.Background(), id, i, nil)
+			checkStatus(t, "host log of "+h.Name+" from "+gw.URL, err, hl.StatusCode(), http.StatusOK, hl.Body[:min(len(hl.Body), 200)])
+			if string(hl.Body) != want {
+				t.Fatalf("%s from %s: %d bytes, want %d", h.Name, gw.URL, len(hl.Body), len(want))
+			}
+		}
+	}
+	// Nothing went to a data dir.
+	for name, dir := range dirs {
+		if _, err := os.Stat(filepath.Join(dir, "logs")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s has a logs directory (%v)", name, err)
+		}
 	}
 }
