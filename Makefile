@@ -13,7 +13,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c # what @latest resolved to o
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests drive for real: OpenSSH, PostgreSQL, Chromium.
-TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
+TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo systemd
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet lint bench bench-deps clean help
