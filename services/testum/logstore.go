@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 )
 
@@ -90,8 +91,12 @@ func openLogStore(ctx context.Context, c *Config, nc *nats.Conn, log *slog.Logge
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// Replicated like the streams, from the same setting.
+	// Replicated like the streams: as many replicas as the work queue has
+	// (whatever the setting was when it was made), else as configured.
 	want := c.streamsConfig().Replicas
+	if st, err := js.Stream(octx, bus.StreamTasks); err == nil {
+		want = st.CachedInfo().Config.Replicas
+	}
 	s, err := logstore.NewNATS(octx, js, logstore.NATSConfig{Replicas: want})
 	if err != nil {
 		return nil, err

@@ -14,7 +14,9 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
@@ -99,6 +101,17 @@ func TestOpenLogStoreNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureStreams(t.Context(), js, c.streamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := js.Stream(t.Context(), bus.StreamTasks)
+	if err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.DiscardHandler)
 	s, err := openLogStore(t.Context(), &c, nc, log)
 	if err != nil {
@@ -108,8 +121,8 @@ func TestOpenLogStoreNATS(t *testing.T) {
 	if !ok {
 		t.Fatalf("store %T, want *logstore.NATS", s)
 	}
-	if n, err := ns.Replicas(t.Context()); err != nil || n != c.StreamReplicas {
-		t.Fatalf("replicas %d, %v; want the streams' %d", n, err, c.StreamReplicas)
+	if n, err := ns.Replicas(t.Context()); err != nil || n != tasks.CachedInfo().Config.Replicas {
+		t.Fatalf("replicas %d, %v; want the streams' %d", n, err, tasks.CachedInfo().Config.Replicas)
 	}
 	if _, err := openLogStore(t.Context(), &c, nil, log); err == nil {
 		t.Fatal("the NATS log store opened without a connection")
