@@ -119,7 +119,7 @@ func (c *Config) settings(groups ...string) []setting {
 			{"log-store", "TESTUM_LOG_STORE", "", "where host logs are archived: disk, s3 or nats (the JetStream object store); when empty, s3 if MINIO_ENDPOINT is set, else disk for serve and nats for gateway and executor", str(&c.LogStore)},
 			{"log-dir", "TESTUM_LOG_DIR", "", "directory of the disk log store; <data dir>/logs when empty", str(&c.LogDir)},
 			{"log-dir-shared", "TESTUM_LOG_DIR_SHARED", "false", "true: the disk log store is a mount every gateway and executor reads, so testum executor may use it", boolean(&c.LogDirShared)},
-			{"minio-endpoint", "MINIO_ENDPOINT", "", "S3/MinIO endpoint (host:port, or a URL whose scheme sets HTTPS) that archives logs; the data dir when empty", str(&c.MinIOEndpoint)},
+			{"minio-endpoint", "MINIO_ENDPOINT", "", "S3/MinIO endpoint (host:port, or a URL whose scheme sets HTTPS) that archives logs (see TESTUM_LOG_STORE)", str(&c.MinIOEndpoint)},
 			{"minio-access-key", "MINIO_ACCESS_KEY", "", "S3/MinIO access key", str(&c.MinIOAccessKey)},
 			{"minio-secret-key", "MINIO_SECRET_KEY", "", "S3/MinIO secret key", str(&c.MinIOSecretKey)},
 			{"minio-bucket", "MINIO_BUCKET", logstore.DefaultBucket, "bucket of the log archive", str(&c.MinIOBucket)},
