@@ -333,7 +333,7 @@ func (e *Executor) register(t *hostTask) {
 		e.active[t.run.ID] = m
 	}
 	m[t] = struct{}{}
-	e.m.slotsInUse.Inc()
+	e.m.slotUsed(1)
 }
 
 func (e *Executor) unregister(t *hostTask) {
@@ -341,7 +341,7 @@ func (e *Executor) unregister(t *hostTask) {
 	defer e.mu.Unlock()
 	if m := e.active[t.run.ID]; m != nil {
 		delete(m, t)
-		e.m.slotsInUse.Dec()
+		e.m.slotUsed(-1)
 		if len(m) == 0 {
 			delete(e.active, t.run.ID)
 		}

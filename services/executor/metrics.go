@@ -36,6 +36,14 @@ func (m execMetrics) online(slots int) func() {
 	return func() { m.slotsTotal.Sub(float64(slots)) }
 }
 
+// slotUsed counts a slot taken (+1) or given back (-1). An Executor built
+// by hand (in unit tests) has no gauges.
+func (m execMetrics) slotUsed(d float64) {
+	if m.slotsInUse != nil {
+		m.slotsInUse.Add(d)
+	}
+}
+
 // coordinating counts a run coordinated here until the returned func.
 func (m execMetrics) coordinating() func() {
 	m.CoordinatorRuns.Inc()
