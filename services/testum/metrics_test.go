@@ -220,6 +220,23 @@ func TestMetricsMoveWithARun(t *testing.T) {
 	if after.value("testum_http_requests_total", "route", "/api/runs/"+runID) != -1 {
 		t.Error("a raw path is a route label value")
 	}
+
+	// A host that refuses the connection: its outcome and the dial's class.
+	refusing := s.createPlatform(t, map[string]any{"name": "refusing", "host": "127.0.0.1", "port": testenv.ClosedPort(t),
+		"username": "nobody", "auth_method": "password", "password": "x"})
+	if r := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"platform_ids": []int64{refusing}}})); r.Counts["unreachable"] != 1 {
+		t.Fatalf("run on a refusing host: %s %+v", r.State, r.Counts)
+	}
+	mustCall(t, http.StatusNotFound, "POST", s.URL+"/api/no-such-route", "{}", nil)
+	final := waitMetric(t, s.URL, "the refused dial is counted", func(m scraped) bool {
+		return m.value("testum_hosts_total", "state", "unreachable") == after.value("testum_hosts_total", "state", "unreachable")+1
+	})
+	if got, was := final.value("testum_ssh_handshake_failures_total", "class", "refused"), after.value("testum_ssh_handshake_failures_total", "class", "refused"); got != was+1 {
+		t.Errorf("refused dials: %v, want %v", got, was+1)
+	}
+	if final.value("testum_http_requests_total", "route", "other", "status", "404") < 1 {
+		t.Error("a request no route answers is not counted as route other")
+	}
 }
 
 // TestMetricsAccess: /metrics is for an extended_admin (or super_admin)
