@@ -66,6 +66,7 @@ func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 	}
 	c := &RunCoordinator{e: e, msg: msg, run: run, plan: plan, wake: make(chan struct{}, 1),
 		log: e.log.With("run", run.ID, "role", "coordinator")}
+	defer e.m.coordinating()()
 	// Host events and the run's cancel broadcast wake the coordinator (core
 	// NATS: a wake-up lost while nobody listened costs one poll).
 	for _, subj := range []string{bus.EventSubject(run.ID), bus.CancelSubject(run.ID)} {
@@ -182,7 +183,7 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 }
 
 func (c *RunCoordinator) publishTask(ctx context.Context, r store.Released) error {
-	return bus.PublishTask(ctx, c.e.js, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
+	return bus.PublishTask(ctx, c.e.pub, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
 }
 
 // republishMissing re-sends released tasks that are neither claimed nor in
@@ -285,6 +286,7 @@ func (e *Executor) publishHostControl(ctx context.Context, run uuid.UUID, idx in
 		cancel()
 	}
 	e.publishEvent(bus.Event{RunID: run, Kind: bus.EventHost, Idx: idx, Host: name, State: string(state)})
+	e.m.hostEnded(state)
 }
 
 // hostControlMsgs are the messages that announce a host's state (after its

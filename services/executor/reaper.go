@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -45,6 +46,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 		}
 		for _, h := range lost {
 			e.log.Warn("host lost with its executor", "executor", id, "run", h.RunID, "host", h.Name, "attempt", h.Attempt)
+			e.m.reaped(metrics.ReapHostLost)
 			msg := fmt.Sprintf("executor %s stopped responding; the command may or may not have finished", id)
 			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostLost, msg)
 			run, err := e.runs.get(ctx, e.st, h.RunID)
@@ -53,6 +55,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 					return err
 				} else if ok {
 					e.log.Info("lost host requeued for another attempt (retry_lost)", "run", h.RunID, "host", h.Name)
+					e.m.reaped(metrics.ReapHostRequeued)
 					e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostQueued, "")
 				}
 			}
@@ -64,9 +67,10 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 	}
 	for _, id := range orphans {
 		e.log.Info("republishing a run no live executor coordinates", "run", id)
-		if err := bus.PublishRun(ctx, e.js, id, bus.RunMsgID(id, strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
+		if err := bus.PublishRun(ctx, e.pub, id, bus.RunMsgID(id, strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
 			return err
 		}
+		e.m.reaped(metrics.ReapRunRepublished)
 	}
 	return nil
 }
@@ -109,6 +113,7 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 		if tm, err := bus.DecodeTask(raw.Subject, raw.Data); err == nil {
 			msg := "the task could not be delivered to an executor (delivery limit reached)"
 			if ok, err := e.st.RunHostEndUnstarted(ctx, tm.RunID, tm.Idx, testum.HostLost, msg); err == nil && ok {
+				e.m.reaped(metrics.ReapTaskUndeliverable)
 				h, _ := e.st.RunHost(ctx, tm.RunID, tm.Idx)
 				e.publishHostControl(ctx, tm.RunID, tm.Idx, h.Name, testum.HostLost, msg)
 			}

@@ -131,6 +131,7 @@ func (t *hostTask) connectAndRun() outcome {
 		command.Stdout, command.Stderr = become.Stdout(command.Stdout), become.Stderr(command.Stderr)
 		defer become.Flush() // before finish closes the transcript
 	}
+	cmdStart := time.Now()
 	res, err := client.Run(cmdCtx, command)
 	if reused && errors.Is(err, sshx.ErrNotStarted) && cmdCtx.Err() == nil {
 		// The kept connection broke between its ping and the command, which
@@ -143,6 +144,7 @@ func (t *hostTask) connectAndRun() outcome {
 		}
 		res, err = client.Run(cmdCtx, command)
 	}
+	t.e.m.CommandDuration.Observe(time.Since(cmdStart).Seconds())
 	// Only a connection whose command ended normally is kept: after a
 	// timeout or cancel the host may still be busy killing it.
 	keep = err == nil
@@ -199,9 +201,11 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 	case <-ctx.Done():
 		return fail(t.interrupted(ctx, nil))
 	}
+	dialStart := time.Now()
 	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive,
 		Deny: t.e.cfg.TargetDeny})
 	<-t.e.handshakes
+	t.e.m.dialed(ctx, dialStart, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(t.interrupted(ctx, nil))
@@ -328,6 +332,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	if !recorded {
 		t.log.Warn("host was no longer this executor's to finish (declared lost meanwhile)", "state", oc.state)
 	} else {
+		t.e.m.hostEnded(oc.state)
 		t.out.exit(oc.state, oc.exit, oc.signal)
 		t.out.closeControl()
 		t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(oc.state), ExitCode: oc.exit})
@@ -344,6 +349,7 @@ func (t *hostTask) finishEarly(hardCtx context.Context, state testum.HostState, 
 		_, _, err := t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, store.HostResult{State: state, Error: msg})
 		return err
 	})
+	t.e.m.hostEnded(state)
 	t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(state)})
 	_ = t.msg.Ack()
 }

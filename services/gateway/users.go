@@ -59,6 +59,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	old, _ := g.presentedSession(c) // uuid.Nil when it carries none
 	u, iss, err := g.accounts.Login(ctx, g.client(c), req.Username, req.Password, old)
 	if testum.CodeOf(err) == testum.CodeUnauthorized {
+		g.m.LoginFailures.Inc()
 		return err // the attempt stays recorded: it is a failure
 	}
 	g.loginRefund(c, attempt)

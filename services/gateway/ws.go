@@ -102,6 +102,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	since := conn.Locals(wsSinceKey).(uint64)
 	p, _ := conn.Locals(principalKey).(*Principal)
 	log := g.log.With("run", run)
+	defer g.wsCounted()()
 
 	// Clients send nothing but control frames (close, ping, pong): a frame
 	// announcing more than wsReadLimit ends the socket (close 1009) before

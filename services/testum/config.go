@@ -71,6 +71,8 @@ type Config struct {
 	TargetDeny sshx.DenyList
 
 	command string // the command that loaded the settings: serve, gateway, executor...
+	MetricsToken string
+	OpsListen    string
 }
 
 // setting is one configurable value: its flag, its variable, its default.
@@ -130,6 +132,13 @@ func (c *Config) settings(groups ...string) []setting {
 		// the executor (every dial) alike.
 		"targets": {
 			{"target-deny", "TESTUM_TARGET_DENY", sshx.DefaultDenyRanges, "comma-separated CIDR ranges no platform, jump host or test may connect to (none: no range); replaces the default", denyList(&c.TargetDeny)},
+		},
+		"metrics": {
+			{"metrics-token", "TESTUM_METRICS_TOKEN", "", "bearer token that may read /metrics without a session (Prometheus); empty: extended_admin sessions only", str(&c.MetricsToken)},
+		},
+		// Only `testum executor`: it has no other HTTP listener.
+		"ops": {
+			{"ops-listen", "TESTUM_OPS_LISTEN", "", "address of the executor's ops listener (/metrics with the metrics token, /healthz, /readyz); empty: none", str(&c.OpsListen)},
 		},
 		"executor": {
 			{"host-key-policy", "SSH_HOST_KEY_POLICY", string(testum.HostKeyAutoAdd), "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
@@ -196,7 +205,7 @@ func (c *Config) check() error {
 // redact hides values of variables that hold secrets in error messages.
 func redact(env, v string) string {
 	switch env {
-	case "SECRET_KEY", "FERNET_KEY", "DATABASE_URL", "NATS_URL", "ADMIN_PASSWORD", "MINIO_SECRET_KEY":
+	case "SECRET_KEY", "FERNET_KEY", "DATABASE_URL", "NATS_URL", "ADMIN_PASSWORD", "MINIO_SECRET_KEY", "TESTUM_METRICS_TOKEN":
 		return "<hidden>"
 	}
 	return v
@@ -344,6 +353,7 @@ func (c *Config) gatewayConfig(log *slog.Logger) gateway.Config {
 		TrustedProxies:    splitList(c.TrustedProxies),
 		AllowedOrigins:    splitList(c.AllowedOrigins),
 		TargetDeny:        c.TargetDeny,
+		MetricsToken:      c.MetricsToken,
 		Logger:            log,
 	}
 }

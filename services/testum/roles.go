@@ -9,6 +9,7 @@ import (
 
 	"path/filepath"
 
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/pgcluster"
 	"github.com/testum/testum/libs/store"
 )
@@ -17,7 +18,7 @@ import (
 // PostgreSQL; run as many as you like behind a load balancer.
 func cmdGateway(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("gateway", args, getenv, stderr, "db", "nats", "keys", "logs", "gateway", "targets"); err != nil {
+	if err := cfg.load("gateway", args, getenv, stderr, "db", "nats", "keys", "logs", "gateway", "targets", "metrics"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
@@ -29,7 +30,7 @@ func cmdGateway(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer sys.Close()
-	gw, err := newGateway(&cfg, sys)
+	gw, err := newGateway(&cfg, sys, metrics.New())
 	if err != nil {
 		return err
 	}
@@ -47,19 +48,26 @@ func cmdGateway(ctx context.Context, args []string, getenv func(string) string, 
 // cmdExecutor runs host tasks only; run as many as the fleet needs.
 func cmdExecutor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("executor", args, getenv, stderr, "db", "nats", "keys", "logs", "targets", "executor"); err != nil {
+	if err := cfg.load("executor", args, getenv, stderr, "db", "nats", "keys", "logs", "targets", "executor", "metrics", "ops"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return err
 	}
+	m := metrics.New()
+	ops, err := startOps(&cfg, m, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
 	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
 	if err != nil {
 		return err
 	}
 	defer sys.Close()
-	ex, err := newExecutor(&cfg, sys)
+	ops.setReady(systemReady(sys))
+	ex, err := newExecutor(&cfg, sys, m)
 	if err != nil {
 		return err
 	}
