@@ -70,7 +70,7 @@ type Config struct {
 
 	TargetDeny sshx.DenyList
 
-	command string // the command that loaded the settings: serve, gateway, executor...
+	command      string // the command that loaded the settings: serve, gateway, executor...
 	MetricsToken string
 	OpsListen    string
 }
