@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,4 +108,80 @@ func TestServeKilledWithAYoungRunIsTakenOver(t *testing.T) {
 		t.Errorf("the restarted serve did not take the run over by the liveness rule:\n%s", out)
 	}
 	t.Logf("run final %v after the kill; stated bound %v", took.Round(10*time.Millisecond), bound)
+}
+
+// TestConnectionLostMidCommandEndsLost: the host's sshd session dies after
+// the command started (its process is killed on the host): the host ends
+// lost, with the reason, not unreachable, since the command did run.
+func TestConnectionLostMidCommandEndsLost(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	s := startServe(t, nil)
+	host := sshd.Addr(61)
+	pid := s.createPlatform(t, map[string]any{"name": "dropped", "host": host, "port": sshd.Port,
+		"username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password})
+	marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("dropped-%d", os.Getpid()))
+	runID := s.startRun(t, map[string]any{"command": "echo x >> " + marker + "; sleep 30", "timeout": 60,
+		"targets": map[string]any{"platform_ids": []int64{pid}}})
+
+	// Once the command runs, kill the sshd process that serves its session:
+	// the nearest sshd above the command.
+	deadline := time.Now().Add(waitLimit)
+	var sessionPID int
+	for sessionPID == 0 {
+		r := s.getRun(t, runID)
+		if _, err := os.Stat(marker); err == nil && r.Hosts[0].State == "running" {
+			ps, err := sshd.Processes(host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range ps {
+				if strings.Contains(p.Cmdline, "sleep 30") {
+					sessionPID = sshdAbove(t, p.PID)
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command never started: %+v", r.Hosts)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	if err := syscall.Kill(sessionPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := s.waitRun(t, runID)
+	if h := r.Hosts[0]; h.State != "lost" || !strings.Contains(h.Error, "after the command started") {
+		t.Errorf("host whose connection died mid-command: %s (%s), want lost", h.State, h.Error)
+	}
+	// The command itself outlives its session (no PTY): end it.
+	ps, _ := sshd.Processes(host)
+	for _, p := range ps {
+		_ = syscall.Kill(p.PID, syscall.SIGKILL)
+	}
+}
+
+// sshdAbove is the nearest ancestor of a process that is an sshd (the
+// process that serves its session), read from /proc.
+func sshdAbove(t *testing.T, pid int) int {
+	t.Helper()
+	for range 10 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after its ')'.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if pid, err = strconv.Atoi(f[1]); err != nil || pid <= 1 {
+			t.Fatalf("/proc stat of an ancestor: %q %v", b, err)
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(string(comm), "sshd") {
+			return pid
+		}
+	}
+	t.Fatal("no sshd above the command")
+	return 0
 }
