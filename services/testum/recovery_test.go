@@ -2,10 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -184,4 +189,160 @@ func sshdAbove(t *testing.T, pid int) int {
 	}
 	t.Fatal("no sshd above the command")
 	return 0
+}
+
+// TestRolesWaitForNATSAtStart: a gateway and executors started while their
+// NATS does not answer yet wait for it instead of exiting: the gateway
+// listens meanwhile (/healthz 200, /readyz 503), a SIGTERM during the wait
+// is a clean exit, and once NATS answers the roles start and a run succeeds.
+func TestRolesWaitForNATSAtStart(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	nats := testenv.NATS(t)
+	late := newGatedProxy(t, strings.TrimPrefix(nats.URL, "nats://"))
+	fernet, err := secrets.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": "nats://" + late.addr(), "FERNET_KEY": fernet,
+		"SECRET_KEY": "test-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
+		"TESTUM_LOG_LEVEL": "warn", "TESTUM_LISTEN": "127.0.0.1:0", "TESTUM_HEARTBEAT": "500ms",
+		"ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
+	}
+	gw := startProcess(t, env, "gateway")
+	ex := startProcess(t, env, "executor")
+	quitter := startProcess(t, env, "executor")
+	base := gw.waitOutput(t, regexp.MustCompile(`listening on (http://\S+),`))[1]
+	for _, p := range []*process{gw, ex, quitter} {
+		p.waitOutput(t, regexp.MustCompile(`waiting for NATS`))
+	}
+
+	if code := httpStatus(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while waiting: %d, want 200", code)
+	}
+	if code := httpStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while waiting: %d, want 503", code)
+	}
+	if err := quitter.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-quitter.exited:
+		if code := quitter.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("executor stopped while waiting exited %d, want 0:\n%s", code, quitter.out.String())
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("executor did not stop on SIGTERM while waiting for NATS")
+	}
+
+	late.open()
+	deadline := time.Now().Add(waitLimit)
+	for httpStatus(t, base+"/readyz") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not 200 after NATS came:\n%s", gw.out.String())
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
+	}
+	s := &server{URL: gw.waitURL(t)}
+	s.login(t)
+	pid := s.createPlatform(t, map[string]any{"name": "late", "host": sshd.Addr(62), "port": sshd.Port,
+		"username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password})
+	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "timeout": 60,
+		"targets": map[string]any{"platform_ids": []int64{pid}}}))
+	if r.State != "succeeded" || r.Hosts[0].State != "ok" {
+		t.Errorf("run after the late NATS: %s, host %s (%s)", r.State, r.Hosts[0].State, r.Hosts[0].Error)
+	}
+}
+
+// waitOutput waits for a process to print a line matching re and returns
+// the match.
+func (p *process) waitOutput(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(p.out.String()); m != nil {
+			return m
+		}
+		time.Sleep(50 * time.Millisecond) // polling the process output
+	}
+	t.Fatalf("no %q printed:\n%s", re, p.out.String())
+	return nil
+}
+
+// httpStatus is the status of a GET of u (0 when it cannot be sent).
+func httpStatus(t *testing.T, u string) int {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Logf("GET %s: %v", u, err)
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// gatedProxy is a loopback port that accepts nothing until opened (clients
+// connect, then time out waiting for the server to speak), then forwards
+// every connection to target: a dependency that is not there yet.
+type gatedProxy struct {
+	ln     net.Listener
+	target string
+	gate   chan struct{}
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newGatedProxy(t *testing.T, target string) *gatedProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &gatedProxy{ln: ln, target: target, gate: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { defer close(done); p.serve() }()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.open() // an accept loop never opened must still see the close
+		<-done
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+	})
+	return p
+}
+
+func (p *gatedProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *gatedProxy) open() {
+	select {
+	case <-p.gate:
+	default:
+		close(p.gate)
+	}
+}
+
+func (p *gatedProxy) serve() {
+	<-p.gate
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+		go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+	}
 }
