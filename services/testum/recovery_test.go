@@ -51,7 +51,7 @@ func TestServeKilledWithAYoungRunIsTakenOver(t *testing.T) {
 	s.login(t)
 	pid := s.createPlatform(t, map[string]any{"name": "young", "host": sshd.Addr(60), "port": sshd.Port,
 		"username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password})
-	marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("young-%d", os.Getpid()))
+	marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("young-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	runID := s.startRun(t, map[string]any{"command": "echo x >> " + marker + "; sleep 2", "timeout": 60,
 		"targets": map[string]any{"platform_ids": []int64{pid}}})
 
@@ -125,7 +125,7 @@ func TestConnectionLostMidCommandEndsLost(t *testing.T) {
 	host := sshd.Addr(61)
 	pid := s.createPlatform(t, map[string]any{"name": "dropped", "host": host, "port": sshd.Port,
 		"username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password})
-	marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("dropped-%d", os.Getpid()))
+	marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("dropped-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	runID := s.startRun(t, map[string]any{"command": "echo x >> " + marker + "; sleep 30", "timeout": 60,
 		"targets": map[string]any{"platform_ids": []int64{pid}}})
 
