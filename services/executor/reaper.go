@@ -75,13 +75,16 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 		}
 	}
 	// A run without a live coordinator is published again at once when its
-	// message is gone from the stream (acknowledged as a duplicate, deleted
-	// at its delivery limit, never published). While the message is still
-	// there it is redelivered within the ack wait of its holder's death and
-	// taken over (see takeRun), so it is republished only once the run has
-	// gone without a coordinator for two ack waits more: the message is
-	// stuck (its delivery-limit advisory was missed). Neither rule looks at
-	// the run's age, so a young run recovers as fast as an old one.
+	// message is gone from the stream (deleted at its delivery limit, never
+	// published, lost by the stream). While the message is still there it
+	// is redelivered within the ack wait of its holder's death and taken
+	// over (see takeRun), so it is republished only once the run has gone
+	// without a live coordinator for two ack waits: the message is stuck
+	// (its delivery-limit advisory was missed), and the run then recovers
+	// within DeadAfter + 2*AckWait + ReapInterval of its holder's last
+	// heartbeat. For a run whose coordinator died both rules count from
+	// that coordinator's liveness, not from the run's creation, so a young
+	// run recovers as fast as an old one.
 	orphans, err := e.st.RunsOrphaned(ctx, e.cfg.DeadAfter, 2*e.ackWait)
 	if err != nil {
 		return err
