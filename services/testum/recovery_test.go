@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -191,21 +192,32 @@ func sshdAbove(t *testing.T, pid int) int {
 	return 0
 }
 
-// TestRolesWaitForNATSAtStart: a gateway and executors started while their
-// NATS does not answer yet wait for it instead of exiting: the gateway
-// listens meanwhile (/healthz 200, /readyz 503), a SIGTERM during the wait
-// is a clean exit, and once NATS answers the roles start and a run succeeds.
-func TestRolesWaitForNATSAtStart(t *testing.T) {
+// TestRolesWaitForPostgreSQLAndNATSAtStart: a gateway and executors started
+// while their PostgreSQL and NATS do not answer yet wait for each in turn
+// instead of exiting: the gateway listens meanwhile (/healthz 200, /readyz
+// 503), a SIGTERM during the wait is a clean exit, and once both answer the
+// roles start and a run succeeds.
+func TestRolesWaitForPostgreSQLAndNATSAtStart(t *testing.T) {
 	t.Parallel()
 	sshd := testenv.StartSSHD(t)
 	nats := testenv.NATS(t)
-	late := newGatedProxy(t, strings.TrimPrefix(nats.URL, "nats://"))
+	lateNATS := newGatedProxy(t, strings.TrimPrefix(nats.URL, "nats://"))
+	pg, err := url.Parse(testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := pg.Query()
+	sock := ".s.PGSQL." + q.Get("port")
+	pgDir := t.TempDir()
+	latePG := newLateUnixProxy(t, filepath.Join(pgDir, sock), filepath.Join(q.Get("host"), sock))
+	q.Set("host", pgDir)
+	pg.RawQuery = q.Encode()
 	fernet, err := secrets.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{
-		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": "nats://" + late.addr(), "FERNET_KEY": fernet,
+		"DATABASE_URL": pg.String(), "NATS_URL": "nats://" + lateNATS.addr(), "FERNET_KEY": fernet,
 		"SECRET_KEY": "test-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
 		"TESTUM_LOG_LEVEL": "warn", "TESTUM_LISTEN": "127.0.0.1:0", "TESTUM_HEARTBEAT": "500ms",
 		"ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
@@ -215,14 +227,13 @@ func TestRolesWaitForNATSAtStart(t *testing.T) {
 	quitter := startProcess(t, env, "executor")
 	base := gw.waitOutput(t, regexp.MustCompile(`listening on (http://\S+),`))[1]
 	for _, p := range []*process{gw, ex, quitter} {
-		p.waitOutput(t, regexp.MustCompile(`waiting for NATS`))
+		p.waitOutput(t, regexp.MustCompile(`waiting for PostgreSQL`))
 	}
-
 	if code := httpStatus(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz while waiting: %d, want 200", code)
 	}
 	if code := httpStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
-		t.Errorf("/readyz while waiting: %d, want 503", code)
+		t.Errorf("/readyz while waiting for PostgreSQL: %d, want 503", code)
 	}
 	if err := quitter.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -233,14 +244,21 @@ func TestRolesWaitForNATSAtStart(t *testing.T) {
 			t.Errorf("executor stopped while waiting exited %d, want 0:\n%s", code, quitter.out.String())
 		}
 	case <-time.After(waitLimit):
-		t.Fatalf("executor did not stop on SIGTERM while waiting for NATS")
+		t.Fatalf("executor did not stop on SIGTERM while waiting for PostgreSQL")
 	}
 
-	late.open()
+	latePG.open()
+	for _, p := range []*process{gw, ex} {
+		p.waitOutput(t, regexp.MustCompile(`waiting for NATS`))
+	}
+	if code := httpStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while waiting for NATS: %d, want 503", code)
+	}
+	lateNATS.open()
 	deadline := time.Now().Add(waitLimit)
 	for httpStatus(t, base+"/readyz") != http.StatusOK {
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not 200 after NATS came:\n%s", gw.out.String())
+			t.Fatalf("/readyz not 200 after PostgreSQL and NATS came:\n%s", gw.out.String())
 		}
 		time.Sleep(100 * time.Millisecond) // polling interval
 	}
@@ -251,7 +269,7 @@ func TestRolesWaitForNATSAtStart(t *testing.T) {
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "timeout": 60,
 		"targets": map[string]any{"platform_ids": []int64{pid}}}))
 	if r.State != "succeeded" || r.Hosts[0].State != "ok" {
-		t.Errorf("run after the late NATS: %s, host %s (%s)", r.State, r.Hosts[0].State, r.Hosts[0].Error)
+		t.Errorf("run after the late PostgreSQL and NATS: %s, host %s (%s)", r.State, r.Hosts[0].State, r.Hosts[0].Error)
 	}
 }
 
@@ -284,30 +302,53 @@ func httpStatus(t *testing.T, u string) int {
 	return resp.StatusCode
 }
 
-// gatedProxy is a loopback port that accepts nothing until opened (clients
-// connect, then time out waiting for the server to speak), then forwards
-// every connection to target: a dependency that is not there yet.
+// gatedProxy forwards connections to a dependency that is not there until
+// open: a TCP port that accepts nothing before (clients connect, then time
+// out waiting for the server to speak), or a unix socket that does not
+// exist before.
 type gatedProxy struct {
-	ln     net.Listener
-	target string
-	gate   chan struct{}
-	mu     sync.Mutex
-	conns  []net.Conn
+	network, target string // where connections go
+	listen          func() (net.Listener, error)
+	gate            chan struct{}
+	served          chan struct{}
+	mu              sync.Mutex
+	ln              net.Listener
+	closing         bool
+	conns           []net.Conn
 }
 
+// newGatedProxy is a loopback TCP port forwarding to the TCP address
+// target once opened.
 func newGatedProxy(t *testing.T, target string) *gatedProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &gatedProxy{ln: ln, target: target, gate: make(chan struct{})}
-	done := make(chan struct{})
-	go func() { defer close(done); p.serve() }()
+	return startGatedProxy(t, &gatedProxy{network: "tcp", target: target, ln: ln})
+}
+
+// newLateUnixProxy is a unix socket at path, made at open, forwarding to
+// the unix socket target.
+func newLateUnixProxy(t *testing.T, path, target string) *gatedProxy {
+	t.Helper()
+	return startGatedProxy(t, &gatedProxy{network: "unix", target: target,
+		listen: func() (net.Listener, error) { return net.Listen("unix", path) }})
+}
+
+func startGatedProxy(t *testing.T, p *gatedProxy) *gatedProxy {
+	t.Helper()
+	p.gate, p.served = make(chan struct{}), make(chan struct{})
+	go func() { defer close(p.served); p.serve(t) }()
 	t.Cleanup(func() {
-		_ = ln.Close()
-		p.open() // an accept loop never opened must still see the close
-		<-done
+		p.mu.Lock()
+		p.closing = true
+		if p.ln != nil {
+			_ = p.ln.Close()
+		}
+		p.mu.Unlock()
+		p.open()
+		<-p.served
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for _, c := range p.conns {
@@ -320,6 +361,8 @@ func newGatedProxy(t *testing.T, target string) *gatedProxy {
 func (p *gatedProxy) addr() string { return p.ln.Addr().String() }
 
 func (p *gatedProxy) open() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	select {
 	case <-p.gate:
 	default:
@@ -327,14 +370,30 @@ func (p *gatedProxy) open() {
 	}
 }
 
-func (p *gatedProxy) serve() {
+func (p *gatedProxy) serve(t *testing.T) {
 	<-p.gate
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return
+	}
+	if p.ln == nil {
+		ln, err := p.listen()
+		if err != nil {
+			p.mu.Unlock()
+			t.Errorf("proxy listen: %v", err)
+			return
+		}
+		p.ln = ln
+	}
+	ln := p.ln
+	p.mu.Unlock()
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		up, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+		up, err := net.DialTimeout(p.network, p.target, 10*time.Second)
 		if err != nil {
 			_ = c.Close()
 			continue
