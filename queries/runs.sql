@@ -29,15 +29,22 @@ WHERE id = @id AND state IN ('queued', 'running')
 RETURNING *;
 
 -- name: RunsActiveOrphaned :many
--- Unfinished runs older than @min_age that nobody alive (heartbeat within
--- @dead_after) coordinates: the reaper republishes them.
-SELECT runs.id FROM runs
-WHERE state IN ('queued', 'running') AND created_at < now() - @min_age::interval
-  AND (coordinator_id IS NULL
-       OR NOT EXISTS (SELECT 1 FROM executors e
-                      WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > now() - @dead_after::interval))
-ORDER BY created_at
+-- Unfinished runs that nobody alive coordinates: never taken or handed back
+-- (no coordinator), or held by an executor that stopped or has not
+-- heartbeat within @dead_after (database clock). settled: the run has been
+-- without a live coordinator for longer than @settle (counted from its
+-- creation when it never had one, else from when its coordinator's
+-- liveness expired), so any message of it left in the stream should have
+-- been delivered and taken by then.
+SELECT runs.id,
+       (CASE WHEN runs.coordinator_id IS NULL THEN runs.created_at
+             ELSE coalesce(least(e.stopped_at, e.heartbeat_at + @dead_after::interval), '-infinity'::timestamptz)
+        END < now() - @settle::interval)::bool AS settled
+FROM runs LEFT JOIN executors e ON e.id = runs.coordinator_id
+WHERE runs.state IN ('queued', 'running')
+  AND (runs.coordinator_id IS NULL OR e.id IS NULL OR e.stopped_at IS NOT NULL
+       OR e.heartbeat_at <= now() - @dead_after::interval)
+ORDER BY runs.created_at
 LIMIT 100;
 
 -- name: RunRequestCancel :one

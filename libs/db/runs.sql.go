@@ -339,36 +339,48 @@ func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]RunSear
 }
 
 const runsActiveOrphaned = `-- name: RunsActiveOrphaned :many
-SELECT runs.id FROM runs
-WHERE state IN ('queued', 'running') AND created_at < now() - $1::interval
-  AND (coordinator_id IS NULL
-       OR NOT EXISTS (SELECT 1 FROM executors e
-                      WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > now() - $2::interval))
-ORDER BY created_at
+SELECT runs.id,
+       (CASE WHEN runs.coordinator_id IS NULL THEN runs.created_at
+             ELSE coalesce(least(e.stopped_at, e.heartbeat_at + $1::interval), '-infinity'::timestamptz)
+        END < now() - $2::interval)::bool AS settled
+FROM runs LEFT JOIN executors e ON e.id = runs.coordinator_id
+WHERE runs.state IN ('queued', 'running')
+  AND (runs.coordinator_id IS NULL OR e.id IS NULL OR e.stopped_at IS NOT NULL
+       OR e.heartbeat_at <= now() - $1::interval)
+ORDER BY runs.created_at
 LIMIT 100
 `
 
 type RunsActiveOrphanedParams struct {
-	MinAge    pgtype.Interval
 	DeadAfter pgtype.Interval
+	Settle    pgtype.Interval
 }
 
-// Unfinished runs older than @min_age that nobody alive (heartbeat within
-// @dead_after) coordinates: the reaper republishes them.
-func (q *Queries) RunsActiveOrphaned(ctx context.Context, arg RunsActiveOrphanedParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.MinAge, arg.DeadAfter)
+type RunsActiveOrphanedRow struct {
+	ID      uuid.UUID
+	Settled bool
+}
+
+// Unfinished runs that nobody alive coordinates: never taken or handed back
+// (no coordinator), or held by an executor that stopped or has not
+// heartbeat within @dead_after (database clock). settled: the run has been
+// without a live coordinator for longer than @settle (counted from its
+// creation when it never had one, else from when its coordinator's
+// liveness expired), so any message of it left in the stream should have
+// been delivered and taken by then.
+func (q *Queries) RunsActiveOrphaned(ctx context.Context, arg RunsActiveOrphanedParams) ([]RunsActiveOrphanedRow, error) {
+	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.DeadAfter, arg.Settle)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []uuid.UUID{}
+	items := []RunsActiveOrphanedRow{}
 	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
+		var i RunsActiveOrphanedRow
+		if err := rows.Scan(&i.ID, &i.Settled); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

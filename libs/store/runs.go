@@ -143,12 +143,28 @@ func (s *Store) RunCoordinatorRelease(ctx context.Context, run uuid.UUID, execut
 	return wrap(s.q.RunCoordinatorRelease(ctx, db.RunCoordinatorReleaseParams{ID: run, ExecutorID: executor}), "release run")
 }
 
-// RunsOrphaned returns unfinished runs created more than minAge ago that no
-// live executor (one that heartbeat within deadAfter) coordinates; both are
-// measured by the database clock.
-func (s *Store) RunsOrphaned(ctx context.Context, minAge, deadAfter time.Duration) ([]uuid.UUID, error) {
-	ids, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{MinAge: interval(minAge), DeadAfter: interval(deadAfter)})
-	return ids, wrap(err, "orphaned runs")
+// OrphanedRun is an unfinished run that no live executor coordinates.
+// Settled means it has been so for longer than the settle time asked for.
+type OrphanedRun struct {
+	ID      uuid.UUID
+	Settled bool
+}
+
+// RunsOrphaned returns unfinished runs that no live executor (one that
+// heartbeat within deadAfter) coordinates, oldest first; a run is settled
+// once it has had no live coordinator for longer than settle (since its
+// creation when it never had one, else since its coordinator's liveness
+// expired). Both are measured by the database clock.
+func (s *Store) RunsOrphaned(ctx context.Context, deadAfter, settle time.Duration) ([]OrphanedRun, error) {
+	rows, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{DeadAfter: interval(deadAfter), Settle: interval(settle)})
+	if err != nil {
+		return nil, wrap(err, "orphaned runs")
+	}
+	out := make([]OrphanedRun, len(rows))
+	for i, r := range rows {
+		out[i] = OrphanedRun{ID: r.ID, Settled: r.Settled}
+	}
+	return out, nil
 }
 
 // RunFilter selects runs for the history.

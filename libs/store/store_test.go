@@ -543,16 +543,22 @@ func TestExecutorTimesUseTheDatabaseClock(t *testing.T) {
 	if _, ok, err := st.RunCoordinate(ctx, run.ID, "silent", time.Hour); err != nil || !ok {
 		t.Fatalf("coordinate: %v %v", ok, err)
 	}
-	if ids, err := st.RunsOrphaned(ctx, 0, dead); err != nil || len(ids) != 1 || ids[0] != run.ID {
-		t.Fatalf("a run coordinated by a silent executor is not orphaned: %v %v", ids, err)
-	}
-	if ids, err := st.RunsOrphaned(ctx, time.Hour, dead); err != nil || len(ids) != 0 {
-		t.Fatalf("a new run is orphaned before min age: %v %v", ids, err)
+	// The silent executor's liveness expired 30 s ago (a minute since its
+	// heartbeat, less dead): the run, created just now, is orphaned at once
+	// and settled by that expiry, not by its own age.
+	for _, c := range []struct {
+		settle  time.Duration
+		settled bool
+	}{{0, true}, {10 * time.Second, true}, {45 * time.Second, false}, {time.Hour, false}} {
+		ids, err := st.RunsOrphaned(ctx, dead, c.settle)
+		if err != nil || len(ids) != 1 || ids[0] != (store.OrphanedRun{ID: run.ID, Settled: c.settled}) {
+			t.Fatalf("a young run coordinated by a silent executor, settle %s: %+v %v, want settled=%v", c.settle, ids, err, c.settled)
+		}
 	}
 	if _, ok, err := st.RunCoordinate(ctx, run.ID, "live", dead); err != nil || !ok {
 		t.Fatalf("taking over from a silent coordinator: %v %v", ok, err)
 	}
-	if ids, err := st.RunsOrphaned(ctx, 0, dead); err != nil || len(ids) != 0 {
+	if ids, err := st.RunsOrphaned(ctx, dead, 0); err != nil || len(ids) != 0 {
 		t.Fatalf("a run a live executor coordinates is orphaned: %v %v", ids, err)
 	}
 

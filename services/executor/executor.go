@@ -155,6 +155,9 @@ type Executor struct {
 
 	mu     sync.Mutex
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
+	// coordinating holds the runs this executor coordinates or stands by
+	// for, so that a second message of one is not a second coordinator.
+	coordinating map[uuid.UUID]struct{}
 
 	runs       *runCache
 	secretEnvs *perRun[uuid.UUID, map[string]string] // each run's secret env
@@ -182,15 +185,16 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	pub := timedPublisher{js: js, h: m.PublishDuration}
 	e := &Executor{
 		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{pub}, m: m, pub: pub,
-		log:        cfg.Logger.With("component", "executor", "executor", cfg.ID),
-		slots:      make(chan struct{}, cfg.Slots),
-		handshakes: make(chan struct{}, cfg.MaxHandshakes),
-		active:     map[uuid.UUID]map[*hostTask]struct{}{},
-		runs:       newRunCache(1024),
-		secretEnvs: newPerRun[uuid.UUID, map[string]string](1024),
-		creds:      newPerRun[credentialKey, store.Secret](1024),
-		pool:       newConnPool(cfg.ConnIdle, cfg.Slots),
-		signers:    newSignerCache(),
+		log:          cfg.Logger.With("component", "executor", "executor", cfg.ID),
+		slots:        make(chan struct{}, cfg.Slots),
+		handshakes:   make(chan struct{}, cfg.MaxHandshakes),
+		active:       map[uuid.UUID]map[*hostTask]struct{}{},
+		coordinating: map[uuid.UUID]struct{}{},
+		runs:         newRunCache(1024),
+		secretEnvs:   newPerRun[uuid.UUID, map[string]string](1024),
+		creds:        newPerRun[credentialKey, store.Secret](1024),
+		pool:         newConnPool(cfg.ConnIdle, cfg.Slots),
+		signers:      newSignerCache(),
 	}
 	for range cfg.Slots {
 		e.slots <- struct{}{}

@@ -152,18 +152,33 @@ func (t *hostTask) connectAndRun() outcome {
 	case become != nil && become.Refused() && ctx.Err() == nil && cmdCtx.Err() == nil:
 		// sudo asked again: the stdin was closed so that it gave up.
 		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode), err: remote.PasswordRefused}
+	case err != nil && ctx.Err() != nil:
+		return t.interrupted(ctx, &res)
+	case err != nil && cmdCtx.Err() != nil:
+		return outcome{state: testum.HostTimeout, signal: res.Signal, err: why + "; the remote process was killed"}
+	default:
+		return commandOutcome(res, err)
+	}
+}
+
+// commandOutcome maps how Run ended, neither canceled nor timed out, to the
+// host's state. A connection that died is unreachable only when the command
+// certainly never started; once it may have started it is lost (it may have
+// finished, or still run on the host), so it is never taken for a host that
+// was not reached, nor run again unless the run retries lost hosts.
+func commandOutcome(res sshx.Result, err error) outcome {
+	switch {
 	case err == nil && res.Signal != "":
 		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
 	case err == nil && res.ExitCode == 0:
 		return outcome{state: testum.HostOK, exit: intp(0)}
 	case err == nil:
 		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode)}
-	case ctx.Err() != nil:
-		return t.interrupted(ctx, &res)
-	case cmdCtx.Err() != nil:
-		return outcome{state: testum.HostTimeout, signal: res.Signal, err: why + "; the remote process was killed"}
+	case errors.Is(err, sshx.ErrConnectionLost) && errors.Is(err, sshx.ErrNotStarted):
+		return outcome{state: testum.HostUnreachable, err: "connection lost before the command started: " + err.Error()}
 	case errors.Is(err, sshx.ErrConnectionLost):
-		return outcome{state: testum.HostUnreachable, err: "connection lost while the command was running: " + err.Error()}
+		return outcome{state: testum.HostLost,
+			err: "connection lost after the command started; it may or may not have finished: " + err.Error()}
 	default:
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}

@@ -373,8 +373,9 @@ func testumBinary(t *testing.T) string {
 
 // process is a testum subprocess.
 type process struct {
-	cmd *exec.Cmd
-	out *urlWatcher
+	cmd    *exec.Cmd
+	out    *urlWatcher
+	exited chan struct{} // closed once cmd.Wait returned (cmd.ProcessState is then set)
 }
 
 // startProcess runs the testum binary with args and env (added to a clean
@@ -391,8 +392,8 @@ func startProcess(t *testing.T, env map[string]string, args ...string) *process 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, out: w}
 	exited := make(chan struct{})
+	p := &process{cmd: cmd, out: w, exited: exited}
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)

@@ -25,9 +25,19 @@ func cmdGateway(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
+	// Listen first: while the role waits for NATS, JetStream and PostgreSQL,
+	// a load balancer sees /healthz 200 and /readyz 503.
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
+	}
+	fmt.Fprintf(stdout, "testum gateway %s listening on http://%s, ready once NATS, JetStream and PostgreSQL answer\n", version, ln.Addr())
+	stopStarting := serveStarting(ln, log)
+	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
+	stopStarting()
+	if err != nil {
+		_ = ln.Close()
+		return stoppedWhileStarting(ctx, err)
 	}
 	defer sys.Close()
 	gw, err := newGateway(&cfg, sys, metrics.New())
@@ -37,12 +47,17 @@ func cmdGateway(ctx context.Context, args []string, getenv func(string) string, 
 	if err := bootstrapAdmin(ctx, &cfg, sys, stdout); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
-	}
 	fmt.Fprintf(stdout, "testum gateway %s serving on http://%s\n", version, ln.Addr())
 	return gw.Serve(ctx, ln)
+}
+
+// stoppedWhileStarting is the end of a role stopped (SIGTERM) while it
+// waited for its dependencies: a clean exit, not a failure.
+func stoppedWhileStarting(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // cmdExecutor runs host tasks only; run as many as the fleet needs.
@@ -61,9 +76,11 @@ func cmdExecutor(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer ops.close()
-	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
+	// wait.Status() is the executor's readiness while it starts.
+	wait := newStartup(log)
+	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true, startup: wait})
 	if err != nil {
-		return err
+		return stoppedWhileStarting(ctx, err)
 	}
 	defer sys.Close()
 	ops.setReady(systemReady(sys))

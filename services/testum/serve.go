@@ -28,7 +28,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	sys, err := openSystem(ctx, &cfg, log, systemOpts{embed: true, needNATS: true})
 	if err != nil {
-		return err
+		return stoppedWhileStarting(ctx, err)
 	}
 	defer sys.Close()
 
