@@ -82,8 +82,19 @@ func TestTwoExecutorProcessesShareARun(t *testing.T) {
 		ids = append(ids, s.createPlatform(t, map[string]any{"name": fmt.Sprintf("n%02d", i), "host": sshd.Addr(100 + i),
 			"port": sshd.Port, "username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password}))
 	}
+	// A barrier on the host side: every command marks that it started and
+	// waits (bounded) until five have, more than one executor's four slots,
+	// so the run completes promptly only when both executors take hosts.
+	barrier := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("share-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(barrier, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(barrier, sshd.PasswordUser.UID, sshd.PasswordUser.GID); err != nil {
+		t.Fatal(err)
+	}
+	cmd := fmt.Sprintf(`touch %[1]s/$(echo $SSH_CONNECTION | cut -d' ' -f3); for i in $(seq 1200); do [ $(ls %[1]s | wc -l) -ge 5 ] && break; sleep 0.1; done; echo $SSH_CONNECTION`, barrier)
 	run := s.waitRun(t, s.startRun(t, map[string]any{
-		"command": "sleep 0.5; echo $SSH_CONNECTION", "targets": map[string]any{"platform_ids": ids}, "timeout": 60,
+		"command": cmd, "targets": map[string]any{"platform_ids": ids}, "timeout": 300,
 	}))
 	executors := map[string]int{}
 	for _, h := range run.Hosts {
