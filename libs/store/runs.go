@@ -46,7 +46,7 @@ func (s *Store) RunCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
 }
 
 func (s *Store) runCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
-	spec, err := json.Marshal(nr.Spec)
+	spec, err := encodeRunSpec(nr.Spec)
 	if err != nil {
 		return testum.Run{}, err
 	}
@@ -193,9 +193,11 @@ func runFromRow(r db.Run) (testum.Run, error) {
 		CoordinatorID: deref(r.CoordinatorID), CancelRequested: r.CancelRequested, AbortReason: r.AbortReason, Error: r.Error,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
-	if err := json.Unmarshal(r.Spec, &run.Spec); err != nil {
+	spec, err := decodeRunSpec(r.Spec)
+	if err != nil {
 		return run, fmt.Errorf("run %s spec: %w", r.ID, err)
 	}
+	run.Spec = spec
 	if err := json.Unmarshal(r.Targets, &run.Targets); err != nil {
 		return run, fmt.Errorf("run %s targets: %w", r.ID, err)
 	}

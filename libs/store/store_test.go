@@ -157,8 +157,12 @@ func TestUsersAndSessions(t *testing.T) {
 	const idle = 15 * time.Minute
 	sid, token := uuid.New(), []byte("token-hash")
 	err = st.InTx(ctx, func(tx *store.Tx) error {
-		return tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: alice.ID, TokenHash: token,
-			ExpiresAt: clk.Now().Add(2 * time.Hour), IP: "127.0.0.1"})
+		expires, err := tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: alice.ID, TokenHash: token,
+			Lifetime: 2 * time.Hour, IP: "127.0.0.1"})
+		if err == nil && !expires.Equal(clk.Now().Add(2*time.Hour)) {
+			t.Errorf("expires at %s, want the injected clock's %s plus the lifetime", expires, clk.Now())
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -594,11 +598,20 @@ func TestSessionAndLoginTimesUseTheDatabaseClock(t *testing.T) {
 	u := createUser(t, st, "dave")
 	const idle = 15 * time.Minute
 	sid, token := uuid.New(), []byte("t")
+	var expires, dbNow time.Time
 	err := st.InTx(ctx, func(tx *store.Tx) error {
-		return tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: u.ID, TokenHash: token, ExpiresAt: time.Now().Add(time.Hour)})
+		var err error
+		expires, err = tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: u.ID, TokenHash: token, Lifetime: time.Hour})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := st.Pool().QueryRow(ctx, "SELECT created_at FROM sessions WHERE id = $1", sid).Scan(&dbNow); err != nil {
+		t.Fatal(err)
+	}
+	if !expires.Equal(dbNow.Add(time.Hour)) {
+		t.Fatalf("the session expires at %s, want its opening by the database clock (%s) plus the lifetime", expires, dbNow)
 	}
 	if _, err := st.SessionTouch(ctx, sid, token, idle); err != nil {
 		t.Fatalf("touch of a fresh session: %v", err)

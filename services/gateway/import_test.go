@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 )
 
 type importResult struct {
@@ -60,12 +60,12 @@ web3 ansible_host=127.0.0.3 ansible_user=deploy role="two words"
 	if !strings.HasPrefix(results["web3"], "rejected: label role=") {
 		t.Fatalf("an invalid label value: %q", results["web3"])
 	}
-	var ps []api.Platform
+	var ps []apiclient.Platform
 	c.must(http.StatusOK, "GET", "/api/platforms/?name=web", nil).decode(t, &ps)
 	if len(ps) != 2 {
 		t.Fatalf("platforms: %+v", ps)
 	}
-	byName := map[string]api.Platform{}
+	byName := map[string]apiclient.Platform{}
 	for _, p := range ps {
 		byName[p.Name] = p
 		if want := map[string]string{"web": "true", "role": "frontend"}; len(p.Labels) != 2 ||
@@ -76,15 +76,15 @@ web3 ansible_host=127.0.0.3 ansible_user=deploy role="two words"
 	ctx := context.Background()
 	for name, want := range map[string]string{"web1": "host-own-pw-4711", "web2": "shared-pw-1234"} {
 		p := byName[name]
-		if p.AuthMethod != "password" || p.CredentialID == nil {
+		if p.AuthMethod != "password" || p.CredentialId == nil {
 			t.Fatalf("%s: %+v", name, p)
 		}
-		sec, err := g.st.CredentialOpen(ctx, *p.CredentialID)
+		sec, err := g.st.CredentialOpen(ctx, *p.CredentialId)
 		if err != nil || string(sec.Secret) != want {
 			t.Fatalf("%s opens to %q, %v; want %q", name, sec.Secret, err, want)
 		}
 	}
-	if *byName["web1"].CredentialID == *byName["web2"].CredentialID {
+	if *byName["web1"].CredentialId == *byName["web2"].CredentialId {
 		t.Fatal("the host's own password was shared")
 	}
 	for _, leak := range []string{"host-own-pw-4711", "label-leak-0815"} {
