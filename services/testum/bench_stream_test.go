@@ -174,13 +174,13 @@ func (s *server) wsCountFrom(id string, since uint64, c *wsCount) (apiclient.WSM
 			return m, fmt.Errorf("websocket message %d: %w", msgs, err)
 		}
 		c.payload += nuls
-		c.types[m.Type]++
+		c.types[string(m.Type)]++
 		if m.Type != "stdout" && len(c.others) < 20 {
 			c.others = append(c.others, fmt.Sprintf("%s seq %d host_seq %d: %.200s", m.Type, m.Seq, val(m.HostSeq), m.Payload))
 		}
 		switch m.Type {
 		case "stdout":
-			if m.Encoding == "base64" {
+			if val(m.Encoding) == apiclient.Base64 {
 				c.b64 = true
 				raw, err := base64.StdEncoding.DecodeString(m.Payload)
 				if err != nil {

@@ -516,7 +516,7 @@ func runOn(t *testing.T, s *server, ids []int64, cmd, want string) (apiclient.Ru
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		var r apiclient.Run
-		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.ID, nil, &r)
+		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.Id.String(), nil, &r)
 		if r.State == "succeeded" {
 			// Every host's output, from the archive summary.
 			var sum struct {
@@ -525,7 +525,7 @@ func runOn(t *testing.T, s *server, ids []int64, cmd, want string) (apiclient.Ru
 					Output string `json:"output"`
 				} `json:"groups"`
 			}
-			mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.ID+"/summary", nil, &sum)
+			mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.Id.String()+"/summary", nil, &sum)
 			if len(sum.Groups) != 1 || sum.Groups[0].Count != len(ids) || sum.Groups[0].Output != want {
 				return r, fmt.Errorf("testum outputs: %+v", sum.Groups)
 			}
@@ -698,7 +698,7 @@ func (s *server) wsFirst(t *testing.T, id, typ string) string {
 		if err := conn.ReadJSON(&m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Type == typ {
+		if string(m.Type) == typ {
 			return m.Payload
 		}
 	}

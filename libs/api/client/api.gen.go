@@ -569,8 +569,11 @@ type EnvValue struct {
 // EnvValue0 defines model for EnvValue.0.
 type EnvValue0 = string
 
-// Error Every error response.
+// Error Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Error struct {
+	// Error For people; never holds a secret.
+	Error string `json:"error"`
+
 	// Code Stable and machine-readable. The classes, each with one HTTP status:
 	// invalid (400), unauthorized (401), forbidden (403), not_found (404),
 	// conflict (409), too_many (429), unavailable (503), internal (500).
@@ -581,9 +584,6 @@ type Error struct {
 	// password_required, secret_label, target_denied (400),
 	// origin_not_allowed (403), no_identity (404).
 	Code ErrorCode `json:"code"`
-
-	// Error For people; never holds a secret.
-	Error string `json:"error"`
 }
 
 // ErrorCode Stable and machine-readable. The classes, each with one HTTP status:
@@ -1136,34 +1136,34 @@ type SinceParam = time.Time
 // UntilParam defines model for untilParam.
 type UntilParam = time.Time
 
-// BadRequest Every error response.
+// BadRequest Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type BadRequest = Error
 
-// Conflict Every error response.
+// Conflict Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Conflict = Error
 
-// Forbidden Every error response.
+// Forbidden Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Forbidden = Error
 
-// NotFound Every error response.
+// NotFound Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type NotFound = Error
 
-// PayloadTooLarge Every error response.
+// PayloadTooLarge Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type PayloadTooLarge = Error
 
-// TooManyRequests Every error response.
+// TooManyRequests Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type TooManyRequests = Error
 
-// Unauthorized Every error response.
+// Unauthorized Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Unauthorized = Error
 
-// Unavailable Every error response.
+// Unavailable Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Unavailable = Error
 
-// UnsupportedMediaType Every error response.
+// UnsupportedMediaType Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type UnsupportedMediaType = Error
 
-// UpgradeRequired Every error response.
+// UpgradeRequired Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type UpgradeRequired = Error
 
 // AuditListParams defines parameters for AuditList.

@@ -788,7 +788,7 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description Every error response. */
+        /** @description Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type). */
         Error: {
             /** @description For people; never holds a secret. */
             error: string;
