@@ -70,7 +70,8 @@ func (g *Gateway) runGet(c *fiber.Ctx) error {
 	return c.JSON(runWire(run, hosts))
 }
 
-// runList is the history: ?state=&user=&platform=&label=&q=&since=&until=.
+// runList is the history: ?state=&user=&platform=&label=&q=&since=&until=,
+// paged by offset or, with ?before_id=<run id>, after that run (keyset).
 func (g *Gateway) runList(c *fiber.Ctx) error {
 	limit, offset, err := page(c)
 	if err != nil {
@@ -101,7 +102,15 @@ func (g *Gateway) runList(c *fiber.Ctx) error {
 			*dst = &t
 		}
 	}
-	list, total, err := g.st.RunSearch(c.UserContext(), f, limit, offset)
+	fetch := limit
+	if v := c.Query("before_id"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			return testum.Invalid("before_id %q: want a run id", v)
+		}
+		f.BeforeID, fetch = &id, limit+1 // one more says whether a next page follows
+	}
+	list, total, err := g.st.RunSearch(c.UserContext(), f, fetch, offset)
 	if err != nil {
 		return err
 	}
@@ -121,6 +130,9 @@ func (g *Gateway) runList(c *fiber.Ctx) error {
 			byState[string(state)] = n
 		}
 		out[i].Counts = &byState
+	}
+	if f.BeforeID != nil {
+		return sendKeysetPage(c, out, total, limit, func(r apiclient.Run) string { return r.Id.String() })
 	}
 	return sendPage(c, out, total, limit, offset)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -243,13 +244,24 @@ func (g *Gateway) auditList(c *fiber.Ctx) error {
 			*dst = &t
 		}
 	}
-	list, total, err := g.st.AuditList(c.UserContext(), f, limit, offset)
+	fetch := limit
+	if v := c.Query("before_id"); v != "" {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return testum.Invalid("before_id %q: want an audit entry id", v)
+		}
+		f.BeforeID, fetch = &id, limit+1 // one more says whether a next page follows
+	}
+	list, total, err := g.st.AuditList(c.UserContext(), f, fetch, offset)
 	if err != nil {
 		return err
 	}
 	out := make([]apiclient.AuditEntry, len(list))
 	for i, e := range list {
 		out[i] = auditEntryWire(e)
+	}
+	if f.BeforeID != nil {
+		return sendKeysetPage(c, out, int(total), limit, func(e apiclient.AuditEntry) string { return strconv.FormatInt(e.Id, 10) })
 	}
 	return sendPage(c, out, int(total), limit, offset)
 }

@@ -20,7 +20,7 @@ import (
 // which fields are always present (required, null when empty) and which
 // are left out when empty: a required field is a value or a pointer set
 // even when nil, an optional one is a pointer set only when there is
-// something to show (opt, optInt, optSlice).
+// something to show (opt, optSlice).
 
 // opt is v as an optional field: left out when it is the zero value.
 func opt[T comparable](v T) *T {

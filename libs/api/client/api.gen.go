@@ -1171,9 +1171,12 @@ type AuditListParams struct {
 	// Limit Page size (default 100).
 	Limit  *LimitParam  `form:"limit,omitempty" json:"limit,omitempty"`
 	Offset *OffsetParam `form:"offset,omitempty" json:"offset,omitempty"`
-	Actor  *string      `form:"actor,omitempty" json:"actor,omitempty"`
-	Action *string      `form:"action,omitempty" json:"action,omitempty"`
-	Target *string      `form:"target,omitempty" json:"target,omitempty"`
+
+	// BeforeId Keyset paging: the page starts after this entry (the id of the last one you have); the Link header names the next page's cursor. The total counts every entry the filters match.
+	BeforeId *int64  `form:"before_id,omitempty" json:"before_id,omitempty"`
+	Actor    *string `form:"actor,omitempty" json:"actor,omitempty"`
+	Action   *string `form:"action,omitempty" json:"action,omitempty"`
+	Target   *string `form:"target,omitempty" json:"target,omitempty"`
 
 	// Since RFC 3339 time, inclusive lower bound.
 	Since *SinceParam `form:"since,omitempty" json:"since,omitempty"`
@@ -1227,7 +1230,10 @@ type RunListParams struct {
 	// Limit Page size (default 100).
 	Limit  *LimitParam  `form:"limit,omitempty" json:"limit,omitempty"`
 	Offset *OffsetParam `form:"offset,omitempty" json:"offset,omitempty"`
-	State  *RunState    `form:"state,omitempty" json:"state,omitempty"`
+
+	// BeforeId Keyset paging: the page starts after this run (the id of the last one you have); the Link header names the next page's cursor. The total counts every run the filters match.
+	BeforeId *openapi_types.UUID `form:"before_id,omitempty" json:"before_id,omitempty"`
+	State    *RunState           `form:"state,omitempty" json:"state,omitempty"`
 
 	// User The username that created the run.
 	User *string `form:"user,omitempty" json:"user,omitempty"`
@@ -3272,6 +3278,18 @@ func NewAuditListRequest(server string, params *AuditListParams) (*http.Request,
 
 		}
 
+		if params.BeforeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before_id", *params.BeforeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Actor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "actor", *params.Actor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -4595,6 +4613,18 @@ func NewRunListRequest(server string, params *RunListParams) (*http.Request, err
 		if params.Offset != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "offset", *params.Offset, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.BeforeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before_id", *params.BeforeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

@@ -1848,6 +1848,8 @@ export interface operations {
                 /** @description Page size (default 100). */
                 limit?: components["parameters"]["limitParam"];
                 offset?: components["parameters"]["offsetParam"];
+                /** @description Keyset paging: the page starts after this entry (the id of the last one you have); the Link header names the next page's cursor. The total counts every entry the filters match. */
+                before_id?: number;
                 actor?: string;
                 action?: string;
                 target?: string;
@@ -2533,6 +2535,8 @@ export interface operations {
                 /** @description Page size (default 100). */
                 limit?: components["parameters"]["limitParam"];
                 offset?: components["parameters"]["offsetParam"];
+                /** @description Keyset paging: the page starts after this run (the id of the last one you have); the Link header names the next page's cursor. The total counts every run the filters match. */
+                before_id?: string;
                 state?: components["schemas"]["RunState"];
                 /** @description The username that created the run. */
                 user?: string;
