@@ -46,7 +46,7 @@ func (s *Store) RunCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
 }
 
 func (s *Store) runCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
-	spec, err := json.Marshal(nr.Spec)
+	spec, err := encodeRunSpec(nr.Spec)
 	if err != nil {
 		return testum.Run{}, err
 	}
@@ -173,6 +173,7 @@ type RunFilter struct {
 	Since, Until       *time.Time
 	PlatformID         *int64
 	Labels             map[string]string
+	BeforeID           *uuid.UUID // the page starts after this run (keyset paging)
 }
 
 // RunSearch pages through the history, newest first, and counts the runs
@@ -182,11 +183,18 @@ func (s *Store) RunSearch(ctx context.Context, f RunFilter, limit, offset int) (
 	if err != nil {
 		return nil, 0, err
 	}
-	page := func(limit, offset int) ([]db.RunSearchRow, error) {
-		return s.q.RunSearch(ctx, db.RunSearchParams{State: f.State, UserName: f.User, Q: f.Query, Since: f.Since,
-			Until: f.Until, PlatformID: f.PlatformID, Selector: sel, Lim: int32(limit), Off: int32(offset)})
+	page := func(before *uuid.UUID) func(limit, offset int) ([]db.RunSearchRow, error) {
+		return func(limit, offset int) ([]db.RunSearchRow, error) {
+			return s.q.RunSearch(ctx, db.RunSearchParams{State: f.State, UserName: f.User, Q: f.Query, Since: f.Since,
+				Until: f.Until, PlatformID: f.PlatformID, Selector: sel, BeforeID: before, Lim: int32(limit), Off: int32(offset)})
+		}
 	}
-	rows, total, err := paged(page, limit, offset, func(r db.RunSearchRow) int64 { return r.Total })
+	totalOf := func(r db.RunSearchRow) int64 { return r.Total }
+	rows, total, err := paged(page(f.BeforeID), limit, offset, totalOf)
+	if err == nil && len(rows) == 0 && f.BeforeID != nil {
+		// Past the end of a keyset walk: the total is still the filter's.
+		_, total, err = paged(page(nil), 1, 0, totalOf)
+	}
 	if err != nil {
 		return nil, 0, wrap(err, "runs")
 	}
@@ -209,9 +217,11 @@ func runFromRow(r db.Run) (testum.Run, error) {
 		CoordinatorID: deref(r.CoordinatorID), CancelRequested: r.CancelRequested, AbortReason: r.AbortReason, Error: r.Error,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
-	if err := json.Unmarshal(r.Spec, &run.Spec); err != nil {
+	spec, err := decodeRunSpec(r.Spec)
+	if err != nil {
 		return run, fmt.Errorf("run %s spec: %w", r.ID, err)
 	}
+	run.Spec = spec
 	if err := json.Unmarshal(r.Targets, &run.Targets); err != nil {
 		return run, fmt.Errorf("run %s targets: %w", r.ID, err)
 	}

@@ -208,7 +208,7 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 			return fail(t.interrupted(ctx, nil))
 		}
 		msg := fmt.Sprintf("ssh %s: cannot use the private key: %v", target.Addr, err)
-		t.recordContact(platform.ID, string(testum.HostAuthFailed), msg)
+		t.recordContact(platform.ID, testum.PlatformState(testum.HostAuthFailed), msg)
 		return fail(outcome{state: testum.HostAuthFailed, err: msg})
 	}
 	select {
@@ -272,7 +272,7 @@ func (t *hostTask) interrupted(ctx context.Context, res *sshx.Result) outcome {
 func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error) outcome {
 	var de *sshx.DialError
 	if !errors.As(err, &de) {
-		t.recordContact(p.ID, string(testum.HostUnreachable), err.Error())
+		t.recordContact(p.ID, testum.PlatformState(testum.HostUnreachable), err.Error())
 		return outcome{state: testum.HostUnreachable, err: err.Error()}
 	}
 	state := testum.HostState(de.Failure)
@@ -283,14 +283,14 @@ func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error)
 		t.log.Warn("recording offered host key", "err", err)
 	}
 	msg := fleet.DescribeDialError(ctx, t.e.st, de)
-	t.recordContact(p.ID, string(state), msg)
+	t.recordContact(p.ID, testum.PlatformState(state), msg)
 	if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
-		t.recordContact(de.HopID, string(state), msg) // the jump host failed: its own state says so
+		t.recordContact(de.HopID, testum.PlatformState(state), msg) // the jump host failed: its own state says so
 	}
 	return outcome{state: state, err: msg}
 }
 
-func (t *hostTask) recordContact(platform int64, state, detail string) {
+func (t *hostTask) recordContact(platform int64, state testum.PlatformState, detail string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 5*time.Second)
 	defer cancel()
 	if err := t.e.st.PlatformRecordContact(ctx, platform, state, detail); err != nil {

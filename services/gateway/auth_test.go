@@ -201,8 +201,9 @@ func TestTokensRefused(t *testing.T) {
 	sid := uuid.New()
 	jti := "hand-made-jti"
 	err := g.st.InTx(context.Background(), func(tx *store.Tx) error {
-		return tx.SessionCreate(context.Background(), store.NewSession{ID: sid, UserID: 1, TokenHash: auth.TokenHash(jti),
-			ExpiresAt: e.clock.Now().Add(time.Hour)})
+		_, err := tx.SessionCreate(context.Background(), store.NewSession{ID: sid, UserID: 1, TokenHash: auth.TokenHash(jti),
+			Lifetime: time.Hour})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)

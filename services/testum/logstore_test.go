@@ -197,15 +197,15 @@ func TestSplitRolesServeEveryLog(t *testing.T) {
 		"targets": map[string]any{"platform_ids": ids}, "timeout": 120,
 	}))
 	if run.State != "succeeded" {
-		t.Fatalf("run %s: %+v", run.State, run.Hosts)
+		t.Fatalf("run %s: %+v", run.State, hostsOf(run))
 	}
 	big, err := exec.Command("seq", "1", "600000").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := parseRunID(t, run.ID)
+	id := run.Id
 	for _, gw := range []*server{gw1, gw2} {
-		for i, h := range run.Hosts {
+		for i, h := range hostsOf(run) {
 			want := "small\n"
 			if h.Address == fmt.Sprintf("%s:%d", sshd.Addr(720), sshd.Port) {
 				want = string(big)

@@ -183,7 +183,7 @@ func TestMetricsMoveWithARun(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := s.waitRun(t, runID)
-	if r.State != "succeeded" || r.Counts["ok"] != hosts {
+	if r.State != "succeeded" || val(r.Counts)["ok"] != hosts {
 		t.Fatalf("run %s %+v", r.State, r.Counts)
 	}
 	_ = conn.Close()
@@ -224,7 +224,7 @@ func TestMetricsMoveWithARun(t *testing.T) {
 	// A host that refuses the connection: its outcome and the dial's class.
 	refusing := s.createPlatform(t, map[string]any{"name": "refusing", "host": "127.0.0.1", "port": testenv.ClosedPort(t),
 		"username": "nobody", "auth_method": "password", "password": "x"})
-	if r := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"platform_ids": []int64{refusing}}})); r.Counts["unreachable"] != 1 {
+	if r := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"platform_ids": []int64{refusing}}})); val(r.Counts)["unreachable"] != 1 {
 		t.Fatalf("run on a refusing host: %s %+v", r.State, r.Counts)
 	}
 	mustCall(t, http.StatusNotFound, "POST", s.URL+"/api/no-such-route", "{}", nil)

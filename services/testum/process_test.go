@@ -97,11 +97,11 @@ func TestTwoExecutorProcessesShareARun(t *testing.T) {
 		"command": cmd, "targets": map[string]any{"platform_ids": ids}, "timeout": 300,
 	}))
 	executors := map[string]int{}
-	for _, h := range run.Hosts {
+	for _, h := range hostsOf(run) {
 		if h.State != "ok" {
-			t.Errorf("%s: %s (%s)", h.Name, h.State, h.Error)
+			t.Errorf("%s: %s (%s)", h.Name, h.State, val(h.Error))
 		}
-		executors[h.Executor]++
+		executors[val(h.Executor)]++
 	}
 	if len(executors) != 2 {
 		t.Fatalf("hosts ran on %d executors (%v), want both", len(executors), executors)
@@ -196,8 +196,8 @@ func TestExecutorKilledMidCommand(t *testing.T) {
 		var held []string
 		for len(held) == 0 {
 			r := s.getRun(t, runID)
-			for _, h := range r.Hosts {
-				if h.Executor == victimID && h.State == "running" {
+			for _, h := range hostsOf(r) {
+				if val(h.Executor) == victimID && h.State == "running" {
 					held = append(held, h.Name)
 				}
 			}
@@ -217,7 +217,7 @@ func TestExecutorKilledMidCommand(t *testing.T) {
 		t.Logf("retry_lost=%v: the run finished %v after the kill", retry, time.Since(killedAt))
 		// held are the hosts seen running on the victim; it may have held
 		// more (claimed but not yet seen running) when it died.
-		for _, h := range r.Hosts {
+		for _, h := range hostsOf(r) {
 			lines := 0
 			if b, err := os.ReadFile(marker + "-" + strings.Split(h.Address, ":")[0]); err == nil {
 				lines = strings.Count(string(b), "x")
@@ -226,18 +226,18 @@ func TestExecutorKilledMidCommand(t *testing.T) {
 			switch {
 			case lines > h.Attempt:
 				t.Errorf("%s ran %d times in %d attempts", h.Name, lines, h.Attempt)
-			case !retry && (wasHeld || h.Executor == victimID):
+			case !retry && (wasHeld || val(h.Executor) == victimID):
 				if h.State != "lost" || h.Attempt != 1 || (wasHeld && lines != 1) {
 					t.Errorf("%s on the killed executor: %s attempt %d, ran %d times", h.Name, h.State, h.Attempt, lines)
 				}
 			case retry && (wasHeld || h.Attempt > 1):
 				// Run again elsewhere; a host seen running ran on both.
-				if h.State != "ok" || h.Attempt != 2 || h.Executor == victimID || (wasHeld && lines != 2) {
-					t.Errorf("%s with retry_lost: %s attempt %d on %s, ran %d times", h.Name, h.State, h.Attempt, h.Executor, lines)
+				if h.State != "ok" || h.Attempt != 2 || val(h.Executor) == victimID || (wasHeld && lines != 2) {
+					t.Errorf("%s with retry_lost: %s attempt %d on %s, ran %d times", h.Name, h.State, h.Attempt, val(h.Executor), lines)
 				}
 			default:
-				if h.State != "ok" || lines != 1 || h.Executor == victimID {
-					t.Errorf("%s (not on the killed executor): %s on %s, ran %d times", h.Name, h.State, h.Executor, lines)
+				if h.State != "ok" || lines != 1 || val(h.Executor) == victimID {
+					t.Errorf("%s (not on the killed executor): %s on %s, ran %d times", h.Name, h.State, val(h.Executor), lines)
 				}
 			}
 		}

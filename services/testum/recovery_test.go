@@ -61,11 +61,11 @@ func TestServeKilledWithAYoungRunIsTakenOver(t *testing.T) {
 	for {
 		r := s.getRun(t, runID)
 		_, err := os.Stat(marker)
-		if r.State == "running" && len(r.Hosts) == 1 && r.Hosts[0].State == "running" && err == nil {
+		if r.State == "running" && len(hostsOf(r)) == 1 && hostsOf(r)[0].State == "running" && err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the command never started: run %s %+v", r.State, r.Hosts)
+			t.Fatalf("the command never started: run %s %+v", r.State, hostsOf(r))
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
@@ -87,8 +87,8 @@ func TestServeKilledWithAYoungRunIsTakenOver(t *testing.T) {
 		switch r.State {
 		case "succeeded", "failed", "canceled", "aborted":
 			final = true
-			if h := r.Hosts[0]; h.State != "lost" || h.Attempt != 1 || !strings.Contains(h.Error, "stopped responding") {
-				t.Errorf("host of the killed serve: %s attempt %d (%s), want lost", h.State, h.Attempt, h.Error)
+			if h := hostsOf(r)[0]; h.State != "lost" || h.Attempt != 1 || !strings.Contains(val(h.Error), "stopped responding") {
+				t.Errorf("host of the killed serve: %s attempt %d (%s), want lost", h.State, h.Attempt, val(h.Error))
 			}
 			continue
 		}
@@ -136,7 +136,7 @@ func TestConnectionLostMidCommandEndsLost(t *testing.T) {
 	var sessionPID int
 	for sessionPID == 0 {
 		r := s.getRun(t, runID)
-		if _, err := os.Stat(marker); err == nil && r.Hosts[0].State == "running" {
+		if _, err := os.Stat(marker); err == nil && hostsOf(r)[0].State == "running" {
 			ps, err := sshd.Processes(host)
 			if err != nil {
 				t.Fatal(err)
@@ -148,7 +148,7 @@ func TestConnectionLostMidCommandEndsLost(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the command never started: %+v", r.Hosts)
+			t.Fatalf("the command never started: %+v", hostsOf(r))
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
@@ -156,8 +156,8 @@ func TestConnectionLostMidCommandEndsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := s.waitRun(t, runID)
-	if h := r.Hosts[0]; h.State != "lost" || !strings.Contains(h.Error, "after the command started") {
-		t.Errorf("host whose connection died mid-command: %s (%s), want lost", h.State, h.Error)
+	if h := hostsOf(r)[0]; h.State != "lost" || !strings.Contains(val(h.Error), "after the command started") {
+		t.Errorf("host whose connection died mid-command: %s (%s), want lost", h.State, val(h.Error))
 	}
 	// The command itself outlives its session (no PTY): end it.
 	ps, _ := sshd.Processes(host)
@@ -268,8 +268,8 @@ func TestRolesWaitForPostgreSQLAndNATSAtStart(t *testing.T) {
 		"username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password})
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "timeout": 60,
 		"targets": map[string]any{"platform_ids": []int64{pid}}}))
-	if r.State != "succeeded" || r.Hosts[0].State != "ok" {
-		t.Errorf("run after the late PostgreSQL and NATS: %s, host %s (%s)", r.State, r.Hosts[0].State, r.Hosts[0].Error)
+	if r.State != "succeeded" || hostsOf(r)[0].State != "ok" {
+		t.Errorf("run after the late PostgreSQL and NATS: %s, host %s (%s)", r.State, hostsOf(r)[0].State, val(hostsOf(r)[0].Error))
 	}
 }
 

@@ -569,8 +569,11 @@ type EnvValue struct {
 // EnvValue0 defines model for EnvValue.0.
 type EnvValue0 = string
 
-// Error Every error response.
+// Error Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Error struct {
+	// Error For people; never holds a secret.
+	Error string `json:"error"`
+
 	// Code Stable and machine-readable. The classes, each with one HTTP status:
 	// invalid (400), unauthorized (401), forbidden (403), not_found (404),
 	// conflict (409), too_many (429), unavailable (503), internal (500).
@@ -581,9 +584,6 @@ type Error struct {
 	// password_required, secret_label, target_denied (400),
 	// origin_not_allowed (403), no_identity (404).
 	Code ErrorCode `json:"code"`
-
-	// Error For people; never holds a secret.
-	Error string `json:"error"`
 }
 
 // ErrorCode Stable and machine-readable. The classes, each with one HTTP status:
@@ -1136,34 +1136,34 @@ type SinceParam = time.Time
 // UntilParam defines model for untilParam.
 type UntilParam = time.Time
 
-// BadRequest Every error response.
+// BadRequest Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type BadRequest = Error
 
-// Conflict Every error response.
+// Conflict Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Conflict = Error
 
-// Forbidden Every error response.
+// Forbidden Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Forbidden = Error
 
-// NotFound Every error response.
+// NotFound Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type NotFound = Error
 
-// PayloadTooLarge Every error response.
+// PayloadTooLarge Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type PayloadTooLarge = Error
 
-// TooManyRequests Every error response.
+// TooManyRequests Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type TooManyRequests = Error
 
-// Unauthorized Every error response.
+// Unauthorized Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Unauthorized = Error
 
-// Unavailable Every error response.
+// Unavailable Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Unavailable = Error
 
-// UnsupportedMediaType Every error response.
+// UnsupportedMediaType Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type UnsupportedMediaType = Error
 
-// UpgradeRequired Every error response.
+// UpgradeRequired Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type UpgradeRequired = Error
 
 // AuditListParams defines parameters for AuditList.
@@ -1171,9 +1171,12 @@ type AuditListParams struct {
 	// Limit Page size (default 100).
 	Limit  *LimitParam  `form:"limit,omitempty" json:"limit,omitempty"`
 	Offset *OffsetParam `form:"offset,omitempty" json:"offset,omitempty"`
-	Actor  *string      `form:"actor,omitempty" json:"actor,omitempty"`
-	Action *string      `form:"action,omitempty" json:"action,omitempty"`
-	Target *string      `form:"target,omitempty" json:"target,omitempty"`
+
+	// BeforeId Keyset paging: the page starts after this entry (the id of the last one you have); the Link header names the next page's cursor. The total counts every entry the filters match.
+	BeforeId *int64  `form:"before_id,omitempty" json:"before_id,omitempty"`
+	Actor    *string `form:"actor,omitempty" json:"actor,omitempty"`
+	Action   *string `form:"action,omitempty" json:"action,omitempty"`
+	Target   *string `form:"target,omitempty" json:"target,omitempty"`
 
 	// Since RFC 3339 time, inclusive lower bound.
 	Since *SinceParam `form:"since,omitempty" json:"since,omitempty"`
@@ -1227,7 +1230,10 @@ type RunListParams struct {
 	// Limit Page size (default 100).
 	Limit  *LimitParam  `form:"limit,omitempty" json:"limit,omitempty"`
 	Offset *OffsetParam `form:"offset,omitempty" json:"offset,omitempty"`
-	State  *RunState    `form:"state,omitempty" json:"state,omitempty"`
+
+	// BeforeId Keyset paging: the page starts after this run (the id of the last one you have); the Link header names the next page's cursor. The total counts every run the filters match.
+	BeforeId *openapi_types.UUID `form:"before_id,omitempty" json:"before_id,omitempty"`
+	State    *RunState           `form:"state,omitempty" json:"state,omitempty"`
 
 	// User The username that created the run.
 	User *string `form:"user,omitempty" json:"user,omitempty"`
@@ -3302,6 +3308,18 @@ func NewAuditListRequest(server string, params *AuditListParams) (*http.Request,
 
 		}
 
+		if params.BeforeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before_id", *params.BeforeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Actor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "actor", *params.Actor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -4625,6 +4643,18 @@ func NewRunListRequest(server string, params *RunListParams) (*http.Request, err
 		if params.Offset != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "offset", *params.Offset, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.BeforeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before_id", *params.BeforeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

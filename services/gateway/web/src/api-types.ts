@@ -811,7 +811,7 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description Every error response. */
+        /** @description Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type). */
         Error: {
             /** @description For people; never holds a secret. */
             error: string;
@@ -1894,6 +1894,8 @@ export interface operations {
                 /** @description Page size (default 100). */
                 limit?: components["parameters"]["limitParam"];
                 offset?: components["parameters"]["offsetParam"];
+                /** @description Keyset paging: the page starts after this entry (the id of the last one you have); the Link header names the next page's cursor. The total counts every entry the filters match. */
+                before_id?: number;
                 actor?: string;
                 action?: string;
                 target?: string;
@@ -2579,6 +2581,8 @@ export interface operations {
                 /** @description Page size (default 100). */
                 limit?: components["parameters"]["limitParam"];
                 offset?: components["parameters"]["offsetParam"];
+                /** @description Keyset paging: the page starts after this run (the id of the last one you have); the Link header names the next page's cursor. The total counts every run the filters match. */
+                before_id?: string;
                 state?: components["schemas"]["RunState"];
                 /** @description The username that created the run. */
                 user?: string;
