@@ -16,7 +16,7 @@ NATS_SERVER_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-i
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests drive for real: OpenSSH, PostgreSQL, Chromium.
-TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo
+TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo systemd
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet lint bench bench-deps clean help

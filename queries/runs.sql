@@ -29,15 +29,22 @@ WHERE id = @id AND state IN ('queued', 'running')
 RETURNING *;
 
 -- name: RunsActiveOrphaned :many
--- Unfinished runs older than @min_age that nobody alive (heartbeat within
--- @dead_after) coordinates: the reaper republishes them.
-SELECT runs.id FROM runs
-WHERE state IN ('queued', 'running') AND created_at < now() - @min_age::interval
-  AND (coordinator_id IS NULL
-       OR NOT EXISTS (SELECT 1 FROM executors e
-                      WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > now() - @dead_after::interval))
-ORDER BY created_at
+-- Unfinished runs that nobody alive coordinates: never taken or handed back
+-- (no coordinator), or held by an executor that stopped or has not
+-- heartbeat within @dead_after (database clock). settled: the run has been
+-- without a live coordinator for longer than @settle (counted from its
+-- creation when it never had one, else from when its coordinator's
+-- liveness expired), so any message of it left in the stream should have
+-- been delivered and taken by then.
+SELECT runs.id,
+       (CASE WHEN runs.coordinator_id IS NULL THEN runs.created_at
+             ELSE coalesce(least(e.stopped_at, e.heartbeat_at + @dead_after::interval), '-infinity'::timestamptz)
+        END < now() - @settle::interval)::bool AS settled
+FROM runs LEFT JOIN executors e ON e.id = runs.coordinator_id
+WHERE runs.state IN ('queued', 'running')
+  AND (runs.coordinator_id IS NULL OR e.id IS NULL OR e.stopped_at IS NOT NULL
+       OR e.heartbeat_at <= now() - @dead_after::interval)
+ORDER BY runs.created_at
 LIMIT 100;
 
 -- name: RunRequestCancel :one
@@ -52,16 +59,22 @@ UPDATE runs SET coordinator_id = NULL WHERE id = @id AND coordinator_id = @execu
 
 -- name: RunSearch :many
 -- A page of the history, newest first, with the number of all that match.
-SELECT sqlc.embed(r), count(*) OVER () AS total FROM runs r
-WHERE (@state::text = '' OR r.state = @state)
-  AND (@user_name::text = '' OR r.created_by_name = @user_name)
-  AND (@q::text = '' OR r.command ILIKE '%' || @q || '%')
-  AND (sqlc.narg('since')::timestamptz IS NULL OR r.created_at >= sqlc.narg('since'))
-  AND (sqlc.narg('until')::timestamptz IS NULL OR r.created_at < sqlc.narg('until'))
-  AND (sqlc.narg('platform_id')::bigint IS NULL
-       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = sqlc.narg('platform_id')))
-  AND (@selector::jsonb = '{}'::jsonb
-       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
-                  WHERE h.run_id = r.id AND p.labels @> @selector::jsonb))
+-- before_id, when given, starts the page after that run (keyset paging);
+-- the total still counts every run the filter matches.
+SELECT sqlc.embed(r), m.total FROM runs r
+JOIN (SELECT x.id, count(*) OVER () AS total FROM runs x
+      WHERE (@state::text = '' OR x.state = @state)
+        AND (@user_name::text = '' OR x.created_by_name = @user_name)
+        AND (@q::text = '' OR x.command ILIKE '%' || @q || '%')
+        AND (sqlc.narg('since')::timestamptz IS NULL OR x.created_at >= sqlc.narg('since'))
+        AND (sqlc.narg('until')::timestamptz IS NULL OR x.created_at < sqlc.narg('until'))
+        AND (sqlc.narg('platform_id')::bigint IS NULL
+             OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = x.id AND h.platform_id = sqlc.narg('platform_id')))
+        AND (@selector::jsonb = '{}'::jsonb
+             OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
+                        WHERE h.run_id = x.id AND p.labels @> @selector::jsonb))) m ON m.id = r.id
+WHERE sqlc.narg('before_id')::uuid IS NULL
+   OR EXISTS (SELECT 1 FROM runs c WHERE c.id = sqlc.narg('before_id')
+              AND (r.created_at < c.created_at OR (r.created_at = c.created_at AND r.id > c.id)))
 ORDER BY r.created_at DESC, r.id
 LIMIT @lim OFFSET @off;

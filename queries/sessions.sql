@@ -1,7 +1,9 @@
--- name: SessionCreate :exec
+-- name: SessionCreate :one
+-- The session ends lifetime after it opens, by the clock that judges it.
 INSERT INTO sessions (id, user_id, token_hash, created_at, last_activity, expires_at, ip, user_agent)
-SELECT @id, @user_id, @token_hash, t.now, t.now, @expires_at, @ip, @user_agent
-FROM (SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now) t;
+SELECT @id, @user_id, @token_hash, t.now, t.now, t.now + @lifetime::interval, @ip, @user_agent
+FROM (SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now) t
+RETURNING expires_at;
 
 -- name: SessionTouch :one
 -- Checks a session and records activity in one statement: it answers only

@@ -38,7 +38,7 @@ type Tx interface {
 	UserDelete(ctx context.Context, id int64) error
 	UserTouchLogin(ctx context.Context, id int64) error
 	SuperAdminsLocked(ctx context.Context) ([]int64, error)
-	SessionCreate(ctx context.Context, ns store.NewSession) error
+	SessionCreate(ctx context.Context, ns store.NewSession) (time.Time, error)
 	SessionGet(ctx context.Context, id uuid.UUID) (testum.Session, error)
 	SessionEnd(ctx context.Context, id uuid.UUID, reason string) (bool, error)
 	SessionsEndForUser(ctx context.Context, userID int64, reason string) ([]uuid.UUID, error)

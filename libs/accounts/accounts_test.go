@@ -22,6 +22,7 @@ type fakeStore struct {
 	sessions map[uuid.UUID]int64 // active sessions and their users
 	audit    []testum.AuditEntry
 	nextID   int64
+	now      time.Time // the store's clock, which sessions expire by
 }
 
 func newFakeStore() *fakeStore {
@@ -127,9 +128,9 @@ func (f *fakeStore) SuperAdminsLocked(context.Context) ([]int64, error) {
 	return ids, nil
 }
 
-func (f *fakeStore) SessionCreate(_ context.Context, ns store.NewSession) error {
+func (f *fakeStore) SessionCreate(_ context.Context, ns store.NewSession) (time.Time, error) {
 	f.sessions[ns.ID] = ns.UserID
-	return nil
+	return f.now.Add(ns.Lifetime), nil
 }
 
 func (f *fakeStore) SessionGet(_ context.Context, id uuid.UUID) (testum.Session, error) {
@@ -330,6 +331,27 @@ func TestResetAndRotateKey(t *testing.T) {
 	}
 	if _, old := st.sessions[iss.SessionID]; old || st.sessions[iss2.SessionID] != ops.ID || st.sessionsOf(ops.ID) != 1 {
 		t.Errorf("after a rotation only the new session lives: %v", st.sessions)
+	}
+}
+
+// A session expires by the store's clock, which checks it, not by the
+// clock of the process that opened it; the client is told that time.
+func TestSessionExpiresByTheStoreClock(t *testing.T) {
+	ctx := context.Background()
+	st := newFakeStore()
+	st.now = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := newService(t, st)
+	ops := st.add("ops", auth.RoleAdmin)
+	_, key, err := s.ResetKeyNamed(ctx, console, "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, iss, err := s.Login(ctx, Client{IP: "192.0.2.9"}, "ops", key, uuid.Nil)
+	if err != nil || st.sessionsOf(ops.ID) != 1 {
+		t.Fatalf("login: %v", err)
+	}
+	if want := st.now.Add(s.cfg.SessionMax); !iss.ExpiresAt.Equal(want) {
+		t.Errorf("the session expires at %v, want %v (the store's clock plus the lifetime)", iss.ExpiresAt, want)
 	}
 }
 

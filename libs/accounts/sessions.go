@@ -54,6 +54,9 @@ func (s *Service) openSession(ctx context.Context, userID int64, from Client, fn
 	if s.cfg.Tokens == nil {
 		return auth.Issued{}, testum.Errorf(testum.CodeInternal, "accounts: no token issuer configured")
 	}
+	// The token's exp, on this process's clock, is only a backstop: the
+	// session row's expiry, on the store's clock, is what every request is
+	// checked against, and what the client is told.
 	iss, err := s.cfg.Tokens.Issue(userID, s.cfg.Now().Add(s.cfg.SessionMax))
 	if err != nil {
 		return auth.Issued{}, err
@@ -62,8 +65,10 @@ func (s *Service) openSession(ctx context.Context, userID int64, from Client, fn
 		if err := fn(tx); err != nil {
 			return err
 		}
-		return tx.SessionCreate(ctx, store.NewSession{ID: iss.SessionID, UserID: userID, TokenHash: iss.TokenHash,
-			ExpiresAt: iss.ExpiresAt, IP: from.IP, UserAgent: from.UserAgent})
+		expires, err := tx.SessionCreate(ctx, store.NewSession{ID: iss.SessionID, UserID: userID, TokenHash: iss.TokenHash,
+			Lifetime: s.cfg.SessionMax, IP: from.IP, UserAgent: from.UserAgent})
+		iss.ExpiresAt = expires
+		return err
 	})
 	if err != nil {
 		return auth.Issued{}, err

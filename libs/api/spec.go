@@ -1,3 +1,8 @@
+// Package api holds the HTTP and WebSocket contract of testum: the OpenAPI
+// document, served by the gateway. The Go types of every request, response
+// and message, and the typed client, are generated from it into
+// libs/api/client; nothing here repeats them. Field names are the contract
+// of DESIGN.md and the seed's examples: extend them, never rename them.
 package api
 
 import (

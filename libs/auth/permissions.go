@@ -59,6 +59,7 @@ const (
 	ActionRunWatch         Action = "run.watch"
 	ActionRunCancel        Action = "run.cancel"
 	ActionRunCancelAny     Action = "run.cancel_any"
+	ActionMetricsRead      Action = "metrics.read"
 )
 
 // Public actions need no session at all.
@@ -96,6 +97,10 @@ var permissions = map[Action]Role{
 	ActionRunCancel: RoleAdmin, // their own runs; run.cancel_any for the others'
 
 	ActionRunCancelAny: RoleExtendedAdmin,
+
+	// Prometheus scrapes: an extended_admin session, or the metrics token
+	// (the gateway checks it for this action alone).
+	ActionMetricsRead: RoleExtendedAdmin,
 }
 
 // Required returns the least role an action needs, and whether the action

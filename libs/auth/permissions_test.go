@@ -34,6 +34,7 @@ var leastRole = map[auth.Action]auth.Role{
 	"credential.manage": auth.RoleExtendedAdmin,
 	"key.manage":        auth.RoleExtendedAdmin,
 	"key.deploy":        auth.RoleExtendedAdmin,
+	"metrics.read":      auth.RoleExtendedAdmin,
 
 	"user.manage":    auth.RoleSuperAdmin,
 	"session.manage": auth.RoleSuperAdmin,

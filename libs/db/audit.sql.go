@@ -42,23 +42,27 @@ func (q *Queries) AuditInsert(ctx context.Context, arg AuditInsertParams) (int64
 }
 
 const auditList = `-- name: AuditList :many
-SELECT audit_log.id, audit_log.at, audit_log.actor_id, audit_log.actor, audit_log.action, audit_log.target, audit_log.details, audit_log.ip, audit_log.outcome, count(*) OVER () AS total FROM audit_log
-WHERE ($1::text = '' OR actor = $1)
-  AND ($2::text = '' OR action = $2 OR action LIKE $2 || '.%')
-  AND ($3::text = '' OR target = $3)
-  AND ($4::timestamptz IS NULL OR at >= $4)
-  AND ($5::timestamptz IS NULL OR at < $5)
-ORDER BY at DESC, id DESC LIMIT $7 OFFSET $6
+SELECT audit_log.id, audit_log.at, audit_log.actor_id, audit_log.actor, audit_log.action, audit_log.target, audit_log.details, audit_log.ip, audit_log.outcome, m.total FROM audit_log
+JOIN (SELECT x.id, count(*) OVER () AS total FROM audit_log x
+      WHERE ($1::text = '' OR x.actor = $1)
+        AND ($2::text = '' OR x.action = $2 OR x.action LIKE $2 || '.%')
+        AND ($3::text = '' OR x.target = $3)
+        AND ($4::timestamptz IS NULL OR x.at >= $4)
+        AND ($5::timestamptz IS NULL OR x.at < $5)) m ON m.id = audit_log.id
+WHERE $6::bigint IS NULL
+   OR (audit_log.at, audit_log.id) < (SELECT c.at, c.id FROM audit_log c WHERE c.id = $6)
+ORDER BY audit_log.at DESC, audit_log.id DESC LIMIT $8 OFFSET $7
 `
 
 type AuditListParams struct {
-	Actor  string
-	Action string
-	Target string
-	Since  *time.Time
-	Until  *time.Time
-	Off    int32
-	Lim    int32
+	Actor    string
+	Action   string
+	Target   string
+	Since    *time.Time
+	Until    *time.Time
+	BeforeID *int64
+	Off      int32
+	Lim      int32
 }
 
 type AuditListRow struct {
@@ -67,6 +71,8 @@ type AuditListRow struct {
 }
 
 // A page of the log, newest first, with the number of all entries that match.
+// before_id, when given, starts the page after that entry (keyset paging);
+// the total still counts every entry the filter matches.
 func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditListRow, error) {
 	rows, err := q.db.Query(ctx, auditList,
 		arg.Actor,
@@ -74,6 +80,7 @@ func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditLi
 		arg.Target,
 		arg.Since,
 		arg.Until,
+		arg.BeforeID,
 		arg.Off,
 		arg.Lim,
 	)

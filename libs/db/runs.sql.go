@@ -254,19 +254,23 @@ func (q *Queries) RunRequestCancel(ctx context.Context, id uuid.UUID) (Run, erro
 }
 
 const runSearch = `-- name: RunSearch :many
-SELECT r.id, r.state, r.kind, r.command, r.spec, r.targets, r.parallelism, r.timeout_seconds, r.host_count, r.created_by, r.created_by_name, r.parent_run_id, r.coordinator_id, r.cancel_requested, r.abort_reason, r.error, r.created_at, r.started_at, r.finished_at, count(*) OVER () AS total FROM runs r
-WHERE ($1::text = '' OR r.state = $1)
-  AND ($2::text = '' OR r.created_by_name = $2)
-  AND ($3::text = '' OR r.command ILIKE '%' || $3 || '%')
-  AND ($4::timestamptz IS NULL OR r.created_at >= $4)
-  AND ($5::timestamptz IS NULL OR r.created_at < $5)
-  AND ($6::bigint IS NULL
-       OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = r.id AND h.platform_id = $6))
-  AND ($7::jsonb = '{}'::jsonb
-       OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
-                  WHERE h.run_id = r.id AND p.labels @> $7::jsonb))
+SELECT r.id, r.state, r.kind, r.command, r.spec, r.targets, r.parallelism, r.timeout_seconds, r.host_count, r.created_by, r.created_by_name, r.parent_run_id, r.coordinator_id, r.cancel_requested, r.abort_reason, r.error, r.created_at, r.started_at, r.finished_at, m.total FROM runs r
+JOIN (SELECT x.id, count(*) OVER () AS total FROM runs x
+      WHERE ($1::text = '' OR x.state = $1)
+        AND ($2::text = '' OR x.created_by_name = $2)
+        AND ($3::text = '' OR x.command ILIKE '%' || $3 || '%')
+        AND ($4::timestamptz IS NULL OR x.created_at >= $4)
+        AND ($5::timestamptz IS NULL OR x.created_at < $5)
+        AND ($6::bigint IS NULL
+             OR EXISTS (SELECT 1 FROM run_hosts h WHERE h.run_id = x.id AND h.platform_id = $6))
+        AND ($7::jsonb = '{}'::jsonb
+             OR EXISTS (SELECT 1 FROM run_hosts h JOIN platforms p ON p.id = h.platform_id
+                        WHERE h.run_id = x.id AND p.labels @> $7::jsonb))) m ON m.id = r.id
+WHERE $8::uuid IS NULL
+   OR EXISTS (SELECT 1 FROM runs c WHERE c.id = $8
+              AND (r.created_at < c.created_at OR (r.created_at = c.created_at AND r.id > c.id)))
 ORDER BY r.created_at DESC, r.id
-LIMIT $9 OFFSET $8
+LIMIT $10 OFFSET $9
 `
 
 type RunSearchParams struct {
@@ -277,6 +281,7 @@ type RunSearchParams struct {
 	Until      *time.Time
 	PlatformID *int64
 	Selector   []byte
+	BeforeID   *uuid.UUID
 	Off        int32
 	Lim        int32
 }
@@ -287,6 +292,8 @@ type RunSearchRow struct {
 }
 
 // A page of the history, newest first, with the number of all that match.
+// before_id, when given, starts the page after that run (keyset paging);
+// the total still counts every run the filter matches.
 func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]RunSearchRow, error) {
 	rows, err := q.db.Query(ctx, runSearch,
 		arg.State,
@@ -296,6 +303,7 @@ func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]RunSear
 		arg.Until,
 		arg.PlatformID,
 		arg.Selector,
+		arg.BeforeID,
 		arg.Off,
 		arg.Lim,
 	)
@@ -339,36 +347,48 @@ func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]RunSear
 }
 
 const runsActiveOrphaned = `-- name: RunsActiveOrphaned :many
-SELECT runs.id FROM runs
-WHERE state IN ('queued', 'running') AND created_at < now() - $1::interval
-  AND (coordinator_id IS NULL
-       OR NOT EXISTS (SELECT 1 FROM executors e
-                      WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > now() - $2::interval))
-ORDER BY created_at
+SELECT runs.id,
+       (CASE WHEN runs.coordinator_id IS NULL THEN runs.created_at
+             ELSE coalesce(least(e.stopped_at, e.heartbeat_at + $1::interval), '-infinity'::timestamptz)
+        END < now() - $2::interval)::bool AS settled
+FROM runs LEFT JOIN executors e ON e.id = runs.coordinator_id
+WHERE runs.state IN ('queued', 'running')
+  AND (runs.coordinator_id IS NULL OR e.id IS NULL OR e.stopped_at IS NOT NULL
+       OR e.heartbeat_at <= now() - $1::interval)
+ORDER BY runs.created_at
 LIMIT 100
 `
 
 type RunsActiveOrphanedParams struct {
-	MinAge    pgtype.Interval
 	DeadAfter pgtype.Interval
+	Settle    pgtype.Interval
 }
 
-// Unfinished runs older than @min_age that nobody alive (heartbeat within
-// @dead_after) coordinates: the reaper republishes them.
-func (q *Queries) RunsActiveOrphaned(ctx context.Context, arg RunsActiveOrphanedParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.MinAge, arg.DeadAfter)
+type RunsActiveOrphanedRow struct {
+	ID      uuid.UUID
+	Settled bool
+}
+
+// Unfinished runs that nobody alive coordinates: never taken or handed back
+// (no coordinator), or held by an executor that stopped or has not
+// heartbeat within @dead_after (database clock). settled: the run has been
+// without a live coordinator for longer than @settle (counted from its
+// creation when it never had one, else from when its coordinator's
+// liveness expired), so any message of it left in the stream should have
+// been delivered and taken by then.
+func (q *Queries) RunsActiveOrphaned(ctx context.Context, arg RunsActiveOrphanedParams) ([]RunsActiveOrphanedRow, error) {
+	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.DeadAfter, arg.Settle)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []uuid.UUID{}
+	items := []RunsActiveOrphanedRow{}
 	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
+		var i RunsActiveOrphanedRow
+		if err := rows.Scan(&i.ID, &i.Settled); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

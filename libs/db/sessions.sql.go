@@ -46,33 +46,37 @@ func (q *Queries) SessionCheck(ctx context.Context, arg SessionCheckParams) (Ses
 	return i, err
 }
 
-const sessionCreate = `-- name: SessionCreate :exec
+const sessionCreate = `-- name: SessionCreate :one
 INSERT INTO sessions (id, user_id, token_hash, created_at, last_activity, expires_at, ip, user_agent)
-SELECT $1, $2, $3, t.now, t.now, $4, $5, $6
+SELECT $1, $2, $3, t.now, t.now, t.now + $4::interval, $5, $6
 FROM (SELECT coalesce($7::timestamptz, now()) AS now) t
+RETURNING expires_at
 `
 
 type SessionCreateParams struct {
 	ID        uuid.UUID
 	UserID    int64
 	TokenHash []byte
-	ExpiresAt time.Time
+	Lifetime  pgtype.Interval
 	Ip        string
 	UserAgent string
 	Now       *time.Time
 }
 
-func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) error {
-	_, err := q.db.Exec(ctx, sessionCreate,
+// The session ends lifetime after it opens, by the clock that judges it.
+func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (time.Time, error) {
+	row := q.db.QueryRow(ctx, sessionCreate,
 		arg.ID,
 		arg.UserID,
 		arg.TokenHash,
-		arg.ExpiresAt,
+		arg.Lifetime,
 		arg.Ip,
 		arg.UserAgent,
 		arg.Now,
 	)
-	return err
+	var expires_at time.Time
+	err := row.Scan(&expires_at)
+	return expires_at, err
 }
 
 const sessionEnd = `-- name: SessionEnd :execrows

@@ -1,11 +1,13 @@
 // Package logstore archives the full output of each run host.
 //
-// Two backends implement Store: Disk (files under a directory, the default of
-// `testum serve`) and S3 (any S3-compatible server such as MinIO, for
-// production). Open picks one from a Config.
+// Three backends implement Store: Disk (files under a directory, the default of
+// `testum serve`), S3 (any S3-compatible server such as MinIO, for
+// production) and NATS (a JetStream object store on the NATS the roles
+// share). Open picks Disk or S3 from a Config; NewNATS takes a JetStream
+// connection.
 //
 // Keys are slash-separated relative paths such as "runs/12/3.log"; ValidateKey
-// describes the rules, which both backends enforce identically.
+// describes the rules, which every backend enforces identically.
 package logstore
 
 import (

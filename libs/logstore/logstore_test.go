@@ -4,14 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/iotest"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/logstore/logstoretest"
+	"github.com/testum/testum/libs/testenv"
 )
 
 func TestDisk(t *testing.T) {
@@ -83,6 +90,74 @@ func TestS3(t *testing.T) {
 		}
 		if err := s.Put(t.Context(), "runs/1/1.log", strings.NewReader("ok"), 2); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+func TestNATS(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buckets atomic.Int64
+	logstoretest.Run(t, func(t *testing.T) logstore.Store {
+		s, err := logstore.NewNATS(t.Context(), js, logstore.NATSConfig{Bucket: fmt.Sprintf("LOGS_%d", buckets.Add(1)), Replicas: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+
+	t.Run("DefaultBucketKept", func(t *testing.T) {
+		// The second open finds the bucket and keeps it, object included.
+		first, err := logstore.NewNATS(t.Context(), js, logstore.NATSConfig{Replicas: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Bucket() != logstore.DefaultNATSBucket {
+			t.Fatalf("bucket = %q, want %q", first.Bucket(), logstore.DefaultNATSBucket)
+		}
+		if err := first.Put(t.Context(), "runs/1/1.log", strings.NewReader("kept"), 4); err != nil {
+			t.Fatal(err)
+		}
+		again, err := logstore.NewNATS(t.Context(), js, logstore.NATSConfig{Replicas: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := again.Stat(t.Context(), "runs/1/1.log"); err != nil || info.Size != 4 {
+			t.Fatalf("Stat after reopening = %+v, %v", info, err)
+		}
+		if n, err := again.Replicas(t.Context()); err != nil || n != 1 {
+			t.Fatalf("Replicas = %d, %v; want 1", n, err)
+		}
+	})
+	t.Run("FailedPutKeepsNothing", func(t *testing.T) {
+		// A reader that fails midway leaves no chunk behind in the bucket.
+		s, err := logstore.NewNATS(t.Context(), js, logstore.NATSConfig{Bucket: "LOGS_FAIL", Replicas: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := io.MultiReader(strings.NewReader(strings.Repeat("x", 300<<10)), iotest.ErrReader(errors.New("disk gone")))
+		if err := s.Put(t.Context(), "runs/1/1.log", r, -1); err == nil {
+			t.Fatal("Put with a failing reader succeeded")
+		}
+		stream, err := js.Stream(t.Context(), "OBJ_LOGS_FAIL")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := stream.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != 0 {
+			t.Fatalf("the bucket keeps %d messages after a failed put, want 0", info.State.Msgs)
 		}
 	})
 }

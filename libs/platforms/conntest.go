@@ -21,7 +21,7 @@ type Fleet interface {
 	DescribeDialError(ctx context.Context, err error) string
 	RecordOffered(ctx context.Context, err error) (int64, error)
 	PinFirstContacts(ctx context.Context, hops []sshx.Hop) ([]sshx.Hop, error)
-	PlatformRecordContact(ctx context.Context, id int64, state, detail string) error
+	PlatformRecordContact(ctx context.Context, id int64, state testum.PlatformState, detail string) error
 	Audit(ctx context.Context, e testum.AuditEntry) error
 }
 
@@ -48,12 +48,12 @@ func (f storeFleet) PinFirstContacts(ctx context.Context, hops []sshx.Hop) ([]ss
 
 // TestResult is what a connection test found.
 type TestResult struct {
-	OK          bool   `json:"ok"`
-	State       string `json:"state"` // ok, unreachable, auth_failed, hostkey_rejected
-	Message     string `json:"message"`
-	Fingerprint string `json:"host_key_fingerprint,omitempty"`
-	Pinned      bool   `json:"pinned,omitempty"` // the key was pinned by this test (first contact)
-	Millis      int64  `json:"elapsed_ms"`
+	OK          bool
+	State       string // ok, unreachable, auth_failed, hostkey_rejected
+	Message     string
+	Fingerprint string
+	Pinned      bool // the key was pinned by this test (first contact)
+	Millis      int64
 }
 
 // Test dials platform id (through its jump chain), checks the host key and
@@ -102,10 +102,10 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 				s.cfg.Logger.Warn("recording offered host key", "platform", de.HopID, "err", err)
 			}
 			if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
-				_ = fl.PlatformRecordContact(ctx, de.HopID, res.State, res.Message)
+				_ = fl.PlatformRecordContact(ctx, de.HopID, testum.PlatformState(res.State), res.Message)
 			}
 		}
-		_ = fl.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
+		_ = fl.PlatformRecordContact(ctx, p.ID, testum.PlatformState(res.State), res.Message)
 		audit(res, testum.AuditFailed)
 		return res, nil
 	}
@@ -117,7 +117,7 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 	pinned, err := fl.PinFirstContacts(ctx, hops)
 	if err != nil {
 		res.State, res.Message = string(testum.HostHostKeyRejected), fmt.Sprintf("ssh %s: %v", tgt.Addr, err)
-		_ = fl.PlatformRecordContact(ctx, p.ID, res.State, res.Message)
+		_ = fl.PlatformRecordContact(ctx, p.ID, testum.PlatformState(res.State), res.Message)
 		audit(res, testum.AuditFailed)
 		return res, nil
 	}
@@ -126,7 +126,7 @@ func (s *Service) Test(ctx context.Context, by auth.Actor, id int64) (TestResult
 	for _, h := range pinned {
 		res.Pinned = res.Pinned || h.ID == p.ID
 	}
-	_ = fl.PlatformRecordContact(ctx, p.ID, string(testum.PlatformReachable), "")
+	_ = fl.PlatformRecordContact(ctx, p.ID, testum.PlatformReachable, "")
 	audit(res, testum.AuditOK)
 	return res, nil
 }

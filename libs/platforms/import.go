@@ -36,11 +36,11 @@ type Import struct {
 
 // ImportItem says what happened to one entry.
 type ImportItem struct {
-	Name       string `json:"name"`
-	Line       int    `json:"line,omitempty"`
-	Result     string `json:"result"` // created, skipped, rejected
-	Reason     string `json:"reason,omitempty"`
-	PlatformID int64  `json:"platform_id,omitempty"`
+	Name       string
+	Line       int
+	Result     string // created, skipped, rejected
+	Reason     string
+	PlatformID int64
 }
 
 const maxImportBytes = 4 << 20

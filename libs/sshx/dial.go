@@ -151,7 +151,7 @@ func (a *hopAttempt) dial(ctx context.Context) (ssh.Conn, <-chan ssh.NewChannel,
 		raw, err = a.via.DialContext(hctx, "tcp", a.target.Addr)
 	}
 	if err != nil {
-		return nil, nil, nil, a.connectError(ctx, hctx, err)
+		return nil, nil, nil, noteTimeout(ctx, hctx, a.connectError(ctx, hctx, err))
 	}
 
 	// The kernel enforces the deadline on a TCP connection. A channel
@@ -184,7 +184,7 @@ func (a *hopAttempt) dial(ctx context.Context) (ssh.Conn, <-chan ssh.NewChannel,
 		}
 	}
 	if err != nil {
-		return nil, nil, nil, a.handshakeError(ctx, hctx, err)
+		return nil, nil, nil, noteTimeout(ctx, hctx, a.handshakeError(ctx, hctx, err))
 	}
 	return conn, chans, reqs, nil
 }

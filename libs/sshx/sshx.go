@@ -159,6 +159,8 @@ type DialError struct {
 	// host offered no key of the pinned type.
 	Offered ssh.PublicKey
 	Err     error
+
+	timedOut bool // the hop's deadline passed (ClassOf)
 }
 
 func (e *DialError) Error() string {

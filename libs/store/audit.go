@@ -34,16 +34,24 @@ func (s *Store) Audit(ctx context.Context, e testum.AuditEntry) error {
 type AuditFilter struct {
 	Actor, Action, Target string
 	Since, Until          *time.Time
+	BeforeID              *int64 // the page starts after this entry (keyset paging)
 }
 
 // AuditList pages through the audit log, newest first, and counts the
 // entries that match.
 func (s *Store) AuditList(ctx context.Context, f AuditFilter, limit, offset int) ([]testum.AuditEntry, int64, error) {
-	page := func(limit, offset int) ([]db.AuditListRow, error) {
-		return s.q.AuditList(ctx, db.AuditListParams{Actor: f.Actor, Action: f.Action, Target: f.Target,
-			Since: f.Since, Until: f.Until, Lim: int32(limit), Off: int32(offset)})
+	page := func(before *int64) func(limit, offset int) ([]db.AuditListRow, error) {
+		return func(limit, offset int) ([]db.AuditListRow, error) {
+			return s.q.AuditList(ctx, db.AuditListParams{Actor: f.Actor, Action: f.Action, Target: f.Target,
+				Since: f.Since, Until: f.Until, BeforeID: before, Lim: int32(limit), Off: int32(offset)})
+		}
 	}
-	rows, total, err := paged(page, limit, offset, func(r db.AuditListRow) int64 { return r.Total })
+	totalOf := func(r db.AuditListRow) int64 { return r.Total }
+	rows, total, err := paged(page(f.BeforeID), limit, offset, totalOf)
+	if err == nil && len(rows) == 0 && f.BeforeID != nil {
+		// Past the end of a keyset walk: the total is still the filter's.
+		_, total, err = paged(page(nil), 1, 0, totalOf)
+	}
 	if err != nil {
 		return nil, 0, wrap(err, "audit log")
 	}

@@ -34,12 +34,12 @@ func (s *Store) ExecutorStop(ctx context.Context, id string) error {
 
 // ExecutorInfo is an executor as the API shows it.
 type ExecutorInfo struct {
-	ID          string    `json:"id"`
-	Hostname    string    `json:"hostname"`
-	PID         int       `json:"pid"`
-	Slots       int       `json:"slots"`
-	StartedAt   time.Time `json:"started_at"`
-	HeartbeatAt time.Time `json:"heartbeat_at"`
+	ID          string
+	Hostname    string
+	PID         int
+	Slots       int
+	StartedAt   time.Time
+	HeartbeatAt time.Time
 }
 
 // ExecutorsOnline lists the executors that heartbeat within the last

@@ -114,7 +114,7 @@ func (s *Store) PlatformList(ctx context.Context, limit, offset int) ([]testum.P
 type PlatformFilter struct {
 	Labels map[string]string // every pair must match
 	Name   string            // substring, case-insensitive
-	State  string
+	State  testum.PlatformState
 }
 
 // PlatformSearch pages through platforms matching f, by name, and counts
@@ -137,7 +137,7 @@ func (s *Store) platformSearch(ctx context.Context, f PlatformFilter, limit, off
 		return nil, 0, err
 	}
 	page := func(limit, offset int) ([]db.PlatformSearchRow, error) {
-		return s.q.PlatformSearch(ctx, db.PlatformSearchParams{Selector: sel, Name: f.Name, State: f.State,
+		return s.q.PlatformSearch(ctx, db.PlatformSearchParams{Selector: sel, Name: f.Name, State: string(f.State),
 			Lim: int32(limit), Off: int32(offset)})
 	}
 	rows, total, err := paged(page, limit, offset, func(r db.PlatformSearchRow) int64 { return r.Total })
@@ -302,8 +302,8 @@ func (s *Store) PlatformAcceptHostKey(ctx context.Context, id int64, fingerprint
 }
 
 // PlatformRecordContact records how the last contact with a platform went.
-func (s *Store) PlatformRecordContact(ctx context.Context, id int64, state, detail string) error {
-	return wrap(s.q.PlatformRecordContact(ctx, db.PlatformRecordContactParams{ID: id, State: state, Detail: detail}), "platform contact")
+func (s *Store) PlatformRecordContact(ctx context.Context, id int64, state testum.PlatformState, detail string) error {
+	return wrap(s.q.PlatformRecordContact(ctx, db.PlatformRecordContactParams{ID: id, State: string(state), Detail: detail}), "platform contact")
 }
 
 func platformsFromRows(rows []db.Platform) ([]testum.Platform, error) {
@@ -325,7 +325,7 @@ func platformFromRow(r db.Platform) (testum.Platform, error) {
 		JumpPlatformID: r.JumpPlatformID, HostKeyPolicy: testum.HostKeyPolicy(deref(r.HostKeyPolicy)),
 		HostKey: deref(r.HostKey), HostKeyFingerprint: deref(r.HostKeyFingerprint),
 		OfferedHostKey: deref(r.OfferedHostKey), OfferedFingerprint: deref(r.OfferedHostKeyFingerprint),
-		OfferedAt: r.OfferedAt, State: r.State, StateDetail: r.StateDetail, LastContactAt: r.LastContactAt,
+		OfferedAt: r.OfferedAt, State: testum.PlatformState(r.State), StateDetail: r.StateDetail, LastContactAt: r.LastContactAt,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 	if err := json.Unmarshal(r.Labels, &p.Labels); err != nil {

@@ -46,7 +46,7 @@ func (s *Store) RunCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
 }
 
 func (s *Store) runCreate(ctx context.Context, nr NewRun) (testum.Run, error) {
-	spec, err := json.Marshal(nr.Spec)
+	spec, err := encodeRunSpec(nr.Spec)
 	if err != nil {
 		return testum.Run{}, err
 	}
@@ -143,12 +143,28 @@ func (s *Store) RunCoordinatorRelease(ctx context.Context, run uuid.UUID, execut
 	return wrap(s.q.RunCoordinatorRelease(ctx, db.RunCoordinatorReleaseParams{ID: run, ExecutorID: executor}), "release run")
 }
 
-// RunsOrphaned returns unfinished runs created more than minAge ago that no
-// live executor (one that heartbeat within deadAfter) coordinates; both are
-// measured by the database clock.
-func (s *Store) RunsOrphaned(ctx context.Context, minAge, deadAfter time.Duration) ([]uuid.UUID, error) {
-	ids, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{MinAge: interval(minAge), DeadAfter: interval(deadAfter)})
-	return ids, wrap(err, "orphaned runs")
+// OrphanedRun is an unfinished run that no live executor coordinates.
+// Settled means it has been so for longer than the settle time asked for.
+type OrphanedRun struct {
+	ID      uuid.UUID
+	Settled bool
+}
+
+// RunsOrphaned returns unfinished runs that no live executor (one that
+// heartbeat within deadAfter) coordinates, oldest first; a run is settled
+// once it has had no live coordinator for longer than settle (since its
+// creation when it never had one, else since its coordinator's liveness
+// expired). Both are measured by the database clock.
+func (s *Store) RunsOrphaned(ctx context.Context, deadAfter, settle time.Duration) ([]OrphanedRun, error) {
+	rows, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{DeadAfter: interval(deadAfter), Settle: interval(settle)})
+	if err != nil {
+		return nil, wrap(err, "orphaned runs")
+	}
+	out := make([]OrphanedRun, len(rows))
+	for i, r := range rows {
+		out[i] = OrphanedRun{ID: r.ID, Settled: r.Settled}
+	}
+	return out, nil
 }
 
 // RunFilter selects runs for the history.
@@ -157,6 +173,7 @@ type RunFilter struct {
 	Since, Until       *time.Time
 	PlatformID         *int64
 	Labels             map[string]string
+	BeforeID           *uuid.UUID // the page starts after this run (keyset paging)
 }
 
 // RunSearch pages through the history, newest first, and counts the runs
@@ -166,11 +183,18 @@ func (s *Store) RunSearch(ctx context.Context, f RunFilter, limit, offset int) (
 	if err != nil {
 		return nil, 0, err
 	}
-	page := func(limit, offset int) ([]db.RunSearchRow, error) {
-		return s.q.RunSearch(ctx, db.RunSearchParams{State: f.State, UserName: f.User, Q: f.Query, Since: f.Since,
-			Until: f.Until, PlatformID: f.PlatformID, Selector: sel, Lim: int32(limit), Off: int32(offset)})
+	page := func(before *uuid.UUID) func(limit, offset int) ([]db.RunSearchRow, error) {
+		return func(limit, offset int) ([]db.RunSearchRow, error) {
+			return s.q.RunSearch(ctx, db.RunSearchParams{State: f.State, UserName: f.User, Q: f.Query, Since: f.Since,
+				Until: f.Until, PlatformID: f.PlatformID, Selector: sel, BeforeID: before, Lim: int32(limit), Off: int32(offset)})
+		}
 	}
-	rows, total, err := paged(page, limit, offset, func(r db.RunSearchRow) int64 { return r.Total })
+	totalOf := func(r db.RunSearchRow) int64 { return r.Total }
+	rows, total, err := paged(page(f.BeforeID), limit, offset, totalOf)
+	if err == nil && len(rows) == 0 && f.BeforeID != nil {
+		// Past the end of a keyset walk: the total is still the filter's.
+		_, total, err = paged(page(nil), 1, 0, totalOf)
+	}
 	if err != nil {
 		return nil, 0, wrap(err, "runs")
 	}
@@ -193,9 +217,11 @@ func runFromRow(r db.Run) (testum.Run, error) {
 		CoordinatorID: deref(r.CoordinatorID), CancelRequested: r.CancelRequested, AbortReason: r.AbortReason, Error: r.Error,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
-	if err := json.Unmarshal(r.Spec, &run.Spec); err != nil {
+	spec, err := decodeRunSpec(r.Spec)
+	if err != nil {
 		return run, fmt.Errorf("run %s spec: %w", r.ID, err)
 	}
+	run.Spec = spec
 	if err := json.Unmarshal(r.Targets, &run.Targets); err != nil {
 		return run, fmt.Errorf("run %s targets: %w", r.ID, err)
 	}

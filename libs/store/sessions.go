@@ -19,15 +19,17 @@ type NewSession struct {
 	ID        uuid.UUID
 	UserID    int64
 	TokenHash []byte
-	ExpiresAt time.Time
+	Lifetime  time.Duration // the absolute limit: it expires this long after it opens
 	IP        string
 	UserAgent string
 }
 
-// SessionCreate opens a session.
-func (s *Store) SessionCreate(ctx context.Context, ns NewSession) error {
-	return wrap(s.q.SessionCreate(ctx, db.SessionCreateParams{ID: ns.ID, UserID: ns.UserID, TokenHash: ns.TokenHash,
-		Now: s.clock(), ExpiresAt: ns.ExpiresAt, Ip: ns.IP, UserAgent: ns.UserAgent}), "session")
+// SessionCreate opens a session and returns when it expires: Lifetime
+// from now by the store's clock, the one every session check uses.
+func (s *Store) SessionCreate(ctx context.Context, ns NewSession) (time.Time, error) {
+	expires, err := s.q.SessionCreate(ctx, db.SessionCreateParams{ID: ns.ID, UserID: ns.UserID, TokenHash: ns.TokenHash,
+		Now: s.clock(), Lifetime: interval(ns.Lifetime), Ip: ns.IP, UserAgent: ns.UserAgent})
+	return expires, wrap(err, "session")
 }
 
 // SessionTouch checks that a session is active, unexpired and not idle for

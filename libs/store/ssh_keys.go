@@ -9,12 +9,12 @@ import (
 
 // SSHKey is a public key to deploy.
 type SSHKey struct {
-	ID          int64     `json:"id"`
-	Name        string    `json:"name"`
-	PublicKey   string    `json:"public_key"`
-	Fingerprint string    `json:"fingerprint"`
-	CreatedBy   string    `json:"created_by"`
-	CreatedAt   time.Time `json:"created_at"`
+	ID          int64
+	Name        string
+	PublicKey   string
+	Fingerprint string
+	CreatedBy   string
+	CreatedAt   time.Time
 }
 
 func sshKeyOf(r db.SshKey) SSHKey {

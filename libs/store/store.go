@@ -96,6 +96,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return &Store{pool: pool, db: pool, q: db.New(pool), sealer: cfg.Sealer, log: cfg.Logger, now: cfg.Now}, nil
 }
 
+// CheckURL reports whether url is a DATABASE_URL that Open and Migrate can
+// use, without connecting: a malformed one is a configuration error to
+// report at once, not a database to wait for.
+func CheckURL(url string) error {
+	if _, err := pgxpool.ParseConfig(url); err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", redactURLError(err))
+	}
+	return nil
+}
+
 // Close releases the pool (of every store bound to it).
 func (s *Store) Close() { s.pool.Close() }
 

@@ -157,8 +157,12 @@ func TestUsersAndSessions(t *testing.T) {
 	const idle = 15 * time.Minute
 	sid, token := uuid.New(), []byte("token-hash")
 	err = st.InTx(ctx, func(tx *store.Tx) error {
-		return tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: alice.ID, TokenHash: token,
-			ExpiresAt: clk.Now().Add(2 * time.Hour), IP: "127.0.0.1"})
+		expires, err := tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: alice.ID, TokenHash: token,
+			Lifetime: 2 * time.Hour, IP: "127.0.0.1"})
+		if err == nil && !expires.Equal(clk.Now().Add(2*time.Hour)) {
+			t.Errorf("expires at %s, want the injected clock's %s plus the lifetime", expires, clk.Now())
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -543,16 +547,22 @@ func TestExecutorTimesUseTheDatabaseClock(t *testing.T) {
 	if _, ok, err := st.RunCoordinate(ctx, run.ID, "silent", time.Hour); err != nil || !ok {
 		t.Fatalf("coordinate: %v %v", ok, err)
 	}
-	if ids, err := st.RunsOrphaned(ctx, 0, dead); err != nil || len(ids) != 1 || ids[0] != run.ID {
-		t.Fatalf("a run coordinated by a silent executor is not orphaned: %v %v", ids, err)
-	}
-	if ids, err := st.RunsOrphaned(ctx, time.Hour, dead); err != nil || len(ids) != 0 {
-		t.Fatalf("a new run is orphaned before min age: %v %v", ids, err)
+	// The silent executor's liveness expired 30 s ago (a minute since its
+	// heartbeat, less dead): the run, created just now, is orphaned at once
+	// and settled by that expiry, not by its own age.
+	for _, c := range []struct {
+		settle  time.Duration
+		settled bool
+	}{{0, true}, {10 * time.Second, true}, {45 * time.Second, false}, {time.Hour, false}} {
+		ids, err := st.RunsOrphaned(ctx, dead, c.settle)
+		if err != nil || len(ids) != 1 || ids[0] != (store.OrphanedRun{ID: run.ID, Settled: c.settled}) {
+			t.Fatalf("a young run coordinated by a silent executor, settle %s: %+v %v, want settled=%v", c.settle, ids, err, c.settled)
+		}
 	}
 	if _, ok, err := st.RunCoordinate(ctx, run.ID, "live", dead); err != nil || !ok {
 		t.Fatalf("taking over from a silent coordinator: %v %v", ok, err)
 	}
-	if ids, err := st.RunsOrphaned(ctx, 0, dead); err != nil || len(ids) != 0 {
+	if ids, err := st.RunsOrphaned(ctx, dead, 0); err != nil || len(ids) != 0 {
 		t.Fatalf("a run a live executor coordinates is orphaned: %v %v", ids, err)
 	}
 
@@ -594,11 +604,20 @@ func TestSessionAndLoginTimesUseTheDatabaseClock(t *testing.T) {
 	u := createUser(t, st, "dave")
 	const idle = 15 * time.Minute
 	sid, token := uuid.New(), []byte("t")
+	var expires, dbNow time.Time
 	err := st.InTx(ctx, func(tx *store.Tx) error {
-		return tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: u.ID, TokenHash: token, ExpiresAt: time.Now().Add(time.Hour)})
+		var err error
+		expires, err = tx.SessionCreate(ctx, store.NewSession{ID: sid, UserID: u.ID, TokenHash: token, Lifetime: time.Hour})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := st.Pool().QueryRow(ctx, "SELECT created_at FROM sessions WHERE id = $1", sid).Scan(&dbNow); err != nil {
+		t.Fatal(err)
+	}
+	if !expires.Equal(dbNow.Add(time.Hour)) {
+		t.Fatalf("the session expires at %s, want its opening by the database clock (%s) plus the lifetime", expires, dbNow)
 	}
 	if _, err := st.SessionTouch(ctx, sid, token, idle); err != nil {
 		t.Fatalf("touch of a fresh session: %v", err)
@@ -643,5 +662,93 @@ func TestSessionAndLoginTimesUseTheDatabaseClock(t *testing.T) {
 	}
 	if n, err := st.LoginAttemptCounts(ctx, self, "127.0.0.1", "dave", time.Hour); err != nil || n.ByPair != 1 {
 		t.Fatalf("counts after pruning: %+v %v", n, err)
+	}
+}
+
+// Keyset pages (before_id) walk the same order as offset pages, ties in
+// time included, and the total counts the whole filter on every page, the
+// one past the end too.
+func TestRunAndAuditKeysetPages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	p := createPlatform(t, st, "a", nil)
+	for i := range 3 {
+		newRun(t, st, p)
+		if err := st.Audit(ctx, testum.AuditEntry{Actor: "alice", Action: "run.create", Target: fmt.Sprint(i), Outcome: testum.AuditOK}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two more runs and entries at one time (a transaction's now()): the
+	// id breaks the tie.
+	newRun(t, st, p)
+	newRun(t, st, p)
+	exec(t, st, "UPDATE runs SET created_at = (SELECT max(created_at) FROM runs) WHERE id IN (SELECT id FROM runs ORDER BY created_at DESC LIMIT 2)")
+	err := st.InTx(ctx, func(tx *store.Tx) error {
+		for i := range 2 {
+			if err := tx.Audit(ctx, testum.AuditEntry{Actor: "alice", Action: "run.create", Target: fmt.Sprint(3 + i), Outcome: testum.AuditOK}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	all, total, err := st.RunSearch(ctx, store.RunFilter{}, 100, 0)
+	if err != nil || len(all) != 5 || total != 5 {
+		t.Fatalf("all runs: %d of %d, %v", len(all), total, err)
+	}
+	var walked []uuid.UUID
+	f := store.RunFilter{}
+	for range 10 {
+		page, total, err := st.RunSearch(ctx, f, 2, 0)
+		if err != nil || total != 5 {
+			t.Fatalf("runs page after %v: total %d, %v", f.BeforeID, total, err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			walked = append(walked, r.ID)
+		}
+		f.BeforeID = &page[len(page)-1].ID
+	}
+	for i, r := range all {
+		if i >= len(walked) || walked[i] != r.ID {
+			t.Fatalf("keyset walk of runs %v, want the offset order %v", walked, all)
+		}
+	}
+	if len(walked) != len(all) {
+		t.Fatalf("keyset walk of runs: %d runs, want %d", len(walked), len(all))
+	}
+
+	entries, total64, err := st.AuditList(ctx, store.AuditFilter{Action: "run"}, 100, 0)
+	if err != nil || len(entries) != 5 || total64 != 5 {
+		t.Fatalf("all entries: %d of %d, %v", len(entries), total64, err)
+	}
+	var ids []int64
+	af := store.AuditFilter{Action: "run"}
+	for range 10 {
+		page, total, err := st.AuditList(ctx, af, 2, 0)
+		if err != nil || total != 5 {
+			t.Fatalf("audit page after %v: total %d, %v", af.BeforeID, total, err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, e := range page {
+			ids = append(ids, e.ID)
+		}
+		af.BeforeID = &page[len(page)-1].ID
+	}
+	if len(ids) != len(entries) {
+		t.Fatalf("keyset walk of the audit log: %v, want %d entries", ids, len(entries))
+	}
+	for i, e := range entries {
+		if ids[i] != e.ID {
+			t.Fatalf("keyset walk of the audit log %v, want the offset order of %+v", ids, entries)
+		}
 	}
 }

@@ -23,7 +23,7 @@ type Platform struct {
 	OfferedHostKey     string // a different key the host presented, awaiting acceptance
 	OfferedFingerprint string
 	OfferedAt          *time.Time
-	State              string // outcome of the last contact: unknown, reachable, or a failure state
+	State              PlatformState // the outcome of the last contact
 	StateDetail        string
 	LastContactAt      *time.Time
 	CreatedAt          time.Time
@@ -45,20 +45,20 @@ type Credential struct {
 
 // RunSpec is what a run executes and how, as stored with the run.
 type RunSpec struct {
-	Command        string            `json:"command,omitempty"`
-	Script         *Script           `json:"script,omitempty"`
-	Env            map[string]string `json:"env,omitempty"`
-	SecretEnv      map[string]string `json:"-"`                    // env values marked secret: the store seals them apart
-	SecretEnvNames []string          `json:"secret_env,omitempty"` // their names, which the spec keeps
-	Dir            string            `json:"dir,omitempty"`
-	Sudo           bool              `json:"sudo,omitempty"`
-	TimeoutSeconds int               `json:"timeout"`
-	Parallelism    int               `json:"parallelism"`
-	Batch          string            `json:"batch,omitempty"`        // "10" or "25%"
-	MaxFailures    string            `json:"max_failures,omitempty"` // "2" or "10%"
-	DeadlineSecs   int               `json:"deadline,omitempty"`     // whole-run deadline
-	RetryLost      bool              `json:"retry_lost,omitempty"`
-	OutputCapBytes int64             `json:"output_cap,omitempty"`
+	Command        string
+	Script         *Script
+	Env            map[string]string
+	SecretEnv      map[string]string // env values marked secret: the store seals them apart
+	SecretEnvNames []string          // their names, which the spec keeps
+	Dir            string
+	Sudo           bool
+	TimeoutSeconds int
+	Parallelism    int
+	Batch          string // "10" or "25%"
+	MaxFailures    string // "2" or "10%"
+	DeadlineSecs   int    // whole-run deadline
+	RetryLost      bool
+	OutputCapBytes int64
 }
 
 // Environment is the run's whole environment: plain and secret values.
@@ -78,9 +78,9 @@ func (s RunSpec) Environment() map[string]string {
 
 // Script is a script body run by an interpreter.
 type Script struct {
-	Interpreter string   `json:"interpreter"`
-	Body        string   `json:"body"`
-	Args        []string `json:"args,omitempty"`
+	Interpreter string
+	Body        string
+	Args        []string
 }
 
 // Run is one execution on a set of hosts.
@@ -130,15 +130,15 @@ type RunHost struct {
 
 // AuditEntry is one line of the audit log. Details must never hold a secret.
 type AuditEntry struct {
-	ID      int64          `json:"id"`
-	At      time.Time      `json:"at"`
-	ActorID *int64         `json:"actor_id"`
-	Actor   string         `json:"actor"`
-	Action  string         `json:"action"`
-	Target  string         `json:"target"`
-	Details map[string]any `json:"details"`
-	IP      string         `json:"ip"`
-	Outcome AuditOutcome   `json:"outcome"`
+	ID      int64
+	At      time.Time
+	ActorID *int64
+	Actor   string
+	Action  string
+	Target  string
+	Details map[string]any
+	IP      string
+	Outcome AuditOutcome
 }
 
 // AuditOutcome is how an audited action ended.
@@ -154,26 +154,26 @@ const (
 // User is a person who logs in to testum. The master key is never held
 // here: only its bcrypt hash, in the database.
 type User struct {
-	ID           int64      `json:"id"`
-	Username     string     `json:"username"`
-	Role         string     `json:"role"`
-	CreatedAt    time.Time  `json:"created_at"`
-	KeyChangedAt time.Time  `json:"key_changed_at"`
-	LastLoginAt  *time.Time `json:"last_login_at"`
+	ID           int64
+	Username     string
+	Role         string
+	CreatedAt    time.Time
+	KeyChangedAt time.Time
+	LastLoginAt  *time.Time
 }
 
 // Session is a server-side login session, named by a token.
 type Session struct {
-	ID           string     `json:"id"`
-	UserID       int64      `json:"user_id"`
-	Username     string     `json:"username"`
-	Role         string     `json:"role"`
-	Active       bool       `json:"active"`
-	CreatedAt    time.Time  `json:"created_at"`
-	LastActivity time.Time  `json:"last_activity"`
-	ExpiresAt    time.Time  `json:"expires_at"`
-	EndedAt      *time.Time `json:"ended_at,omitempty"`
-	EndReason    string     `json:"end_reason,omitempty"`
-	IP           string     `json:"ip"`
-	UserAgent    string     `json:"user_agent"`
+	ID           string
+	UserID       int64
+	Username     string
+	Role         string
+	Active       bool
+	CreatedAt    time.Time
+	LastActivity time.Time
+	ExpiresAt    time.Time
+	EndedAt      *time.Time
+	EndReason    string
+	IP           string
+	UserAgent    string
 }

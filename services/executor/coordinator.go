@@ -37,9 +37,10 @@ type RunCoordinator struct {
 	lastRecheck time.Time
 }
 
-// coordinate takes a run message: it becomes the run's coordinator unless a
-// live executor already is, and drives the run until it ends. When ctx ends
-// (soft stop) it hands the run back for another executor.
+// coordinate takes a run message: it becomes the run's coordinator, waiting
+// for the current one first if a live executor holds the run (takeRun), and
+// drives the run until it ends. When ctx ends (soft stop) it hands the run
+// back for another executor.
 func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 	rm, err := bus.DecodeRun(msg.Data())
 	if err != nil {
@@ -47,16 +48,15 @@ func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	run, ok, err := e.st.RunCoordinate(ctx, rm.RunID, e.cfg.ID, e.cfg.DeadAfter)
-	if err != nil {
-		e.log.Warn("taking a run failed; handed back", "run", rm.RunID, "err", err)
-		_ = msg.NakWithDelay(time.Second)
+	if !e.holdRun(rm.RunID) {
+		// This executor coordinates the run (or waits to) on another message
+		// of it, which it keeps: this one is a duplicate.
+		_ = msg.Ack()
 		return
 	}
+	defer e.unholdRun(rm.RunID)
+	run, ok := e.takeRun(ctx, msg, rm.RunID)
 	if !ok {
-		// Finished, or a live coordinator holds it (this was a duplicate):
-		// the reaper republishes it should that coordinator die.
-		_ = msg.Ack()
 		return
 	}
 	plan, err := planFanout(run)
@@ -66,6 +66,7 @@ func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 	}
 	c := &RunCoordinator{e: e, msg: msg, run: run, plan: plan, wake: make(chan struct{}, 1),
 		log: e.log.With("run", run.ID, "role", "coordinator")}
+	defer e.m.coordinating()()
 	// Host events and the run's cancel broadcast wake the coordinator (core
 	// NATS: a wake-up lost while nobody listened costs one poll).
 	for _, subj := range []string{bus.EventSubject(run.ID), bus.CancelSubject(run.ID)} {
@@ -78,6 +79,80 @@ func (e *Executor) coordinate(ctx, hardCtx context.Context, msg jetstream.Msg) {
 	}
 	c.log.Debug("coordinating", "hosts", run.HostCount, "parallelism", plan.parallelism)
 	c.loop(ctx, hardCtx)
+}
+
+// takeRun makes this executor the run's coordinator. While another
+// executor that still looks alive holds the run, this one stands by with
+// the message (in-progress acks keep it here) and tries again every
+// coordinatorPoll: the run is taken over at the first try after the
+// holder's liveness expires (DeadAfter after its last heartbeat, by the
+// database clock), and the message is acknowledged only once the run is
+// final. So a run redelivered early, while its dead coordinator's last
+// heartbeat is still fresh, is never dropped.
+func (e *Executor) takeRun(ctx context.Context, msg jetstream.Msg, id uuid.UUID) (testum.Run, bool) {
+	var poll, acks *time.Ticker
+	holder, since := "", time.Time{}
+	for {
+		run, ok, err := e.st.RunCoordinate(ctx, id, e.cfg.ID, e.cfg.DeadAfter)
+		if err == nil && ok {
+			if holder != "" {
+				e.log.Info("took over the run: its coordinator's liveness expired", "run", id,
+					"previous", holder, "dead_after", e.cfg.DeadAfter, "waited", time.Since(since).Round(time.Millisecond))
+			}
+			return run, true
+		}
+		if err == nil {
+			run, err = e.st.Run(ctx, id)
+		}
+		switch {
+		case testum.CodeOf(err) == testum.CodeNotFound:
+			_ = msg.Ack()
+			return testum.Run{}, false
+		case err != nil:
+			e.log.Warn("taking a run failed; handed back", "run", id, "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			return testum.Run{}, false
+		case run.State.Final():
+			_ = msg.Ack()
+			return testum.Run{}, false
+		}
+		if holder != run.CoordinatorID {
+			holder, since = run.CoordinatorID, time.Now()
+			e.log.Info("run held by a live coordinator; standing by until it ends or its liveness expires",
+				"run", id, "coordinator", holder)
+		}
+		if poll == nil {
+			poll, acks = time.NewTicker(coordinatorPoll), time.NewTicker(e.ackWait/3)
+			defer poll.Stop()
+			defer acks.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			_ = msg.Nak()
+			return testum.Run{}, false
+		case <-poll.C:
+		case <-acks.C:
+			_ = msg.InProgress()
+		}
+	}
+}
+
+// holdRun records that this executor coordinates the run, or stands by
+// for it; false when it already does on another message.
+func (e *Executor) holdRun(id uuid.UUID) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.coordinating[id]; ok {
+		return false
+	}
+	e.coordinating[id] = struct{}{}
+	return true
+}
+
+func (e *Executor) unholdRun(id uuid.UUID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.coordinating, id)
 }
 
 func (c *RunCoordinator) poke() {
@@ -124,8 +199,9 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	}
 	c.run = run
 	if run.CoordinatorID != c.e.cfg.ID {
-		c.log.Info("another executor took over the run")
-		_ = c.msg.Ack()
+		// Taken over while this executor looked dead: the message is the new
+		// coordinator's to keep or acknowledge, so it is left alone.
+		c.log.Info("another executor took over the run", "coordinator", run.CoordinatorID)
 		return true, nil
 	}
 	if run.State.Final() {
@@ -182,7 +258,7 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 }
 
 func (c *RunCoordinator) publishTask(ctx context.Context, r store.Released) error {
-	return bus.PublishTask(ctx, c.e.js, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
+	return bus.PublishTask(ctx, c.e.pub, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
 }
 
 // republishMissing re-sends released tasks that are neither claimed nor in
@@ -285,6 +361,7 @@ func (e *Executor) publishHostControl(ctx context.Context, run uuid.UUID, idx in
 		cancel()
 	}
 	e.publishEvent(bus.Event{RunID: run, Kind: bus.EventHost, Idx: idx, Host: name, State: string(state)})
+	e.m.hostEnded(state)
 }
 
 // hostControlMsgs are the messages that announce a host's state (after its

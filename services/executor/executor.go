@@ -22,6 +22,7 @@ import (
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/sshx"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -128,6 +129,8 @@ type Deps struct {
 	Store *store.Store
 	NATS  *nats.Conn
 	Logs  logstore.Store // archive of each host's full output
+	// Metrics is the process's registry (nil: a registry of its own).
+	Metrics *metrics.Metrics
 }
 
 // Executor runs host tasks and coordinates runs.
@@ -138,6 +141,8 @@ type Executor struct {
 	js   jetstream.JetStream
 	logs logstore.Store
 	log  *slog.Logger
+	m    execMetrics
+	pub  bus.Publisher // js, timed
 
 	// ackWait is the consumers' AckWait, read from them by Run: in-progress
 	// acks and the reaper's bounds follow it.
@@ -150,6 +155,9 @@ type Executor struct {
 
 	mu     sync.Mutex
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
+	// coordinating holds the runs this executor coordinates or stands by
+	// for, so that a second message of one is not a second coordinator.
+	coordinating map[uuid.UUID]struct{}
 
 	runs       *runCache
 	secretEnvs *perRun[uuid.UUID, map[string]string] // each run's secret env
@@ -173,17 +181,20 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
+	m := newExecMetrics(deps.Metrics)
+	pub := timedPublisher{js: js, h: m.PublishDuration}
 	e := &Executor{
-		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{js},
-		log:        cfg.Logger.With("component", "executor", "executor", cfg.ID),
-		slots:      make(chan struct{}, cfg.Slots),
-		handshakes: make(chan struct{}, cfg.MaxHandshakes),
-		active:     map[uuid.UUID]map[*hostTask]struct{}{},
-		runs:       newRunCache(1024),
-		secretEnvs: newPerRun[uuid.UUID, map[string]string](1024),
-		creds:      newPerRun[credentialKey, store.Secret](1024),
-		pool:       newConnPool(cfg.ConnIdle, cfg.Slots),
-		signers:    newSignerCache(),
+		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{pub}, m: m, pub: pub,
+		log:          cfg.Logger.With("component", "executor", "executor", cfg.ID),
+		slots:        make(chan struct{}, cfg.Slots),
+		handshakes:   make(chan struct{}, cfg.MaxHandshakes),
+		active:       map[uuid.UUID]map[*hostTask]struct{}{},
+		coordinating: map[uuid.UUID]struct{}{},
+		runs:         newRunCache(1024),
+		secretEnvs:   newPerRun[uuid.UUID, map[string]string](1024),
+		creds:        newPerRun[credentialKey, store.Secret](1024),
+		pool:         newConnPool(cfg.ConnIdle, cfg.Slots),
+		signers:      newSignerCache(),
 	}
 	for range cfg.Slots {
 		e.slots <- struct{}{}
@@ -214,6 +225,8 @@ func (e *Executor) Run(ctx context.Context) error {
 		return err
 	}
 	e.log.Info("executor started", "slots", e.cfg.Slots)
+	defer e.m.online(e.cfg.Slots)()
+	e.m.readPending(tasksCons)
 
 	// work ends when ctx does; hard ends DrainTimeout later.
 	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -324,6 +337,7 @@ func (e *Executor) register(t *hostTask) {
 		e.active[t.run.ID] = m
 	}
 	m[t] = struct{}{}
+	e.m.slotUsed(1)
 }
 
 func (e *Executor) unregister(t *hostTask) {
@@ -331,6 +345,7 @@ func (e *Executor) unregister(t *hostTask) {
 	defer e.mu.Unlock()
 	if m := e.active[t.run.ID]; m != nil {
 		delete(m, t)
+		e.m.slotUsed(-1)
 		if len(m) == 0 {
 			delete(e.active, t.run.ID)
 		}
@@ -413,5 +428,5 @@ func (e *Executor) progressAcks(hardCtx context.Context) {
 
 // transcriptConfig is where this executor's transcripts publish and spool.
 func (e *Executor) transcriptConfig() transcriptConfig {
-	return transcriptConfig{pub: e.output, spoolDir: e.cfg.SpoolDir, log: e.log}
+	return transcriptConfig{pub: e.output, spoolDir: e.cfg.SpoolDir, log: e.log, m: e.m.Metrics}
 }

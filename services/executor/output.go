@@ -17,11 +17,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 	retry "github.com/sethvargo/go-retry"
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/testum"
 )
 
@@ -50,7 +50,7 @@ type outputPublisher interface {
 }
 
 // jsOutput publishes transcript messages to the output stream.
-type jsOutput struct{ js jetstream.JetStream }
+type jsOutput struct{ js bus.Publisher }
 
 func (p jsOutput) PublishOutput(ctx context.Context, m bus.OutputMsg) error {
 	return bus.PublishOutput(ctx, p.js, m)
@@ -69,6 +69,7 @@ type transcript struct {
 	cap     int64
 	log     *slog.Logger
 	backoff func() retry.Backoff // nil: publishBackoff
+	m       *metrics.Metrics     // nil: not counted
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -105,11 +106,12 @@ type transcriptConfig struct {
 	spoolDir string
 	log      *slog.Logger
 	backoff  func() retry.Backoff // paces publish retries; nil: publishBackoff
+	m        *metrics.Metrics     // counts output bytes and publish retries; nil: not counted
 }
 
 func newTranscript(ctx context.Context, cfg transcriptConfig, run uuid.UUID, idx, attempt int, host string, capBytes int64) *transcript {
 	t := &transcript{
-		pub: cfg.pub, backoff: cfg.backoff, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
+		pub: cfg.pub, backoff: cfg.backoff, m: cfg.m, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
 		cap: capBytes, hash: sha256.New(),
 		log:       cfg.log.With("run", run, "host", host),
 		spoolPath: filepath.Join(cfg.spoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
@@ -177,6 +179,9 @@ func (t *transcript) acceptLocked(typ bus.Type, p []byte) {
 		t.spoolLocked(typ, p)
 		t.hash.Write(p)
 		t.accepted += int64(len(p))
+		if t.m != nil {
+			t.m.OutputBytes.Add(float64(len(p)))
+		}
 		t.enqueueOutputLocked(typ, p)
 	}
 	t.kickLocked()
@@ -294,7 +299,11 @@ func (t *transcript) publish(it outItem, seq int) error {
 	if b == nil {
 		b = publishBackoff
 	}
+	tries := 0
 	if err := retryUntil(t.ctx, b(), 10*time.Second, nil, "", func(ctx context.Context) error {
+		if tries++; tries > 1 && t.m != nil {
+			t.m.PublishRetries.Inc()
+		}
 		return t.pub.PublishOutput(ctx, m)
 	}); err != nil {
 		return fmt.Errorf("seq %d: %w", seq, err)

@@ -6,9 +6,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -18,6 +20,21 @@ import (
 // within DeadAfter + ReapInterval of its last heartbeat (or is requeued when
 // its run asked for retries), and a run that no live executor coordinates
 // is published again, so no run stays running forever.
+//
+// The recovery bound (README, "Executor loss"): when an executor dies, its
+// runs' messages are redelivered within AckWait (its in-progress acks
+// stop), and whoever receives one takes the run over at its first try
+// (every coordinatorPoll) after the dead coordinator's liveness expires,
+// DeadAfter after its last heartbeat (takeRun); a run whose message is gone
+// is republished by the first reaper pass after that expiry. Its hosts end
+// lost by the first pass after the same expiry, and the coordinator, woken
+// by their events or its poll, finishes the run. So a run whose remaining
+// hosts were on the dead executor is final within
+//
+//	max(AckWait, DeadAfter + ReapInterval) + coordinatorPoll
+//
+// of the death (36 s at the defaults: max(30 s, 30 s + 5 s) + 1 s), counted
+// from the start of the next executor if none was running.
 func (e *Executor) reap(ctx context.Context) error {
 	t := time.NewTicker(e.cfg.ReapInterval)
 	defer t.Stop()
@@ -45,6 +62,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 		}
 		for _, h := range lost {
 			e.log.Warn("host lost with its executor", "executor", id, "run", h.RunID, "host", h.Name, "attempt", h.Attempt)
+			e.m.reaped(metrics.ReapHostLost)
 			msg := fmt.Sprintf("executor %s stopped responding; the command may or may not have finished", id)
 			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostLost, msg)
 			run, err := e.runs.get(ctx, e.st, h.RunID)
@@ -53,22 +71,62 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 					return err
 				} else if ok {
 					e.log.Info("lost host requeued for another attempt (retry_lost)", "run", h.RunID, "host", h.Name)
+					e.m.reaped(metrics.ReapHostRequeued)
 					e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostQueued, "")
 				}
 			}
 		}
 	}
-	orphans, err := e.st.RunsOrphaned(ctx, 2*e.ackWait, e.cfg.DeadAfter)
+	// A run without a live coordinator is published again at once when its
+	// message is gone from the stream (deleted at its delivery limit, never
+	// published, lost by the stream). While the message is still there it
+	// is redelivered within the ack wait of its holder's death and taken
+	// over (see takeRun), so it is republished only once the run has gone
+	// without a live coordinator for two ack waits: the message is stuck
+	// (its delivery-limit advisory was missed), and the run then recovers
+	// within DeadAfter + 2*AckWait + ReapInterval of its holder's last
+	// heartbeat. For a run whose coordinator died both rules count from
+	// that coordinator's liveness, not from the run's creation, so a young
+	// run recovers as fast as an old one.
+	orphans, err := e.st.RunsOrphaned(ctx, e.cfg.DeadAfter, 2*e.ackWait)
 	if err != nil {
 		return err
 	}
-	for _, id := range orphans {
-		e.log.Info("republishing a run no live executor coordinates", "run", id)
-		if err := bus.PublishRun(ctx, e.js, id, bus.RunMsgID(id, strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
+	for _, o := range orphans {
+		if !o.Settled {
+			present, err := e.runMessagePresent(ctx, o.ID)
+			if err != nil {
+				return err
+			}
+			if present {
+				continue
+			}
+		}
+		e.log.Info("republishing a run no live executor coordinates", "run", o.ID, "settled", o.Settled)
+		if err := bus.PublishRun(ctx, e.pub, o.ID, bus.RunMsgID(o.ID, strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
 			return err
 		}
+		e.m.reaped(metrics.ReapRunRepublished)
 	}
 	return nil
+}
+
+// runMessagePresent reports whether a message of the run is still in the
+// runs stream (delivered or waiting to be).
+func (e *Executor) runMessagePresent(ctx context.Context, run uuid.UUID) (bool, error) {
+	stream, err := e.js.Stream(ctx, bus.StreamRuns)
+	if err != nil {
+		return false, fmt.Errorf("runs stream: %w", err)
+	}
+	_, err = stream.GetLastMsgForSubject(ctx, bus.RunSubject(run))
+	switch {
+	case err == nil:
+		return true, nil
+	case bus.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("looking up the message of run %s: %w", run, err)
+	}
 }
 
 // subscribeAdvisories handles messages that reached MaxDeliver: a task whose
@@ -109,6 +167,7 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 		if tm, err := bus.DecodeTask(raw.Subject, raw.Data); err == nil {
 			msg := "the task could not be delivered to an executor (delivery limit reached)"
 			if ok, err := e.st.RunHostEndUnstarted(ctx, tm.RunID, tm.Idx, testum.HostLost, msg); err == nil && ok {
+				e.m.reaped(metrics.ReapTaskUndeliverable)
 				h, _ := e.st.RunHost(ctx, tm.RunID, tm.Idx)
 				e.publishHostControl(ctx, tm.RunID, tm.Idx, h.Name, testum.HostLost, msg)
 			}

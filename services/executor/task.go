@@ -131,6 +131,7 @@ func (t *hostTask) connectAndRun() outcome {
 		command.Stdout, command.Stderr = become.Stdout(command.Stdout), become.Stderr(command.Stderr)
 		defer become.Flush() // before finish closes the transcript
 	}
+	cmdStart := time.Now()
 	res, err := client.Run(cmdCtx, command)
 	if reused && errors.Is(err, sshx.ErrNotStarted) && cmdCtx.Err() == nil {
 		// The kept connection broke between its ping and the command, which
@@ -143,6 +144,7 @@ func (t *hostTask) connectAndRun() outcome {
 		}
 		res, err = client.Run(cmdCtx, command)
 	}
+	t.e.m.CommandDuration.Observe(time.Since(cmdStart).Seconds())
 	// Only a connection whose command ended normally is kept: after a
 	// timeout or cancel the host may still be busy killing it.
 	keep = err == nil
@@ -150,18 +152,33 @@ func (t *hostTask) connectAndRun() outcome {
 	case become != nil && become.Refused() && ctx.Err() == nil && cmdCtx.Err() == nil:
 		// sudo asked again: the stdin was closed so that it gave up.
 		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode), err: remote.PasswordRefused}
+	case err != nil && ctx.Err() != nil:
+		return t.interrupted(ctx, &res)
+	case err != nil && cmdCtx.Err() != nil:
+		return outcome{state: testum.HostTimeout, signal: res.Signal, err: why + "; the remote process was killed"}
+	default:
+		return commandOutcome(res, err)
+	}
+}
+
+// commandOutcome maps how Run ended, neither canceled nor timed out, to the
+// host's state. A connection that died is unreachable only when the command
+// certainly never started; once it may have started it is lost (it may have
+// finished, or still run on the host), so it is never taken for a host that
+// was not reached, nor run again unless the run retries lost hosts.
+func commandOutcome(res sshx.Result, err error) outcome {
+	switch {
 	case err == nil && res.Signal != "":
 		return outcome{state: testum.HostFailed, signal: res.Signal, exit: intp(res.ExitCode), err: "killed by signal " + res.Signal}
 	case err == nil && res.ExitCode == 0:
 		return outcome{state: testum.HostOK, exit: intp(0)}
 	case err == nil:
 		return outcome{state: testum.HostFailed, exit: intp(res.ExitCode)}
-	case ctx.Err() != nil:
-		return t.interrupted(ctx, &res)
-	case cmdCtx.Err() != nil:
-		return outcome{state: testum.HostTimeout, signal: res.Signal, err: why + "; the remote process was killed"}
+	case errors.Is(err, sshx.ErrConnectionLost) && errors.Is(err, sshx.ErrNotStarted):
+		return outcome{state: testum.HostUnreachable, err: "connection lost before the command started: " + err.Error()}
 	case errors.Is(err, sshx.ErrConnectionLost):
-		return outcome{state: testum.HostUnreachable, err: "connection lost while the command was running: " + err.Error()}
+		return outcome{state: testum.HostLost,
+			err: "connection lost after the command started; it may or may not have finished: " + err.Error()}
 	default:
 		return outcome{state: testum.HostFailed, err: err.Error()}
 	}
@@ -191,7 +208,7 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 			return fail(t.interrupted(ctx, nil))
 		}
 		msg := fmt.Sprintf("ssh %s: cannot use the private key: %v", target.Addr, err)
-		t.recordContact(platform.ID, string(testum.HostAuthFailed), msg)
+		t.recordContact(platform.ID, testum.PlatformState(testum.HostAuthFailed), msg)
 		return fail(outcome{state: testum.HostAuthFailed, err: msg})
 	}
 	select {
@@ -199,9 +216,11 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 	case <-ctx.Done():
 		return fail(t.interrupted(ctx, nil))
 	}
+	dialStart := time.Now()
 	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive,
 		Deny: t.e.cfg.TargetDeny})
 	<-t.e.handshakes
+	t.e.m.dialed(ctx, dialStart, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(t.interrupted(ctx, nil))
@@ -253,7 +272,7 @@ func (t *hostTask) interrupted(ctx context.Context, res *sshx.Result) outcome {
 func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error) outcome {
 	var de *sshx.DialError
 	if !errors.As(err, &de) {
-		t.recordContact(p.ID, string(testum.HostUnreachable), err.Error())
+		t.recordContact(p.ID, testum.PlatformState(testum.HostUnreachable), err.Error())
 		return outcome{state: testum.HostUnreachable, err: err.Error()}
 	}
 	state := testum.HostState(de.Failure)
@@ -264,14 +283,14 @@ func (t *hostTask) dialFailed(ctx context.Context, p testum.Platform, err error)
 		t.log.Warn("recording offered host key", "err", err)
 	}
 	msg := fleet.DescribeDialError(ctx, t.e.st, de)
-	t.recordContact(p.ID, string(state), msg)
+	t.recordContact(p.ID, testum.PlatformState(state), msg)
 	if de.Hop != "" && de.HopID != 0 && de.HopID != p.ID {
-		t.recordContact(de.HopID, string(state), msg) // the jump host failed: its own state says so
+		t.recordContact(de.HopID, testum.PlatformState(state), msg) // the jump host failed: its own state says so
 	}
 	return outcome{state: state, err: msg}
 }
 
-func (t *hostTask) recordContact(platform int64, state, detail string) {
+func (t *hostTask) recordContact(platform int64, state testum.PlatformState, detail string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 5*time.Second)
 	defer cancel()
 	if err := t.e.st.PlatformRecordContact(ctx, platform, state, detail); err != nil {
@@ -328,6 +347,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	if !recorded {
 		t.log.Warn("host was no longer this executor's to finish (declared lost meanwhile)", "state", oc.state)
 	} else {
+		t.e.m.hostEnded(oc.state)
 		t.out.exit(oc.state, oc.exit, oc.signal)
 		t.out.closeControl()
 		t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(oc.state), ExitCode: oc.exit})
@@ -344,6 +364,7 @@ func (t *hostTask) finishEarly(hardCtx context.Context, state testum.HostState, 
 		_, _, err := t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, store.HostResult{State: state, Error: msg})
 		return err
 	})
+	t.e.m.hostEnded(state)
 	t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(state)})
 	_ = t.msg.Ack()
 }

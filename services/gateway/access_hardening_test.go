@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,47 +15,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/services/gateway"
 )
 
-// rawLogin posts a login without the harness client (safe from goroutines).
-func rawLogin(base, forwardedFor, user, key string) (int, http.Header, error) {
-	req, err := http.NewRequest("POST", base+"/api/auth/login", strings.NewReader(`{"username":"`+user+`","password":"`+key+`"}`))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Forwarded-For", forwardedFor)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, resp.Header, nil
-}
-
-// from is a client whose requests come through the trusted proxy from ip.
-func from(t *testing.T, g *gw, ip string) *client {
-	c := g.client(t, nil)
-	c.header["X-Forwarded-For"] = ip
-	return c
-}
-
-func wrongLogin(c *client, user string, i int) response {
+func wrongLogin(c *caller, user string, i int) reply {
 	c.t.Helper()
-	return c.do("POST", "/api/auth/login", map[string]string{"username": user, "password": fmt.Sprintf("wrong-key-%03d-xxxx", i)})
-}
-
-// auditOf returns the audit entries of an action, newest first.
-func auditOf(t *testing.T, g *gw, action string) []map[string]any {
-	t.Helper()
-	root := g.client(t, nil)
-	root.header["X-Forwarded-For"] = "127.0.0.254"
-	root.login(rootName, rootKey)
-	var out []map[string]any
-	root.must(http.StatusOK, "GET", "/api/audit?limit=1000&action="+action, nil).decode(t, &out)
-	return out
+	return got(c.AuthLoginWithResponse(context.Background(), apiclient.LoginRequest{Username: user, Password: fmt.Sprintf("wrong-key-%03d-xxxx", i)})).reply(c.t)
 }
 
 // Item 5: a burst of concurrent wrong logins cannot all reach the key
@@ -71,13 +36,13 @@ func TestLoginLimitHoldsUnderConcurrency(t *testing.T) {
 	errs := make([]error, burst)
 	var wg sync.WaitGroup
 	for i := range burst {
+		c := g.from(t, "127.0.0.20") // one caller a goroutine, made here: anon may fail t
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, h, err := rawLogin(g.URL, "127.0.0.20", rootName, fmt.Sprintf("wrong-key-%03d-xxxx", i))
-			statuses[i], errs[i] = st, err
-			if h != nil {
-				retry[i] = h.Get("Retry-After")
+			r, err := c.AuthLoginWithResponse(context.Background(), apiclient.LoginRequest{Username: rootName, Password: fmt.Sprintf("wrong-key-%03d-xxxx", i)})
+			if errs[i] = err; err == nil {
+				statuses[i], retry[i] = r.StatusCode(), r.HTTPResponse.Header.Get("Retry-After")
 			}
 		}()
 	}
@@ -105,10 +70,10 @@ func TestLoginLimitHoldsUnderConcurrency(t *testing.T) {
 	// A refused attempt is no failure: once the window passes, the address
 	// may try again.
 	e.clock.Advance(61 * time.Second)
-	from(t, g, "127.0.0.20").login(rootName, rootKey)
+	g.from(t, "127.0.0.20").login(rootName, rootKey)
 
 	// A successful login counts as no failure either.
-	c := from(t, g, "127.0.0.21")
+	c := g.from(t, "127.0.0.21")
 	for range 5 {
 		c.login(rootName, rootKey)
 	}
@@ -130,7 +95,7 @@ func TestSuperAdminNotLockedOut(t *testing.T) {
 	g := e.start(nil)
 	n := 0
 	for a := range 5 { // 50 failures for root: the username-wide limit
-		c := from(t, g, fmt.Sprintf("127.0.0.%d", 30+a))
+		c := g.from(t, fmt.Sprintf("127.0.0.%d", 30+a))
 		for range 10 {
 			if r := wrongLogin(c, rootName, n); r.Status != http.StatusUnauthorized {
 				t.Fatalf("failure %d: %d %s", n, r.Status, r.Body)
@@ -139,18 +104,19 @@ func TestSuperAdminNotLockedOut(t *testing.T) {
 		}
 	}
 	// From an address that has not been failing, the right key works.
-	from(t, g, "127.0.0.99").login(rootName, rootKey)
+	g.from(t, "127.0.0.99").login(rootName, rootKey)
 	// From one that has, the limit of that pair holds.
-	if r := from(t, g, "127.0.0.30").do("POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey}); r.Status != http.StatusTooManyRequests {
+	right := apiclient.LoginRequest{Username: rootName, Password: rootKey}
+	if r := got(g.from(t, "127.0.0.30").AuthLoginWithResponse(t.Context(), right)).reply(t); r.Status != http.StatusTooManyRequests {
 		t.Fatalf("failing address: %d %s", r.Status, r.Body)
 	}
 	// A new address gets its first try; after a failure, while the username
 	// is under attack, it waits a few seconds between tries.
-	c := from(t, g, "127.0.0.40")
+	c := g.from(t, "127.0.0.40")
 	if r := wrongLogin(c, rootName, 100); r.Status != http.StatusUnauthorized {
 		t.Fatalf("first try of a new address: %d %s", r.Status, r.Body)
 	}
-	r := c.do("POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey})
+	r := got(c.AuthLoginWithResponse(t.Context(), right)).reply(t)
 	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); r.Status != http.StatusTooManyRequests || err != nil || ra < 1 || ra > 5 {
 		t.Fatalf("second try at once: %d, Retry-After %q", r.Status, r.Header.Get("Retry-After"))
 	}
@@ -165,27 +131,26 @@ func TestClientAddressBehindProxy(t *testing.T) {
 	e := newEnv(t)
 	g := e.start(func(c *gateway.Config) { c.TrustedProxies = []string{"127.0.0.1", "127.0.0.60/32"} })
 	for i := range 10 {
-		c := from(t, g, fmt.Sprintf("127.9.9.%d, 127.0.0.50", i+1))
+		c := g.from(t, fmt.Sprintf("127.9.9.%d, 127.0.0.50", i+1))
 		if r := wrongLogin(c, "someone", i); r.Status != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %d", i+1, r.Status)
 		}
 	}
-	if r := wrongLogin(from(t, g, "127.9.9.200,127.0.0.50"), "someone", 11); r.Status != http.StatusTooManyRequests {
+	if r := wrongLogin(g.from(t, "127.9.9.200,127.0.0.50"), "someone", 11); r.Status != http.StatusTooManyRequests {
 		t.Fatalf("a made-up X-Forwarded-For prefix reset the limit: %d %s", r.Status, r.Body)
 	}
 	for _, en := range auditOf(t, g, "auth.login") {
-		if en["target"] == "someone" && en["ip"] != "127.0.0.50" {
-			t.Fatalf("audit records address %q, want 127.0.0.50", en["ip"])
+		if en.Target == "someone" && en.Ip != "127.0.0.50" {
+			t.Fatalf("audit records address %q, want 127.0.0.50", en.Ip)
 		}
 	}
-	// A chain of trusted proxies is skipped; the hop left of it is the client.
-	c := from(t, g, "127.9.9.9, 127.0.0.51, 127.0.0.60")
+	// A chain of trusted proxies is skipped; the hop left of it is the apiclient.
+	c := g.from(t, "127.9.9.9, 127.0.0.51, 127.0.0.60")
 	c.login(rootName, rootKey)
-	var sessions []map[string]any
-	c.must(http.StatusOK, "GET", "/api/sessions", nil).decode(t, &sessions)
+	sessions := *got(c.SessionListWithResponse(t.Context(), nil)).want(t, http.StatusOK).JSON200
 	found := false
 	for _, s := range sessions {
-		found = found || s["ip"] == "127.0.0.51"
+		found = found || s.Ip == "127.0.0.51"
 	}
 	if !found {
 		t.Fatalf("no session from 127.0.0.51: %v", sessions)
@@ -197,27 +162,23 @@ func TestLoginEndsPresentedSession(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
+	ctx := t.Context()
+	c := g.anon(t)
 	old := c.login(rootName, rootKey).AccessToken
 	c.login(rootName, rootKey) // sends the old token as Bearer
-	stale := g.client(t, nil)
+	stale := g.anon(t)
 	stale.token = old
-	stale.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil)
-	c.must(http.StatusOK, "GET", "/api/auth/me", nil)
+	got(stale.MeWithResponse(ctx)).want(t, http.StatusUnauthorized)
+	got(c.MeWithResponse(ctx)).want(t, http.StatusOK)
 
-	k := g.client(t, nil)
+	k := g.anon(t)
 	k.loginCookie(rootName, rootKey)
-	oldCookies := k.cookies
-	r := k.must(http.StatusOK, "POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey})
-	k.cookies = oldCookies
-	k.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil)
-	var lr struct {
-		AccessToken string `json:"access_token"`
-	}
-	r.decode(t, &lr)
-	fresh := g.client(t, nil)
-	fresh.token = lr.AccessToken
-	fresh.must(http.StatusOK, "GET", "/api/auth/me", nil)
+	// Logs in again sending the old cookies (and keeps them, not the new ones).
+	r := got(k.AuthLoginWithResponse(ctx, apiclient.LoginRequest{Username: rootName, Password: rootKey})).want(t, http.StatusOK)
+	got(k.MeWithResponse(ctx)).want(t, http.StatusUnauthorized)
+	fresh := g.anon(t)
+	fresh.token = r.JSON200.AccessToken
+	got(fresh.MeWithResponse(ctx)).want(t, http.StatusOK)
 }
 
 // Item 11: a cross-site form cannot post a login.
@@ -225,23 +186,22 @@ func TestLoginRefusesFormsAndForeignOrigins(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(func(c *gateway.Config) { c.AllowedOrigins = []string{"https://console.example.org"} })
-	body := map[string]string{"username": rootName, "password": rootKey}
+	ctx := t.Context()
+	body := apiclient.LoginRequest{Username: rootName, Password: rootKey}
+	jsonBody := `{"username":"` + rootName + `","password":"` + rootKey + `"}`
 	form := "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb\r\n--x--\r\n"
 	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""} {
-		c := g.client(t, nil)
-		c.header["Content-Type"] = ct
-		var b any = body
+		b := jsonBody
 		if strings.HasPrefix(ct, "multipart/") {
 			b = form // a well-formed one: fasthttp refuses a broken one by itself
 		}
-		if r := c.do("POST", "/api/auth/login", b); r.Status != http.StatusUnsupportedMediaType || !strings.Contains(string(r.Body), "application/json") ||
-			errCode(t, r) != "unsupported_media_type" {
+		r := got(g.anon(t).AuthLoginWithBodyWithResponse(ctx, ct, strings.NewReader(b))).reply(t)
+		if r.Status != http.StatusUnsupportedMediaType || !strings.Contains(string(r.Body), "application/json") ||
+			r.code() != apiclient.ErrorCodeUnsupportedMediaType {
 			t.Errorf("Content-Type %q: %d %s", ct, r.Status, r.Body)
 		}
 	}
-	c := g.client(t, nil)
-	c.header["Content-Type"] = "application/json; charset=utf-8"
-	c.must(http.StatusOK, "POST", "/api/auth/login", body)
+	got(g.anon(t).AuthLoginWithBodyWithResponse(ctx, "application/json; charset=utf-8", strings.NewReader(jsonBody))).want(t, http.StatusOK)
 
 	host := strings.TrimPrefix(g.URL, "http://")
 	for origin, want := range map[string]int{
@@ -250,22 +210,22 @@ func TestLoginRefusesFormsAndForeignOrigins(t *testing.T) {
 		g.URL:                         http.StatusOK, // same origin
 		"https://console.example.org": http.StatusOK, // allowed
 	} {
-		c := g.client(t, nil)
-		c.header["Origin"] = origin
-		if r := c.do("POST", "/api/auth/login", body); r.Status != want {
+		c := g.anon(t)
+		c.header.Set("Origin", origin)
+		if r := got(c.AuthLoginWithResponse(ctx, body)).reply(t); r.Status != want {
 			t.Errorf("Origin %s: %d, want %d: %s", origin, r.Status, want, r.Body)
 		}
 	}
 	// TLS ended by the trusted proxy: the http origin of the same host is
 	// another origin.
-	tls := g.client(t, nil)
-	tls.header["X-Forwarded-Proto"] = "https"
-	tls.header["Origin"] = "http://" + host
-	if r := tls.must(http.StatusForbidden, "POST", "/api/auth/login", body); errCode(t, r) != "origin_not_allowed" {
-		t.Errorf("foreign origin: code %q", errCode(t, r))
+	tls := g.anon(t)
+	tls.header.Set("X-Forwarded-Proto", "https")
+	tls.header.Set("Origin", "http://"+host)
+	if r := got(tls.AuthLoginWithResponse(ctx, body)).want(t, http.StatusForbidden); r.JSON403.Code != apiclient.ErrorCodeOriginNotAllowed {
+		t.Errorf("foreign origin: code %q", r.JSON403.Code)
 	}
-	tls.header["Origin"] = "https://" + host
-	tls.must(http.StatusOK, "POST", "/api/auth/login", body)
+	tls.header.Set("Origin", "https://"+host)
+	got(tls.AuthLoginWithResponse(ctx, body)).want(t, http.StatusOK)
 }
 
 // Item 12: refused tokens and CSRF refusals are audited, once per address
@@ -274,59 +234,63 @@ func TestRefusalsAuditedWithoutFlooding(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	bad := from(t, g, "127.0.0.70")
+	ctx := t.Context()
+	bad := g.from(t, "127.0.0.70")
 	bad.token = "not.a.token"
 	for range 20 {
-		bad.must(http.StatusUnauthorized, "GET", "/api/platforms/", nil)
+		got(bad.PlatformSearchWithResponse(ctx, nil)).want(t, http.StatusUnauthorized)
 	}
-	tokenEntries := func() []map[string]any {
-		var out []map[string]any
+	tokenEntries := func() []apiclient.AuditEntry {
+		var out []apiclient.AuditEntry
 		for _, en := range auditOf(t, g, "auth.token") {
-			if en["ip"] == "127.0.0.70" {
+			if en.Ip == "127.0.0.70" {
 				out = append(out, en)
 			}
 		}
 		return out
 	}
-	if got := tokenEntries(); len(got) != 1 || got[0]["outcome"] != "denied" {
+	if got := tokenEntries(); len(got) != 1 || got[0].Outcome != apiclient.AuditEntryOutcomeDenied {
 		t.Fatalf("20 refused tokens: %d audit entries %v, want 1", len(got), got)
 	}
 	e.clock.Advance(61 * time.Second)
-	bad.must(http.StatusUnauthorized, "GET", "/api/platforms/", nil)
-	got := tokenEntries()
-	if len(got) != 2 {
-		t.Fatalf("after a minute: %d entries", len(got))
+	got(bad.PlatformSearchWithResponse(ctx, nil)).want(t, http.StatusUnauthorized)
+	entries := tokenEntries()
+	if len(entries) != 2 {
+		t.Fatalf("after a minute: %d entries", len(entries))
 	}
-	details, _ := got[0]["details"].(map[string]any)
+	var details map[string]any
+	if entries[0].Details != nil {
+		details = *entries[0].Details
+	}
 	if details["folded_before"] != float64(19) {
 		t.Fatalf("the second entry does not count the folded refusals: %v", details)
 	}
-	if strings.Contains(fmt.Sprint(got), "not.a.token") {
+	if data, _ := json.Marshal(entries); strings.Contains(string(data), "not.a.token") {
 		t.Fatal("the refused token reached the audit log")
 	}
 
 	// An ended session's token is refused and audited the same way.
-	ended := from(t, g, "127.0.0.71")
+	ended := g.from(t, "127.0.0.71")
 	ended.login(rootName, rootKey)
-	ended.must(http.StatusNoContent, "POST", "/api/auth/logout", nil)
-	ended.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil)
+	got(ended.LogoutWithResponse(ctx)).want(t, http.StatusNoContent)
+	got(ended.MeWithResponse(ctx)).want(t, http.StatusUnauthorized)
 
-	k := from(t, g, "127.0.0.72")
+	k := g.from(t, "127.0.0.72")
 	k.loginCookie(rootName, rootKey)
 	for range 5 {
-		k.must(http.StatusForbidden, "POST", "/api/users", map[string]string{"username": "x1", "role": "admin"})
+		got(k.UserCreateWithResponse(ctx, apiclient.UserCreateRequest{Username: "x1", Role: new(apiclient.Admin)})).want(t, http.StatusForbidden)
 	}
 	var csrf, endedTok int
 	for _, en := range auditOf(t, g, "access.denied") {
-		if d, _ := en["details"].(map[string]any); en["ip"] == "127.0.0.72" && d["kind"] == "csrf" {
+		if en.Ip == "127.0.0.72" && en.Details != nil && (*en.Details)["kind"] == "csrf" {
 			csrf++
-			if en["actor"] != rootName {
+			if en.Actor != rootName {
 				t.Errorf("CSRF refusal without its actor: %v", en)
 			}
 		}
 	}
 	for _, en := range auditOf(t, g, "auth.token") {
-		endedTok += map[bool]int{true: 1}[en["ip"] == "127.0.0.71"]
+		endedTok += map[bool]int{true: 1}[en.Ip == "127.0.0.71"]
 	}
 	if csrf != 1 || endedTok != 1 {
 		t.Fatalf("audit entries: %d CSRF refusals (want 1), %d ended-token refusals (want 1)", csrf, endedTok)
@@ -338,25 +302,21 @@ func TestIdentityNotCreatedByGet(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	root := g.client(t, nil)
-	root.login(rootName, rootKey)
-	r := root.must(http.StatusNotFound, "GET", "/api/keys/identity", nil)
-	if !strings.Contains(string(r.Body), "POST /api/keys/identity") || errCode(t, r) != "no_identity" {
+	ctx := t.Context()
+	root := g.as(t, apiclient.SuperAdmin)
+	r := got(root.IdentityGetWithResponse(ctx)).want(t, http.StatusNotFound)
+	if !strings.Contains(r.JSON404.Error, "POST /api/keys/identity") || r.JSON404.Code != apiclient.ErrorCodeNoIdentity {
 		t.Fatalf("404 does not say what to do: %s", r.Body)
 	}
-	root.must(http.StatusNotFound, "GET", "/api/keys/identity", nil)
+	got(root.IdentityGetWithResponse(ctx)).want(t, http.StatusNotFound)
 	var n int
 	if err := g.st.Pool().QueryRow(context.Background(), "SELECT count(*) FROM credentials WHERE name = $1", gateway.IdentityCredential).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("after GETs: %d identity credentials (%v)", n, err)
 	}
-	var made, again, read struct {
-		CredentialID int64  `json:"credential_id"`
-		PublicKey    string `json:"public_key"`
-	}
-	root.must(http.StatusCreated, "POST", "/api/keys/identity", nil).decode(t, &made)
-	root.must(http.StatusOK, "POST", "/api/keys/identity", nil).decode(t, &again)
-	root.must(http.StatusOK, "GET", "/api/keys/identity", nil).decode(t, &read)
-	if made.CredentialID == 0 || again != made || read != made || !strings.HasPrefix(made.PublicKey, "ssh-ed25519 ") {
+	made := *got(root.IdentityCreateWithResponse(ctx)).want(t, http.StatusCreated).JSON201
+	again := *got(root.IdentityCreateWithResponse(ctx)).want(t, http.StatusOK).JSON200
+	read := *got(root.IdentityGetWithResponse(ctx)).want(t, http.StatusOK).JSON200
+	if made.CredentialId == 0 || again != made || read != made || !strings.HasPrefix(made.PublicKey, "ssh-ed25519 ") {
 		t.Fatalf("identity: made %+v, again %+v, read %+v", made, again, read)
 	}
 
@@ -370,9 +330,7 @@ func TestIdentityNotCreatedByGet(t *testing.T) {
 	if created, err := gateway.EnsureIdentity(context.Background(), g2.st); err != nil || created {
 		t.Fatalf("second EnsureIdentity: %v %v", created, err)
 	}
-	c2 := g2.client(t, nil)
-	c2.login(rootName, rootKey)
-	c2.must(http.StatusOK, "GET", "/api/keys/identity", nil)
+	got(g2.as(t, apiclient.SuperAdmin).IdentityGetWithResponse(ctx)).want(t, http.StatusOK)
 }
 
 // Item 14: every response forbids sniffing, referrers and framing; the API
@@ -381,8 +339,9 @@ func TestSecurityHeaders(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	check := func(what string, r response, api bool) {
+	ctx := t.Context()
+	c := g.anon(t)
+	check := func(what string, r reply, api bool) {
 		t.Helper()
 		h := r.Header
 		if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Referrer-Policy") != "no-referrer" ||
@@ -393,13 +352,20 @@ func TestSecurityHeaders(t *testing.T) {
 			t.Errorf("%s: Cache-Control %q", what, h.Get("Cache-Control"))
 		}
 	}
-	check("healthz", c.must(http.StatusOK, "GET", "/healthz", nil), true)
-	check("401", c.must(http.StatusUnauthorized, "GET", "/api/auth/me", nil), true)
-	check("404", c.must(http.StatusNotFound, "GET", "/api/no/such/route", nil), true)
-	check("login", c.must(http.StatusOK, "POST", "/api/auth/login", map[string]string{"username": rootName, "password": rootKey}), true)
+	status := func(want int, r reply) reply {
+		t.Helper()
+		if r.Status != want {
+			t.Fatalf("%d, want %d: %s", r.Status, want, r.Body)
+		}
+		return r
+	}
+	check("healthz", status(http.StatusOK, got(c.HealthzWithResponse(ctx)).reply(t)), true)
+	check("401", status(http.StatusUnauthorized, got(c.MeWithResponse(ctx)).reply(t)), true)
+	check("404", status(http.StatusNotFound, c.raw("GET", "/api/no/such/route", nil)), true) // outside the document
+	check("login", status(http.StatusOK, got(c.AuthLoginWithResponse(ctx, apiclient.LoginRequest{Username: rootName, Password: rootKey})).reply(t)), true)
 	c.login(rootName, rootKey)
-	check("list", c.must(http.StatusOK, "GET", "/api/platforms/", nil), true)
-	check("console", c.do("GET", "/", nil), false)
+	check("list", status(http.StatusOK, got(c.PlatformSearchWithResponse(ctx, nil)).reply(t)), true)
+	check("console", c.raw("GET", "/", nil), false) // the console's, outside the document
 }
 
 // Item 15: over TLS (here ended by the trusted proxy) the session cookie is
@@ -408,7 +374,8 @@ func TestSessionCookieOverTLS(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	cookieOf := func(c *client) *http.Cookie {
+	ctx := t.Context()
+	cookieOf := func(c *caller) *http.Cookie {
 		for _, ck := range c.cookies {
 			if strings.HasSuffix(ck.Name, "testum_session") {
 				return ck
@@ -417,19 +384,15 @@ func TestSessionCookieOverTLS(t *testing.T) {
 		t.Fatalf("no session cookie in %v", c.cookies)
 		return nil
 	}
-	loginVia := func(g *gw, proto string) *client {
-		req, _ := http.NewRequest("POST", g.URL+"/api/auth/login", strings.NewReader(`{"username":"`+rootName+`","password":"`+rootKey+`"}`))
-		req.Header.Set("Content-Type", "application/json")
+	// loginVia logs in with the cookies; the caller it returns sends only them.
+	loginVia := func(g *gw, proto string) *caller {
+		via := g.anon(t)
 		if proto != "" {
-			req.Header.Set("X-Forwarded-Proto", proto)
+			via.header.Set("X-Forwarded-Proto", proto)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = resp.Body.Close()
-		c := g.client(t, nil)
-		c.cookies = resp.Cookies()
+		via.loginCookie(rootName, rootKey)
+		c := g.anon(t)
+		c.cookies = via.cookies
 		return c
 	}
 	tls := loginVia(g, "https")
@@ -437,13 +400,13 @@ func TestSessionCookieOverTLS(t *testing.T) {
 	if ck.Name != gateway.SecureSessionCookie || !ck.Secure || !ck.HttpOnly || ck.Path != "/" || ck.Domain != "" {
 		t.Fatalf("session cookie over TLS: %+v", ck)
 	}
-	tls.must(http.StatusOK, "GET", "/api/auth/me", nil) // the new name is read
+	got(tls.MeWithResponse(ctx)).want(t, http.StatusOK) // the new name is read
 
 	plain := loginVia(g, "")
 	if ck := cookieOf(plain); ck.Name != gateway.SessionCookie || ck.Secure {
 		t.Fatalf("session cookie over http: %+v", ck)
 	}
-	plain.must(http.StatusOK, "GET", "/api/auth/me", nil)
+	got(plain.MeWithResponse(ctx)).want(t, http.StatusOK)
 
 	// X-Forwarded-Proto from an untrusted peer is ignored.
 	g2 := e.start(func(c *gateway.Config) { c.TrustedProxies = nil })
@@ -457,24 +420,13 @@ func TestWebSocketOriginScheme(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	root := g.client(t, nil)
-	root.login(rootName, rootKey)
-	var p struct {
-		ID int64 `json:"id"`
-	}
-	root.must(http.StatusCreated, "POST", "/api/platforms/", map[string]any{"name": "p-" + uuid.NewString()[:8],
-		"host": "127.0.0.1", "port": 1, "username": "u", "auth_method": "password", "password": "pw"}).decode(t, &p)
-	var run struct {
-		ID string `json:"id"`
-	}
-	root.must(http.StatusCreated, "POST", "/api/runs", map[string]any{"command": "true",
-		"targets": map[string]any{"platform_ids": []int64{p.ID}}}).decode(t, &run)
+	root := g.as(t, apiclient.SuperAdmin)
+	run := queuedRun(t, root)
 	host := strings.TrimPrefix(g.URL, "http://")
 	dial := func(origin string) int {
-		h := http.Header{"Authorization": {"Bearer " + root.token}, "Origin": {origin}, "X-Forwarded-Proto": {"https"}}
-		conn, resp, err := websocket.DefaultDialer.Dial("ws://"+host+"/ws/tasks/"+run.ID, h)
+		p, resp, err := openWS(t, g, root.token, run, http.Header{"Origin": {origin}, "X-Forwarded-Proto": {"https"}})
 		if err == nil {
-			_ = conn.Close()
+			_ = p.conn.Close()
 			return http.StatusSwitchingProtocols
 		}
 		if resp == nil {
@@ -495,13 +447,14 @@ func TestReadyzSaysOnlyReady(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	r := c.must(http.StatusOK, "GET", "/readyz", nil)
-	if strings.TrimSpace(string(r.Body)) != `{"status":"ready"}` {
-		t.Fatalf("ready: %s", r.Body)
+	ctx := t.Context()
+	c := g.anon(t)
+	ready := got(c.ReadyzWithResponse(ctx)).want(t, http.StatusOK)
+	if strings.TrimSpace(string(ready.Body)) != `{"status":"ready"}` || ready.JSON200.Status != apiclient.StatusStatusReady {
+		t.Fatalf("ready: %s", ready.Body)
 	}
 	g.st.Close() // PostgreSQL is gone for this gateway
-	r = c.must(http.StatusServiceUnavailable, "GET", "/readyz", nil)
+	r := got(c.ReadyzWithResponse(ctx)).want(t, http.StatusServiceUnavailable)
 	var body map[string]any
 	if err := json.Unmarshal(r.Body, &body); err != nil || len(body) != 2 || body["error"] != "not ready" || body["code"] != "unavailable" {
 		t.Fatalf("not ready: %s", r.Body)
@@ -553,13 +506,12 @@ func TestWebSocketOutlivesWriteTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(func(c *gateway.Config) { c.WriteTimeout = time.Second })
-	c := g.client(t, nil)
-	c.login(rootName, rootKey)
+	c := g.as(t, apiclient.SuperAdmin)
 	closed, _, err := watch(t, g, c, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.must(http.StatusNoContent, "POST", "/api/auth/logout", nil)
+	got(c.LogoutWithResponse(t.Context())).want(t, http.StatusNoContent)
 	select {
 	case err := <-closed:
 		var ce *websocket.CloseError

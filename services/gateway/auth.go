@@ -86,6 +86,9 @@ func (g *Gateway) authenticate(action auth.Action) fiber.Handler {
 		if need, known := auth.Required(action); known && need == auth.Public {
 			return c.Next()
 		}
+		if g.scrapeByToken(c, action) {
+			return c.Next()
+		}
 		token, viaCookie := bearer(c)
 		if token == "" {
 			return testum.Errorf(testum.CodeUnauthorized, "login required")
@@ -140,6 +143,9 @@ func (g *Gateway) authorize(action auth.Action) fiber.Handler {
 			return testum.Errorf(testum.CodeForbidden, "this route has no permission entry")
 		}
 		if need == auth.Public {
+			return c.Next()
+		}
+		if g.scrapeByToken(c, action) {
 			return c.Next()
 		}
 		p := principal(c)

@@ -133,6 +133,25 @@ func sendPage[T any](c *fiber.Ctx, items []T, total, limit, offset int) error {
 	return c.JSON(items)
 }
 
+// sendKeysetPage answers a page read after a cursor (?before_id=): the
+// next page's Link names the last item's id as its cursor. The page was
+// read one item longer than limit to know whether another one follows.
+func sendKeysetPage[T any](c *fiber.Ctx, items []T, total, limit int, idOf func(T) string) error {
+	c.Set("X-Total-Count", strconv.Itoa(total))
+	if len(items) > limit {
+		items = items[:limit]
+		q := c.Request().URI().QueryArgs()
+		q.Del("offset")
+		q.Set("before_id", idOf(items[len(items)-1]))
+		q.Set("limit", strconv.Itoa(limit))
+		c.Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, c.Path(), q.String()))
+	}
+	if items == nil {
+		items = []T{}
+	}
+	return c.JSON(items)
+}
+
 // parseLabels reads labels given as a JSON object or as "k=v,k2=v2"; the
 // platforms service validates them.
 func parseLabels(raw json.RawMessage) (map[string]string, error) {

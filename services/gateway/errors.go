@@ -7,7 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testum"
 )
 
@@ -33,7 +33,7 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 		if fe.Code == fiber.StatusRequestEntityTooLarge {
 			msg = "request body too large"
 		}
-		return c.Status(fe.Code).JSON(api.Error{Error: msg, Code: codeOfStatus(fe.Code)})
+		return c.Status(fe.Code).JSON(apiclient.Error{Error: msg, Code: apiclient.ErrorCode(codeOfStatus(fe.Code))})
 	}
 	var te *testum.Error
 	if errors.As(err, &te) {
@@ -56,16 +56,16 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 		if code == "" {
 			code = string(testum.CodeInternal)
 		}
-		return c.Status(status).JSON(api.Error{Error: te.Message, Code: code})
+		return c.Status(status).JSON(apiclient.Error{Error: te.Message, Code: apiclient.ErrorCode(code)})
 	}
 	g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// The request's deadline passed (a database or NATS that is slow or
 		// restarting): the client may retry.
 		c.Set(fiber.HeaderRetryAfter, "1")
-		return c.Status(http.StatusServiceUnavailable).JSON(api.Error{Error: "the request took too long; try again", Code: string(testum.CodeUnavailable)})
+		return c.Status(http.StatusServiceUnavailable).JSON(apiclient.Error{Error: "the request took too long; try again", Code: apiclient.ErrorCode(testum.CodeUnavailable)})
 	}
-	return c.Status(http.StatusInternalServerError).JSON(api.Error{Error: "internal error", Code: string(testum.CodeInternal)})
+	return c.Status(http.StatusInternalServerError).JSON(apiclient.Error{Error: "internal error", Code: apiclient.ErrorCode(testum.CodeInternal)})
 }
 
 // statusCodes names the codes of the statuses that only Fiber and fasthttp

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"github.com/gofiber/fiber/v2"
+
+	apiclient "github.com/testum/testum/libs/api/client"
 )
 
 // executorList lists the executors that heartbeat within ExecutorDeadAfter:
@@ -17,5 +19,9 @@ func (g *Gateway) executorList(c *fiber.Ctx) error {
 	}
 	total := len(list)
 	list = list[min(offset, total):min(offset+limit, total)]
-	return sendPage(c, list, total, limit, offset)
+	out := make([]apiclient.Executor, len(list))
+	for i, e := range list {
+		out[i] = executorWire(e)
+	}
+	return sendPage(c, out, total, limit, offset)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/logstore"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/platforms"
 	"github.com/testum/testum/libs/runs"
 	"github.com/testum/testum/libs/sshx"
@@ -53,6 +54,7 @@ type Config struct {
 	DownloadWrite  time.Duration // time to write one log download (default 1h)
 	TrustedProxies []string      // addresses whose X-Forwarded-For is believed
 	AllowedOrigins []string      // WebSocket origins besides the gateway's own host
+	MetricsToken   string        // a bearer token that may read /metrics (TESTUM_METRICS_TOKEN); empty: sessions only
 	Now            func() time.Time
 
 	Logger *slog.Logger
@@ -122,6 +124,8 @@ type Deps struct {
 	Store *store.Store
 	NATS  *nats.Conn
 	Logs  logstore.Store
+	// Metrics is the process's registry (nil: a registry of its own).
+	Metrics *metrics.Metrics
 }
 
 // Gateway is the HTTP side of testum.
@@ -143,6 +147,10 @@ type Gateway struct {
 	spec  []byte  // the OpenAPI document, as JSON
 
 	wsOpen wsSessions // WebSockets open per session (ws.go)
+
+	m        *metrics.Metrics // metrics.go
+	scrape   fiber.Handler    // serves m
+	routeSet map[string]bool  // the table's route patterns, the values of the route label
 
 	runs      *runs.Service
 	accounts  *accounts.Service
@@ -214,6 +222,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	// included: a log download gets longer than an API answer.
 	g.app.Server().HeaderReceived = g.requestConfig
 	g.routes()
+	g.initMetrics(deps.Metrics)
 	return g, nil
 }
 

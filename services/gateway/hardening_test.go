@@ -1,32 +1,15 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
-	"fmt"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+
+	apiclient "github.com/testum/testum/libs/api/client"
 )
-
-// errCode reads the machine-readable code of an error answer.
-func errCode(t *testing.T, r response) string {
-	t.Helper()
-	var e struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-	}
-	r.decode(t, &e)
-	return e.Code
-}
-
-func createPlatform(t *testing.T, c *client, body map[string]any) int64 {
-	t.Helper()
-	var p struct {
-		ID int64 `json:"id"`
-	}
-	c.must(http.StatusCreated, "POST", "/api/platforms/", body).decode(t, &p)
-	return p.ID
-}
 
 // TestHostExpressionsHaveABoundedCost: the expression that cost about 66 ms
 // per 23 bytes is refused with 400 hosts_too_complex, on every route that
@@ -35,29 +18,30 @@ func TestHostExpressionsHaveABoundedCost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	c.login(rootName, rootKey)
-	createPlatform(t, c, map[string]any{"name": "x1", "host": "127.0.0.1", "port": 1, "username": "u",
-		"auth_method": "password", "password": "pw"})
+	ctx := t.Context()
+	c := g.as(t, apiclient.SuperAdmin)
+	c.createPlatform(unreachable("x1"))
 
 	churn := strings.Repeat("x[1-99999],!x[1-99999],", 200) + "x1" // 4.6 KB, 40 million names before
 	long := strings.Repeat("x1,", 30000) + "x1"                    // 90 KB: over the length bound
-	for _, tc := range []struct{ name, path, hosts string }{
-		{"run churn", "/api/runs", churn},
-		{"preview churn", "/api/runs/preview", churn},
-		{"run long", "/api/runs", long},
+	run := func(hosts string) reply {
+		return got(c.RunCreateWithResponse(ctx, apiclient.RunRequest{Command: new("true"), Targets: apiclient.Targets{Hosts: &hosts}})).reply(t)
+	}
+	for _, tc := range []struct {
+		name string
+		r    reply
+	}{
+		{"run churn", run(churn)},
+		{"preview churn", got(c.RunPreviewWithResponse(ctx, apiclient.Targets{Hosts: &churn})).reply(t)},
+		{"run long", run(long)},
 	} {
-		body := map[string]any{"command": "true", "targets": map[string]any{"hosts": tc.hosts}}
-		if tc.path == "/api/runs/preview" {
-			body = map[string]any{"hosts": tc.hosts}
-		}
-		r := c.do("POST", tc.path, body)
-		if r.Status != http.StatusBadRequest || errCode(t, r) != "hosts_too_complex" {
-			t.Fatalf("%s: %d %.300s, want 400 hosts_too_complex", tc.name, r.Status, r.Body)
+		if tc.r.Status != http.StatusBadRequest || tc.r.code() != apiclient.ErrorCodeHostsTooComplex {
+			t.Fatalf("%s: %d %.300s, want 400 hosts_too_complex", tc.name, tc.r.Status, tc.r.Body)
 		}
 	}
-	c.must(http.StatusCreated, "POST", "/api/runs", map[string]any{"command": "true",
-		"targets": map[string]any{"hosts": "x[1-5],!x[2-5]"}})
+	if r := run("x[1-5],!x[2-5]"); r.Status != http.StatusCreated {
+		t.Fatalf("a run that fits: %d %.300s", r.Status, r.Body)
+	}
 }
 
 // TestBodyLimits: ordinary JSON routes take 1 MiB, run creation more.
@@ -65,19 +49,23 @@ func TestBodyLimits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	c.login(rootName, rootKey)
+	ctx := t.Context()
+	c := g.as(t, apiclient.SuperAdmin)
 	pad := strings.Repeat("a", 1<<20)
-	r := c.do("POST", "/api/platforms/", map[string]any{"name": "big", "host": "127.0.0.1", "username": "u",
-		"password": "pw", "pad": pad})
-	if r.Status != http.StatusRequestEntityTooLarge || errCode(t, r) != "body_too_large" {
-		t.Fatalf("a 1 MiB platform body: %d %.200s", r.Status, r.Body)
+	big, err := json.Marshal(map[string]any{"name": "big", "host": "127.0.0.1", "username": "u",
+		"password": "pw", "pad": pad}) // a field the request type has not: the size is the point
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got(c.PlatformCreateWithBodyWithResponse(ctx, "application/json", bytes.NewReader(big))).want(t, http.StatusRequestEntityTooLarge)
+	if r.JSON413.Code != apiclient.ErrorCodeBodyTooLarge {
+		t.Fatalf("a 1 MiB platform body: %d %.200s", r.StatusCode(), r.Body)
 	}
 	// A run body of 2 MiB (a script) is read; its targets are what is wrong.
-	r = c.do("POST", "/api/runs", map[string]any{"script": map[string]any{"body": pad + pad},
-		"targets": map[string]any{"platform_ids": []int64{424242}}})
-	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "424242") {
-		t.Fatalf("a 2 MiB run body: %d %.200s", r.Status, r.Body)
+	rr := got(c.RunCreateWithResponse(ctx, apiclient.RunRequest{Script: &apiclient.Script{Body: pad + pad},
+		Targets: apiclient.Targets{PlatformIds: &[]int64{424242}}})).want(t, http.StatusBadRequest)
+	if !strings.Contains(string(rr.Body), "424242") {
+		t.Fatalf("a 2 MiB run body: %d %.200s", rr.StatusCode(), rr.Body)
 	}
 }
 
@@ -87,33 +75,39 @@ func TestRequestFieldBounds(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	c.login(rootName, rootKey)
-	id := createPlatform(t, c, map[string]any{"name": "b1", "host": "127.0.0.1", "port": 1, "username": "u",
-		"auth_method": "password", "password": "pw"})
-	targets := map[string]any{"platform_ids": []int64{id}}
+	ctx := t.Context()
+	c := g.as(t, apiclient.SuperAdmin)
+	id := c.createPlatform(unreachable("b1"))
+	targets := apiclient.Targets{PlatformIds: &[]int64{id}}
 	week := 7 * 24 * 3600
+	run := func(r apiclient.RunRequest) reply {
+		r.Command, r.Targets = new("true"), targets
+		return got(c.RunCreateWithResponse(ctx, r)).reply(t)
+	}
+	nul := apiclient.PlatformRequest{Name: "n1", Host: "127.0.0.1", Username: "u", Password: new("pw"), Labels: labels(t, map[string]string{"a": "b\x00"})}
 	for _, tc := range []struct {
 		name string
-		path string
-		body any
-		code string
+		r    reply
+		code apiclient.ErrorCode
 	}{
-		{"deadline over a week", "/api/runs", map[string]any{"command": "true", "targets": targets, "deadline": week + 1}, "invalid"},
-		{"deadline overflowing", "/api/runs", map[string]any{"command": "true", "targets": targets, "deadline": int64(1) << 62}, "invalid"},
-		{"timeout over a week", "/api/runs", map[string]any{"command": "true", "targets": targets, "timeout": week + 1}, "invalid"},
-		{"run_command timeout", fmt.Sprintf("/api/platforms/%d/run_command", id), map[string]any{"command": "true", "timeout": int64(1) << 62}, "invalid"},
-		{"invalid UTF-8", "/api/platforms/", "{\"name\":\"ok\xff\",\"host\":\"127.0.0.1\",\"username\":\"u\",\"password\":\"pw\"}", "invalid_utf8"},
-		{"NUL in a login name", "/api/auth/login", `{"username":"ro\u0000ot","password":"x"}`, "nul_character"},
-		{"NUL in a label", "/api/platforms/", `{"name":"n1","host":"127.0.0.1","username":"u","password":"pw","labels":{"a":"b\u0000"}}`, "nul_character"},
+		{"deadline over a week", run(apiclient.RunRequest{Deadline: new(week + 1)}), apiclient.ErrorCodeInvalid},
+		{"deadline overflowing", run(apiclient.RunRequest{Deadline: new(1 << 62)}), apiclient.ErrorCodeInvalid},
+		{"timeout over a week", run(apiclient.RunRequest{Timeout: new(week + 1)}), apiclient.ErrorCodeInvalid},
+		{"run_command timeout", got(c.PlatformRunCommandWithResponse(ctx, id, apiclient.RunCommandRequest{Command: "true", Timeout: new(1 << 62)})).reply(t), apiclient.ErrorCodeInvalid},
+		// Sent as bytes: the JSON encoder would make the invalid byte a U+FFFD.
+		{"invalid UTF-8", got(c.PlatformCreateWithBodyWithResponse(ctx, "application/json",
+			strings.NewReader("{\"name\":\"ok\xff\",\"host\":\"127.0.0.1\",\"username\":\"u\",\"password\":\"pw\"}"))).reply(t), apiclient.ErrorCodeInvalidUtf8},
+		{"NUL in a login name", got(c.AuthLoginWithResponse(ctx, apiclient.LoginRequest{Username: "ro\x00ot", Password: "x"})).reply(t), apiclient.ErrorCodeNulCharacter},
+		{"NUL in a label", got(c.PlatformCreateWithResponse(ctx, nul)).reply(t), apiclient.ErrorCodeNulCharacter},
 	} {
-		r := c.do("POST", tc.path, tc.body)
-		if r.Status != http.StatusBadRequest || errCode(t, r) != tc.code {
-			t.Errorf("%s: %d %s, want 400 %s", tc.name, r.Status, r.Body, tc.code)
+		if tc.r.Status != http.StatusBadRequest || tc.r.code() != tc.code {
+			t.Errorf("%s: %d %s, want 400 %s", tc.name, tc.r.Status, tc.r.Body, tc.code)
 		}
 	}
 	// An escaped backslash before u0000 is text, not a NUL.
-	c.must(http.StatusCreated, "POST", "/api/runs", `{"command":"echo \\u0000","targets":{"platform_ids":[`+fmt.Sprint(id)+`]},"deadline":604800}`)
+	if r := run(apiclient.RunRequest{Command: new(`echo \u0000`), Deadline: new(604800)}); r.Status != http.StatusCreated {
+		t.Fatalf("an escaped backslash: %d %s", r.Status, r.Body)
+	}
 }
 
 // TestPasswordStaysWithItsHost: a password platform moved to another
@@ -122,39 +116,40 @@ func TestPasswordStaysWithItsHost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	c.login(rootName, rootKey)
-	base := map[string]any{"name": "pw1", "host": "127.0.0.1", "port": 22, "username": "u", "auth_method": "password"}
-	with := func(kv ...any) map[string]any {
-		m := map[string]any{}
-		for k, v := range base {
-			m[k] = v
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i].(string)] = kv[i+1]
-		}
-		return m
+	ctx := t.Context()
+	c := g.as(t, apiclient.SuperAdmin)
+	with := func(change func(*apiclient.PlatformRequest)) apiclient.PlatformRequest {
+		p := apiclient.PlatformRequest{Name: "pw1", Host: "127.0.0.1", Port: new(22), Username: "u", AuthMethod: new(string(apiclient.Password))}
+		change(&p)
+		return p
 	}
-	id := createPlatform(t, c, with("password", "secret-pw"))
-	path := fmt.Sprintf("/api/platforms/%d", id)
-	for _, change := range [][]any{{"host", "127.0.0.2"}, {"port", 2222}, {"username", "other"}} {
-		r := c.do("PUT", path, with(change...))
-		if r.Status != http.StatusBadRequest || errCode(t, r) != "password_required" {
-			t.Fatalf("changing %v without the password: %d %s", change[0], r.Status, r.Body)
+	id := c.createPlatform(with(func(p *apiclient.PlatformRequest) { p.Password = new("secret-pw") }))
+	for _, change := range []struct {
+		what string
+		to   func(*apiclient.PlatformRequest)
+	}{
+		{"host", func(p *apiclient.PlatformRequest) { p.Host = "127.0.0.2" }},
+		{"port", func(p *apiclient.PlatformRequest) { p.Port = new(2222) }},
+		{"username", func(p *apiclient.PlatformRequest) { p.Username = "other" }},
+	} {
+		r := got(c.PlatformUpdateWithResponse(ctx, id, with(change.to))).reply(t)
+		if r.Status != http.StatusBadRequest || r.code() != apiclient.ErrorCodePasswordRequired {
+			t.Fatalf("changing %v without the password: %d %s", change.what, r.Status, r.Body)
 		}
 	}
-	c.must(http.StatusOK, "PUT", path, with("labels", map[string]string{"role": "web"})) // same login: fine
-	c.must(http.StatusOK, "PUT", path, with("host", "127.0.0.2", "password", "secret-pw"))
+	got(c.PlatformUpdateWithResponse(ctx, id, with(func(p *apiclient.PlatformRequest) {
+		p.Labels = labels(t, map[string]string{"role": "web"}) // same login: fine
+	}))).want(t, http.StatusOK)
+	got(c.PlatformUpdateWithResponse(ctx, id, with(func(p *apiclient.PlatformRequest) {
+		p.Host, p.Password = "127.0.0.2", new("secret-pw")
+	}))).want(t, http.StatusOK)
 
-	var cr struct {
-		ID int64 `json:"id"`
-	}
-	c.must(http.StatusCreated, "POST", "/api/credentials", map[string]any{"name": "shared", "kind": "password",
-		"password": "shared-pw"}).decode(t, &cr)
-	named := createPlatform(t, c, map[string]any{"name": "pw2", "host": "127.0.0.1", "username": "u",
-		"auth_method": "password", "credential_id": cr.ID})
-	c.must(http.StatusOK, "PUT", fmt.Sprintf("/api/platforms/%d", named), map[string]any{"name": "pw2",
-		"host": "127.0.0.3", "username": "u", "auth_method": "password"})
+	cr := got(c.CredentialCreateWithResponse(ctx, apiclient.CredentialRequest{Name: "shared", Kind: new(string(apiclient.Password)),
+		Password: new("shared-pw")})).want(t, http.StatusCreated).JSON201
+	named := c.createPlatform(apiclient.PlatformRequest{Name: "pw2", Host: "127.0.0.1", Username: "u",
+		AuthMethod: new(string(apiclient.Password)), CredentialId: &cr.Id})
+	got(c.PlatformUpdateWithResponse(ctx, named, apiclient.PlatformRequest{Name: "pw2", Host: "127.0.0.3", Username: "u",
+		AuthMethod: new(string(apiclient.Password))})).want(t, http.StatusOK)
 }
 
 // TestAuditLogIsAppendOnly: the database itself refuses to change or remove
@@ -163,11 +158,10 @@ func TestAuditLogIsAppendOnly(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	c := g.client(t, nil)
-	c.login(rootName, rootKey)
-	u := c.createUser("leaver", "admin")
-	g.client(t, nil).login(u.User.Username, u.MasterKey)
-	c.must(http.StatusNoContent, "DELETE", fmt.Sprintf("/api/users/%d", u.User.ID), nil)
+	c := g.as(t, apiclient.SuperAdmin)
+	u := c.createUser("leaver", apiclient.Admin)
+	g.anon(t).login(u.User.Username, u.MasterKey)
+	got(c.UserDeleteWithResponse(t.Context(), u.User.Id)).want(t, http.StatusNoContent)
 
 	ctx := context.Background()
 	pool := g.st.Pool()

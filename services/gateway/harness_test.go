@@ -9,15 +9,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/accounts"
 	"github.com/testum/testum/libs/api/apitest"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/natsembed"
@@ -27,12 +31,14 @@ import (
 	"github.com/testum/testum/services/gateway"
 )
 
-// TestMain validates every response the tests get through http.DefaultClient
-// against the OpenAPI document.
-func TestMain(m *testing.M) {
-	http.DefaultClient = &http.Client{Transport: apitest.Transport(http.DefaultTransport)}
-	os.Exit(apitest.Main(testenv.Run(m)))
-}
+// TestMain fails the package if a response to a request that named no test
+// broke the OpenAPI document (apitest.Main).
+func TestMain(m *testing.M) { os.Exit(apitest.Main(testenv.Run(m))) }
+
+// contract is the HTTP client under every request of these tests: it
+// checks each response against the OpenAPI document, failing the test the
+// request names (caller.Do names it).
+var contract = &http.Client{Transport: apitest.Transport(http.DefaultTransport)}
 
 const (
 	rootName = "root"
@@ -65,7 +71,13 @@ type env struct {
 	clock *clock
 	ns    *natsembed.Server
 	logs  *syncBuffer
+
+	mu       sync.Mutex
+	accounts map[apiclient.Role]account // made by account, one per role
 }
+
+// account is a user's name and master key.
+type account struct{ name, key string }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -120,6 +132,7 @@ type gw struct {
 	*gateway.Gateway
 	URL string
 	st  *store.Store
+	env *env
 }
 
 // start runs a gateway on loopback; mod adjusts its config.
@@ -170,52 +183,74 @@ func (e *env) start(mod func(*gateway.Config)) *gw {
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(sctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &gw{Gateway: g, URL: "http://" + ln.Addr().String(), st: st}
+	return &gw{Gateway: g, URL: "http://" + ln.Addr().String(), st: st, env: e}
 }
 
-// client talks to a gateway as one caller.
-type client struct {
+// caller is one client of a gateway: the generated client, whose every
+// request carries the caller's token, cookies and extra headers and goes
+// through the contract-checking transport.
+type caller struct {
+	*apiclient.ClientWithResponses
 	t       *testing.T
 	base    string
-	token   string            // Authorization: Bearer
-	cookies []*http.Cookie    // or the console's cookies
-	header  map[string]string // extra headers
-	seen    *syncBuffer       // every response body, for the secret grep
+	token   string         // Authorization: Bearer
+	cookies []*http.Cookie // or the console's cookies
+	header  http.Header    // extra headers (X-Forwarded-For, Origin, ...)
+	seen    *syncBuffer    // if set, every response body, for the secret grep
 }
 
-func (g *gw) client(t *testing.T, seen *syncBuffer) *client {
-	return &client{t: t, base: g.URL, header: map[string]string{}, seen: seen}
-}
-
-type response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-func (r response) decode(t *testing.T, v any) {
+// anon returns a caller of g that is not logged in.
+func (g *gw) anon(t *testing.T) *caller {
 	t.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.Body, err)
+	c := &caller{t: t, base: g.URL, header: http.Header{}}
+	api, err := apiclient.NewClientWithResponses(g.URL, apiclient.WithHTTPClient(c))
+	if err != nil {
+		t.Fatal(err)
 	}
+	c.ClientWithResponses = api
+	return c
 }
 
-func (c *client) do(method, path string, body any) response {
-	c.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		data, _ := json.Marshal(b)
-		rd = bytes.NewReader(data)
+// from returns a caller whose requests come through the trusted proxy
+// (loopback) from ip.
+func (g *gw) from(t *testing.T, ip string) *caller {
+	c := g.anon(t)
+	c.header.Set("X-Forwarded-For", ip)
+	return c
+}
+
+// as returns a new caller logged in (bearer) as a user of role.
+func (g *gw) as(t *testing.T, role apiclient.Role) *caller {
+	t.Helper()
+	c := g.anon(t)
+	c.login(g.account(t, role))
+	return c
+}
+
+// account returns the name and master key of a user of role: root for
+// super_admin, else a user root makes on the first call for the role.
+func (g *gw) account(t *testing.T, role apiclient.Role) (name, key string) {
+	t.Helper()
+	if role == apiclient.SuperAdmin {
+		return rootName, rootKey
 	}
-	req, err := http.NewRequestWithContext(apitest.WithTest(context.Background(), c.t), method, c.base+path, rd)
-	if err != nil {
-		c.t.Fatal(err)
+	e := g.env
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.accounts[role]; ok {
+		return a.name, a.key
 	}
-	req.Header.Set("Content-Type", "application/json")
+	u := g.as(t, apiclient.SuperAdmin).createUser("user-"+string(role), role)
+	if e.accounts == nil {
+		e.accounts = map[apiclient.Role]account{}
+	}
+	e.accounts[role] = account{u.User.Username, u.MasterKey}
+	return u.User.Username, u.MasterKey
+}
+
+// Do sends req as c; the generated client sends every request through it.
+func (c *caller) Do(req *http.Request) (*http.Response, error) {
+	req = req.WithContext(apitest.WithTest(req.Context(), c.t))
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -223,81 +258,231 @@ func (c *client) do(method, path string, body any) response {
 		req.AddCookie(ck)
 	}
 	for k, v := range c.header {
-		req.Header.Set(k, v)
+		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := contract.Do(req)
+	if err != nil || c.seen == nil {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close() // read to the end
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	_, _ = c.seen.Write(body)
+	_, _ = c.seen.Write([]byte("\n"))
+	return resp, nil
+}
+
+// reply is an answer reduced to status, headers and body: what the raw
+// helper returns, and what got(...).reply gives of a typed response.
+type reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// code is the machine-readable code of an error reply, "" if the body is
+// no Error.
+func (r reply) code() apiclient.ErrorCode {
+	var e apiclient.Error
+	_ = json.Unmarshal(r.Body, &e)
+	return e.Code
+}
+
+// raw sends a request the generated client cannot make: a walk of the route
+// table, a path outside the document, a query value of the wrong type.
+// body is sent as is if a string, else as JSON; the answer is still checked
+// against the document.
+func (c *caller) raw(method, path string, body any) reply {
+	c.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, c.base+path, rd)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if c.seen != nil {
-		_, _ = c.seen.Write(data)
-		_, _ = c.seen.Write([]byte("\n"))
-	}
-	return response{Status: resp.StatusCode, Header: resp.Header, Body: data}
-}
-
-func (c *client) must(want int, method, path string, body any) response {
-	c.t.Helper()
-	r := c.do(method, path, body)
-	if r.Status != want {
-		c.t.Fatalf("%s %s: %d, want %d: %s", method, path, r.Status, want, r.Body)
-	}
-	return r
-}
-
-type loginResp struct {
-	AccessToken string `json:"access_token"`
-	CSRFToken   string `json:"csrf_token"`
-}
-
-// login logs c in with a bearer token.
-func (c *client) login(user, key string) loginResp {
-	c.t.Helper()
-	r := c.must(http.StatusOK, "POST", "/api/auth/login", map[string]string{"username": user, "password": key})
-	var lr loginResp
-	r.decode(c.t, &lr)
-	c.token = lr.AccessToken
-	return lr
-}
-
-// loginCookie logs c in the console's way: cookies, CSRF header.
-func (c *client) loginCookie(user, key string) loginResp {
-	c.t.Helper()
-	req, _ := http.NewRequestWithContext(apitest.WithTest(context.Background(), c.t), "POST", c.base+"/api/auth/login", strings.NewReader(`{"username":"`+user+`","password":"`+key+`"}`))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		c.t.Fatalf("login: %d %s", resp.StatusCode, data)
-	}
-	var lr loginResp
-	_ = json.Unmarshal(data, &lr)
-	c.cookies = resp.Cookies()
-	return lr
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: data}
 }
 
-type created struct {
-	User struct {
-		ID       int64  `json:"id"`
-		Username string `json:"username"`
-	} `json:"user"`
-	MasterKey string `json:"master_key"`
+// answered is what a call of the generated client returned.
+type answered[R interface{ StatusCode() int }] struct {
+	r   R
+	err error
 }
 
-// createUser makes a user through the API (as root) and returns its key.
-func (c *client) createUser(name, role string) created {
+// got holds a generated call's results for a check:
+// got(c.MeWithResponse(ctx)).want(t, http.StatusOK).
+func got[R interface{ StatusCode() int }](r R, err error) answered[R] {
+	return answered[R]{r, err}
+}
+
+// want fails t unless the call was answered with status; it returns the
+// typed response.
+func (a answered[R]) want(t *testing.T, status int) R {
+	t.Helper()
+	if r := a.reply(t); r.Status != status {
+		req := responseOf(a.r).Request
+		t.Fatalf("%s %s: %d, want %d: %.600s", req.Method, req.URL.RequestURI(), r.Status, status, r.Body)
+	}
+	return a.r
+}
+
+// reply fails t only if the call failed (no answer, or a body that does not
+// decode into its typed field); it returns the answer's status, headers and
+// body.
+func (a answered[R]) reply(t *testing.T) reply {
+	t.Helper()
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	resp := responseOf(a.r)
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: reflect.ValueOf(a.r).Elem().FieldByName("Body").Bytes()}
+}
+
+// responseOf is the HTTP response of a generated response type; they all
+// have the fields Body and HTTPResponse but no method that returns them.
+func responseOf(r any) *http.Response {
+	return reflect.ValueOf(r).Elem().FieldByName("HTTPResponse").Interface().(*http.Response)
+}
+
+// login logs c in with a bearer token. It sends what c already holds: a
+// login that carries a session ends it.
+func (c *caller) login(user, key string) *apiclient.LoginResponse {
 	c.t.Helper()
-	r := c.must(http.StatusCreated, "POST", "/api/users", map[string]string{"username": name, "role": role})
-	var cr created
-	r.decode(c.t, &cr)
-	if cr.MasterKey == "" {
+	r := got(c.AuthLoginWithResponse(context.Background(), apiclient.LoginRequest{Username: user, Password: key})).want(c.t, http.StatusOK)
+	c.token = r.JSON200.AccessToken
+	return r.JSON200
+}
+
+// loginCookie logs c in the console's way: it keeps the cookies (the CSRF
+// token is in the answer), not the token.
+func (c *caller) loginCookie(user, key string) *apiclient.LoginResponse {
+	c.t.Helper()
+	r := got(c.AuthLoginWithResponse(context.Background(), apiclient.LoginRequest{Username: user, Password: key})).want(c.t, http.StatusOK)
+	c.cookies = r.HTTPResponse.Cookies()
+	return r.JSON200
+}
+
+// createUser makes a user through the API and returns it with its key.
+func (c *caller) createUser(name string, role apiclient.Role) *apiclient.UserCreated {
+	c.t.Helper()
+	r := got(c.UserCreateWithResponse(context.Background(), apiclient.UserCreateRequest{Username: name, Role: &role})).want(c.t, http.StatusCreated)
+	if r.JSON201.MasterKey == "" {
 		c.t.Fatalf("no master key in %s", r.Body)
 	}
-	return cr
+	return r.JSON201
+}
+
+// createPlatform makes a platform through the API and returns its id.
+func (c *caller) createPlatform(p apiclient.PlatformRequest) int64 {
+	c.t.Helper()
+	return got(c.PlatformCreateWithResponse(context.Background(), p)).want(c.t, http.StatusCreated).JSON201.Id
+}
+
+// unreachable is a password platform on a closed loopback port: runs on it
+// stay queued here (no executor) and never reach a host.
+func unreachable(name string) apiclient.PlatformRequest {
+	return apiclient.PlatformRequest{Name: name, Host: "127.0.0.1", Port: new(1), Username: "u",
+		AuthMethod: new(string(apiclient.Password)), Password: new("pw")}
+}
+
+// labels is a platform request's labels as a map.
+func labels(t *testing.T, m map[string]string) *apiclient.PlatformRequest_Labels {
+	t.Helper()
+	var l apiclient.PlatformRequest_Labels
+	if err := l.FromLabels(m); err != nil {
+		t.Fatal(err)
+	}
+	return &l
+}
+
+// queuedRun makes a run that stays queued (no executor here), so that its
+// WebSockets stay open until the test closes them.
+func queuedRun(t *testing.T, root *caller) string {
+	t.Helper()
+	id := root.createPlatform(unreachable("p-" + uuid.NewString()[:8]))
+	r := got(root.RunCreateWithResponse(context.Background(), apiclient.RunRequest{Command: new("true"),
+		Targets: apiclient.Targets{PlatformIds: &[]int64{id}}})).want(t, http.StatusCreated)
+	return r.JSON201.Id.String()
+}
+
+// auditOf returns the audit entries of an action, newest first.
+func auditOf(t *testing.T, g *gw, action string) []apiclient.AuditEntry {
+	t.Helper()
+	root := g.from(t, "127.0.0.254")
+	root.login(rootName, rootKey)
+	return *got(root.AuditListWithResponse(context.Background(), &apiclient.AuditListParams{Limit: new(1000), Action: &action})).
+		want(t, http.StatusOK).JSON200
+}
+
+// wsPeer is one client WebSocket whose reader reports pongs and the close.
+type wsPeer struct {
+	conn   *websocket.Conn
+	pong   chan struct{}
+	closed chan error
+}
+
+// openWS opens /ws/tasks/{run} with the bearer token and the headers h; on
+// a refused upgrade it returns the answer.
+func openWS(t *testing.T, g *gw, token, run string, h http.Header) (*wsPeer, *http.Response, error) {
+	t.Helper()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set("Authorization", "Bearer "+token)
+	conn, resp, err := websocket.DefaultDialer.Dial(strings.Replace(g.URL, "http", "ws", 1)+"/ws/tasks/"+run, h)
+	if err != nil {
+		return nil, resp, err
+	}
+	t.Cleanup(func() { conn.Close() })
+	p := &wsPeer{conn: conn, pong: make(chan struct{}, 1), closed: make(chan error, 1)}
+	conn.SetPongHandler(func(string) error {
+		select {
+		case p.pong <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	go func() {
+		_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second)) // a hang guard only
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				p.closed <- err
+				return
+			}
+		}
+	}()
+	return p, resp, nil
+}
+
+// dialWS is openWS that fails t on a refused upgrade.
+func dialWS(t *testing.T, g *gw, token, run string) *wsPeer {
+	t.Helper()
+	p, _, err := openWS(t, g, token, run, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -4,12 +4,13 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testum"
 )
 
 // healthz says the process serves HTTP.
 func (g *Gateway) healthz(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{"status": "ok"})
+	return c.JSON(apiclient.Status{Status: apiclient.StatusStatusOk})
 }
 
 // readyz says the gateway can do its work: PostgreSQL answers and NATS is
@@ -25,5 +26,5 @@ func (g *Gateway) readyz(c *fiber.Ctx) error {
 		g.log.Warn("not ready: nats", "status", s.String())
 		return testum.Errorf(testum.CodeUnavailable, "not ready")
 	}
-	return c.JSON(fiber.Map{"status": "ready"})
+	return c.JSON(apiclient.Status{Status: apiclient.StatusStatusReady})
 }

@@ -1,23 +1,12 @@
 package gateway_test
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 )
-
-type importResult struct {
-	Created int `json:"created"`
-	Items   []struct {
-		Name       string `json:"name"`
-		Result     string `json:"result"`
-		Reason     string `json:"reason"`
-		PlatformID int64  `json:"platform_id"`
-	} `json:"items"`
-}
 
 // TestImportKeepsSecretsOutOfLabels: Ansible variables become labels only
 // when asked for, never one that looks secret; labels are validated as on
@@ -26,8 +15,10 @@ func TestImportKeepsSecretsOutOfLabels(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
+	ctx := t.Context()
 	seen := &syncBuffer{}
-	c := g.client(t, seen)
+	c := g.anon(t)
+	c.seen = seen
 	c.login(rootName, rootKey)
 	ini := `[web]
 web1 ansible_host=127.0.0.1 ansible_user=deploy ansible_password=host-own-pw-4711 db_password=label-leak-0815 role=frontend
@@ -36,36 +27,37 @@ web3 ansible_host=127.0.0.3 ansible_user=deploy role="two words"
 `
 	// Asking for a secret-looking variable refuses the import.
 	for _, name := range []string{"db_password", "API_TOKEN", "ssh_key", "vault_secret"} {
-		r := c.do("POST", "/api/platforms/import", map[string]any{"content": ini, "password": "shared-pw-1234",
-			"labels_from_vars": []string{"role", name}})
-		if r.Status != http.StatusBadRequest || errCode(t, r) != "secret_label" {
+		r := got(c.PlatformImportWithResponse(ctx, apiclient.ImportRequest{Content: ini, Password: new("shared-pw-1234"),
+			LabelsFromVars: &[]string{"role", name}})).reply(t)
+		if r.Status != http.StatusBadRequest || r.code() != apiclient.ErrorCodeSecretLabel {
 			t.Fatalf("labels_from_vars %s: %d %s", name, r.Status, r.Body)
 		}
 	}
-	if r := c.do("POST", "/api/platforms/import", map[string]any{"content": ini, "password": "shared-pw-1234",
-		"labels": map[string]string{"bad key": "x"}}); r.Status != http.StatusBadRequest {
+	if r := got(c.PlatformImportWithResponse(ctx, apiclient.ImportRequest{Content: ini, Password: new("shared-pw-1234"),
+		Labels: &apiclient.Labels{"bad key": "x"}})).reply(t); r.Status != http.StatusBadRequest {
 		t.Fatalf("an invalid request label: %d %s", r.Status, r.Body)
 	}
 
-	var res importResult
-	c.must(http.StatusOK, "POST", "/api/platforms/import", map[string]any{"content": ini, "password": "shared-pw-1234",
-		"labels_from_vars": []string{"role"}}).decode(t, &res)
-	if res.Created != 2 {
-		t.Fatalf("import: %+v", res)
+	res := got(c.PlatformImportWithResponse(ctx, apiclient.ImportRequest{Content: ini, Password: new("shared-pw-1234"),
+		LabelsFromVars: &[]string{"role"}})).want(t, http.StatusOK)
+	if res.JSON200.Created != 2 || res.JSON200.Items == nil {
+		t.Fatalf("import: %s", res.Body)
 	}
 	results := map[string]string{}
-	for _, it := range res.Items {
-		results[it.Name] = it.Result + ": " + it.Reason
+	for _, it := range *res.JSON200.Items {
+		results[it.Name] = string(it.Result) + ": "
+		if it.Reason != nil {
+			results[it.Name] += *it.Reason
+		}
 	}
 	if !strings.HasPrefix(results["web3"], "rejected: label role=") {
 		t.Fatalf("an invalid label value: %q", results["web3"])
 	}
-	var ps []api.Platform
-	c.must(http.StatusOK, "GET", "/api/platforms/?name=web", nil).decode(t, &ps)
+	ps := *got(c.PlatformSearchWithResponse(ctx, &apiclient.PlatformSearchParams{Name: new("web")})).want(t, http.StatusOK).JSON200
 	if len(ps) != 2 {
 		t.Fatalf("platforms: %+v", ps)
 	}
-	byName := map[string]api.Platform{}
+	byName := map[string]apiclient.Platform{}
 	for _, p := range ps {
 		byName[p.Name] = p
 		if want := map[string]string{"web": "true", "role": "frontend"}; len(p.Labels) != 2 ||
@@ -73,18 +65,17 @@ web3 ansible_host=127.0.0.3 ansible_user=deploy role="two words"
 			t.Errorf("%s labels %v, want %v", p.Name, p.Labels, want)
 		}
 	}
-	ctx := context.Background()
 	for name, want := range map[string]string{"web1": "host-own-pw-4711", "web2": "shared-pw-1234"} {
 		p := byName[name]
-		if p.AuthMethod != "password" || p.CredentialID == nil {
+		if p.AuthMethod != apiclient.Password || p.CredentialId == nil {
 			t.Fatalf("%s: %+v", name, p)
 		}
-		sec, err := g.st.CredentialOpen(ctx, *p.CredentialID)
+		sec, err := g.st.CredentialOpen(ctx, *p.CredentialId)
 		if err != nil || string(sec.Secret) != want {
 			t.Fatalf("%s opens to %q, %v; want %q", name, sec.Secret, err, want)
 		}
 	}
-	if *byName["web1"].CredentialID == *byName["web2"].CredentialID {
+	if *byName["web1"].CredentialId == *byName["web2"].CredentialId {
 		t.Fatal("the host's own password was shared")
 	}
 	for _, leak := range []string{"host-own-pw-4711", "label-leak-0815"} {
@@ -94,8 +85,8 @@ web3 ansible_host=127.0.0.3 ansible_user=deploy role="two words"
 	}
 
 	// Without a secret in the request, only entries with their own import.
-	c.must(http.StatusOK, "POST", "/api/platforms/import", map[string]any{"content": strings.ReplaceAll(ini, "web", "app")}).decode(t, &res)
-	if res.Created != 1 {
-		t.Fatalf("import without a shared secret: %+v", res)
+	res = got(c.PlatformImportWithResponse(ctx, apiclient.ImportRequest{Content: strings.ReplaceAll(ini, "web", "app")})).want(t, http.StatusOK)
+	if res.JSON200.Created != 1 {
+		t.Fatalf("import without a shared secret: %s", res.Body)
 	}
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/platforms"
 	"github.com/testum/testum/libs/runs"
 	"github.com/testum/testum/libs/store"
@@ -16,14 +16,8 @@ import (
 // IdentityCredential names testum's own key pair.
 const IdentityCredential = platforms.IdentityCredential
 
-// KeyRequest adds a public key.
-type KeyRequest struct {
-	Name      string `json:"name"`
-	PublicKey string `json:"public_key"`
-}
-
 func (g *Gateway) keyCreate(c *fiber.Ctx) error {
-	var req KeyRequest
+	var req apiclient.KeyRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
@@ -31,7 +25,7 @@ func (g *Gateway) keyCreate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(k)
+	return c.Status(http.StatusCreated).JSON(sshKeyWire(k))
 }
 
 func (g *Gateway) keyList(c *fiber.Ctx) error {
@@ -43,7 +37,11 @@ func (g *Gateway) keyList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendPage(c, list, total, limit, offset)
+	out := make([]apiclient.SSHKey, len(list))
+	for i, k := range list {
+		out[i] = sshKeyWire(k)
+	}
+	return sendPage(c, out, total, limit, offset)
 }
 
 func (g *Gateway) keyDelete(c *fiber.Ctx) error {
@@ -67,10 +65,6 @@ func EnsureIdentity(ctx context.Context, st *store.Store) (bool, error) {
 	return svc.EnsureIdentity(ctx)
 }
 
-func identityJSON(cr testum.Credential) fiber.Map {
-	return fiber.Map{"credential_id": cr.ID, "public_key": cr.PublicKey, "fingerprint": cr.Fingerprint}
-}
-
 // identityGet shows testum's public key; it creates nothing (a GET changes
 // no state): the key pair is made at start, or by POST.
 func (g *Gateway) identityGet(c *fiber.Ctx) error {
@@ -82,7 +76,7 @@ func (g *Gateway) identityGet(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(identityJSON(cr))
+	return c.JSON(identityWire(cr))
 }
 
 // identityCreate makes testum's key pair if it has none (201), else shows
@@ -96,15 +90,7 @@ func (g *Gateway) identityCreate(c *fiber.Ctx) error {
 	if created {
 		status = http.StatusCreated
 	}
-	return c.Status(status).JSON(identityJSON(cr))
-}
-
-// DeployRequest names the keys to add or remove.
-type DeployRequest struct {
-	KeyIDs   []int64     `json:"key_ids"`
-	Identity bool        `json:"identity"` // testum's own key too
-	Targets  api.Targets `json:"targets"`  // for /api/keys/deploy and /revoke
-	Timeout  *int        `json:"timeout,omitempty"`
+	return c.Status(status).JSON(identityWire(cr))
 }
 
 func (g *Gateway) deployKeys(c *fiber.Ctx) error     { return g.keysRun(c, false, true) }
@@ -113,12 +99,14 @@ func (g *Gateway) deployKeysMany(c *fiber.Ctx) error { return g.keysRun(c, false
 func (g *Gateway) revokeKeysMany(c *fiber.Ctx) error { return g.keysRun(c, true, false) }
 
 // keysRun deploys or revokes keys as a normal run, so it streams, records
-// each host's outcome and is audited like any other.
+// each host's outcome and is audited like any other. The targets are the
+// request's on /api/keys/deploy and /revoke, the path's platform otherwise.
 func (g *Gateway) keysRun(c *fiber.Ctx, revoke, onePlatform bool) error {
-	var req DeployRequest
+	var req apiclient.DeployRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
+	targets := runTargets(deref(req.Targets))
 	if onePlatform {
 		id, err := paramID(c, "id")
 		if err != nil {
@@ -127,16 +115,16 @@ func (g *Gateway) keysRun(c *fiber.Ctx, revoke, onePlatform bool) error {
 		if _, err := g.st.Platform(c.UserContext(), id); err != nil {
 			return err
 		}
-		req.Targets = api.Targets{PlatformIDs: []int64{id}}
+		targets = runs.Targets{PlatformIDs: []int64{id}}
 	}
-	script, err := g.platforms.KeysScript(c.UserContext(), g.actor(c), req.KeyIDs, req.Identity, revoke)
+	script, err := g.platforms.KeysScript(c.UserContext(), g.actor(c), deref(req.KeyIds), deref(req.Identity), revoke)
 	if err != nil {
 		return err
 	}
 	run, err := g.runs.Create(c.UserContext(), g.actor(c), runs.Request{Command: script,
-		Timeout: req.Timeout, Targets: runTargets(req.Targets)})
+		Timeout: req.Timeout, Targets: targets})
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(fiber.Map{"task_id": run.ID.String(), "id": run.ID.String(), "hosts": run.HostCount})
+	return c.Status(http.StatusCreated).JSON(apiclient.KeysRun{TaskId: run.ID, Id: run.ID, Hosts: run.HostCount})
 }

@@ -2,11 +2,10 @@ package gateway
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/platforms"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
@@ -19,7 +18,7 @@ func (g *Gateway) platformSearch(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	f := store.PlatformFilter{Name: c.Query("name"), State: c.Query("state")}
+	f := store.PlatformFilter{Name: c.Query("name"), State: testum.PlatformState(c.Query("state"))}
 	sel := c.Query("label", c.Query("labels"))
 	if sel != "" {
 		if f.Labels, err = testum.ParseLabelList(sel); err != nil {
@@ -30,9 +29,9 @@ func (g *Gateway) platformSearch(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	out := make([]api.Platform, len(ps))
+	out := make([]apiclient.Platform, len(ps))
 	for i, p := range ps {
-		out[i] = platformJSON(p)
+		out[i] = platformWire(p)
 	}
 	return sendPage(c, out, total, limit, offset)
 }
@@ -44,7 +43,7 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var req api.PlatformRequest
+	var req apiclient.PlatformRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
@@ -56,7 +55,7 @@ func (g *Gateway) platformUpdate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(platformJSON(p))
+	return c.JSON(platformWire(p))
 }
 
 func (g *Gateway) platformDelete(c *fiber.Ctx) error {
@@ -70,16 +69,7 @@ func (g *Gateway) platformDelete(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusNoContent)
 }
 
-// HostKeyInfo shows what is pinned and what the host now offers.
-type HostKeyInfo struct {
-	Policy             string     `json:"policy"`
-	Pinned             string     `json:"pinned,omitempty"`
-	PinnedFingerprint  string     `json:"pinned_fingerprint,omitempty"`
-	Offered            string     `json:"offered,omitempty"`
-	OfferedFingerprint string     `json:"offered_fingerprint,omitempty"`
-	OfferedAt          *time.Time `json:"offered_at,omitempty"`
-}
-
+// hostKeyGet shows what is pinned and what the host now offers.
 func (g *Gateway) hostKeyGet(c *fiber.Ctx) error {
 	id, err := paramID(c, "id")
 	if err != nil {
@@ -97,8 +87,7 @@ func (g *Gateway) hostKeyGet(c *fiber.Ctx) error {
 	if policy == "" {
 		policy = string(g.cfg.HostKeyPolicy) + " (global)"
 	}
-	return c.JSON(HostKeyInfo{Policy: policy, Pinned: hk.Pinned, PinnedFingerprint: hk.PinnedFingerprint,
-		Offered: hk.Offered, OfferedFingerprint: hk.OfferedFingerprint, OfferedAt: hk.OfferedAt})
+	return c.JSON(hostKeyInfoWire(policy, hk))
 }
 
 // hostKeyAccept pins the key the host offered. The request names the
@@ -109,9 +98,7 @@ func (g *Gateway) hostKeyAccept(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Fingerprint string `json:"fingerprint"`
-	}
+	var req apiclient.HostKeyAcceptRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
@@ -132,39 +119,26 @@ func (g *Gateway) platformTest(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(res)
+	return c.JSON(testResultWire(res))
 }
 
-// CredentialRequest stores a reusable credential.
-type CredentialRequest struct {
-	Name       string  `json:"name"`
-	Kind       string  `json:"kind"` // password or private_key (auth_method accepted too)
-	AuthMethod string  `json:"auth_method"`
-	Password   *string `json:"password"`
-	PrivateKey *string `json:"private_key"`
-	Passphrase *string `json:"passphrase"`
-}
-
-func credentialJSON(cr testum.Credential) fiber.Map {
-	return fiber.Map{"id": cr.ID, "name": cr.Name, "kind": cr.Kind, "has_passphrase": cr.HasPassphrase,
-		"public_key": cr.PublicKey, "fingerprint": cr.Fingerprint, "key_id": cr.KeyID, "created_at": cr.CreatedAt}
-}
-
+// credentialCreate stores a reusable credential; its kind (password or
+// private_key) may be given as auth_method too.
 func (g *Gateway) credentialCreate(c *fiber.Ctx) error {
-	var req CredentialRequest
+	var req apiclient.CredentialRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	kind := req.Kind
+	kind := deref(req.Kind)
 	if kind == "" {
-		kind = req.AuthMethod
+		kind = deref(req.AuthMethod)
 	}
 	cr, err := g.platforms.CreateCredential(c.UserContext(), g.actor(c), req.Name,
 		platforms.Secret{AuthMethod: kind, Password: req.Password, PrivateKey: req.PrivateKey, Passphrase: req.Passphrase})
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(credentialJSON(cr))
+	return c.Status(http.StatusCreated).JSON(credentialWire(cr))
 }
 
 func (g *Gateway) credentialList(c *fiber.Ctx) error {
@@ -176,9 +150,9 @@ func (g *Gateway) credentialList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	out := make([]fiber.Map, len(list))
+	out := make([]apiclient.Credential, len(list))
 	for i, cr := range list {
-		out[i] = credentialJSON(cr)
+		out[i] = credentialWire(cr)
 	}
 	return sendPage(c, out, total, limit, offset)
 }

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"net/http"
 	"regexp"
 	"slices"
@@ -62,8 +61,8 @@ func TestOpenAPIRoutesMatchRouteTable(t *testing.T) {
 // YAML's content.
 func TestOpenAPIServed(t *testing.T) {
 	g := newEnv(t).start(nil)
-	r := g.client(t, nil).must(http.StatusOK, "GET", "/api/openapi.json", nil)
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+	r := got(g.anon(t).OpenapiWithResponse(t.Context())).want(t, http.StatusOK)
+	if ct := r.HTTPResponse.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("Content-Type %q", ct)
 	}
 	served, err := openapi3.NewLoader().LoadFromData(r.Body)
@@ -84,11 +83,8 @@ func TestOpenAPIServed(t *testing.T) {
 // in, reads who it is, creates a user and reads the errors it is answered.
 func TestGeneratedClient(t *testing.T) {
 	g := newEnv(t).start(nil)
-	ctx := apitest.WithTest(context.Background(), t)
-	anon, err := apiclient.NewClientWithResponses(g.URL, apiclient.WithHTTPClient(http.DefaultClient))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	anon := g.anon(t)
 	login, err := anon.AuthLoginWithResponse(ctx, apiclient.LoginRequest{Username: rootName, Password: rootKey})
 	if err != nil || login.JSON200 == nil {
 		t.Fatalf("login: %v %v %s", err, login.StatusCode(), login.Body)
@@ -96,15 +92,8 @@ func TestGeneratedClient(t *testing.T) {
 	if login.JSON200.User.Role != apiclient.SuperAdmin {
 		t.Errorf("login: role %q", login.JSON200.User.Role)
 	}
-	token := login.JSON200.AccessToken
-	c, err := apiclient.NewClientWithResponses(g.URL, apiclient.WithHTTPClient(http.DefaultClient),
-		apiclient.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
-			req.Header.Set("Authorization", "Bearer "+token)
-			return nil
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := g.anon(t)
+	c.token = login.JSON200.AccessToken
 	me, err := c.MeWithResponse(ctx)
 	if err != nil || me.JSON200 == nil || me.JSON200.User.Username != rootName {
 		t.Fatalf("me: %v %s", err, me.Body)

@@ -19,12 +19,14 @@ type Route struct {
 // authorize middleware refuses any action missing from the permission table.
 func (g *Gateway) routes() {
 	app := g.app
+	app.Use(g.observeHTTP)
 	app.Use(securityHeaders)
 	app.Use(g.recoverPanics)
 
 	g.handle("GET", "/healthz", auth.ActionHealthRead, g.healthz)
 	g.handle("GET", "/readyz", auth.ActionHealthRead, g.readyz)
 	g.handle("GET", "/api/openapi.json", auth.ActionConsoleRead, g.openapi) // public, like the console's files
+	g.handle("GET", "/metrics", auth.ActionMetricsRead, g.metricsGet)
 
 	g.handle("POST", "/api/auth/login", auth.ActionLogin, g.login)
 	g.handle("POST", "/api/auth/logout", auth.ActionSelf, g.logout)

@@ -16,7 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/hostexpr"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/testum"
@@ -42,32 +42,27 @@ func (g *Gateway) runCancel(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusAccepted).JSON(fiber.Map{"id": id.String(), "state": run.State, "cancel_requested": true})
+	return c.Status(http.StatusAccepted).JSON(apiclient.CancelResponse{Id: id, State: apiclient.RunState(run.State), CancelRequested: true})
 }
 
-// RerunRequest runs a finished run again, on all its hosts or only on the
-// ones that did not end ok.
-type RerunRequest struct {
-	Only string `json:"only"` // "failed" (default) or "all"
-}
-
+// runRerun runs a finished run again, on all its hosts or only (the
+// default) on the ones that did not end ok.
 func (g *Gateway) runRerun(c *fiber.Ctx) error {
 	id, err := runParam(c)
 	if err != nil {
 		return err
 	}
-	var req RerunRequest
+	var req apiclient.RerunRequest
 	if len(c.Body()) > 0 {
 		if err := decode(c, &req); err != nil {
 			return err
 		}
 	}
-	run, err := g.runs.Rerun(c.UserContext(), g.actor(c), id, req.Only)
+	run, err := g.runs.Rerun(c.UserContext(), g.actor(c), id, string(deref(req.Only)))
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(api.RunCreated{ID: run.ID.String(), TaskID: run.ID.String(),
-		State: string(run.State), Hosts: run.HostCount})
+	return c.Status(http.StatusCreated).JSON(runCreatedWire(run))
 }
 
 // runHostLog downloads one host's archived output: the raw bytes
@@ -265,18 +260,6 @@ func addLog(ctx context.Context, logs logstore.Store, tw *tar.Writer, name, key 
 	return err
 }
 
-// SummaryGroup is one distinct output and the hosts that produced it.
-type SummaryGroup struct {
-	Hosts    string   `json:"hosts"` // compact: web[01-17,19]
-	Names    []string `json:"names"`
-	Count    int      `json:"count"`
-	State    string   `json:"state"`
-	ExitCode *int     `json:"exit_code"`
-	Digest   string   `json:"digest"`
-	Bytes    int64    `json:"bytes"`
-	Output   string   `json:"output,omitempty"` // the output itself, when small (≤ 64 KiB)
-}
-
 // runSummary groups hosts whose output, state and exit code are the same,
 // as ClusterShell's gather mode or dshbak -c: one entry per distinct output.
 func (g *Gateway) runSummary(c *fiber.Ctx) error {
@@ -302,19 +285,23 @@ func (g *Gateway) runSummary(c *fiber.Ctx) error {
 		keyOf[h.Name] = string(h.State) + "\x00" + exit + "\x00" + h.OutputDigest
 		byName[h.Name] = h
 	}
-	var out []SummaryGroup
+	var groups []apiclient.SummaryGroup
 	for _, gr := range hostexpr.Gather(keyOf) {
 		first := byName[gr.Hosts[0]]
-		sg := SummaryGroup{Hosts: gr.Folded, Names: gr.Hosts, Count: len(gr.Hosts), State: string(first.State),
+		sg := apiclient.SummaryGroup{Hosts: gr.Folded, Names: gr.Hosts, Count: len(gr.Hosts), State: apiclient.HostState(first.State),
 			ExitCode: first.ExitCode, Digest: first.OutputDigest, Bytes: first.OutputBytes}
 		if first.LogKey != "" && first.OutputBytes <= 64<<10 {
 			if r, err := g.logs.Get(ctx, first.LogKey); err == nil {
 				b, _ := io.ReadAll(io.LimitReader(r, 64<<10))
 				_ = r.Close()
-				sg.Output = string(b)
+				sg.Output = opt(string(b)) // the output itself, when small
 			}
 		}
-		out = append(out, sg)
+		groups = append(groups, sg)
 	}
-	return c.JSON(fiber.Map{"run_id": id.String(), "groups": out})
+	out := apiclient.RunSummary{RunId: id}
+	if groups != nil {
+		out.Groups = &groups
+	}
+	return c.JSON(out)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -10,27 +11,15 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/testum/testum/libs/accounts"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
 
-// LoginRequest is the seed's login body; password is the master key.
-type LoginRequest struct {
-	Username string `json:"username"`
-	Password string `json:"password"`
-}
-
-// LoginResponse carries the token for API clients (the console uses the
-// cookie) and the CSRF token the console echoes.
-type LoginResponse struct {
-	AccessToken string      `json:"access_token"`
-	TokenType   string      `json:"token_type"`
-	ExpiresAt   time.Time   `json:"expires_at"`
-	CSRFToken   string      `json:"csrf_token"`
-	User        testum.User `json:"user"`
-}
-
+// login is the seed's login (password is the master key). It answers with
+// the token for API clients (the console uses the cookie) and the CSRF
+// token the console echoes.
 func (g *Gateway) login(c *fiber.Ctx) error {
 	if err := requireJSON(c); err != nil {
 		return err
@@ -38,7 +27,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	if err := g.checkLoginOrigin(c); err != nil {
 		return err
 	}
-	var req LoginRequest
+	var req apiclient.LoginRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
@@ -59,6 +48,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	old, _ := g.presentedSession(c) // uuid.Nil when it carries none
 	u, iss, err := g.accounts.Login(ctx, g.client(c), req.Username, req.Password, old)
 	if testum.CodeOf(err) == testum.CodeUnauthorized {
+		g.m.LoginFailures.Inc()
 		return err // the attempt stays recorded: it is a failure
 	}
 	g.loginRefund(c, attempt)
@@ -66,7 +56,8 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		return err
 	}
 	g.setSessionCookies(c, iss)
-	return c.JSON(LoginResponse{AccessToken: iss.Token, TokenType: "bearer", ExpiresAt: iss.ExpiresAt, CSRFToken: iss.CSRF, User: u})
+	return c.JSON(apiclient.LoginResponse{AccessToken: iss.Token, TokenType: apiclient.Bearer, ExpiresAt: iss.ExpiresAt,
+		CsrfToken: iss.CSRF, User: userWire(u)})
 }
 
 // client is where a request comes from, as a session records it.
@@ -116,20 +107,15 @@ func (g *Gateway) me(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"user": u, "session_id": p.SessionID, "permissions": auth.ActionsOf(p.Role),
-		"idle_timeout_seconds": int(g.cfg.SessionIdle / time.Second)})
-}
-
-// MasterKeyRequest rotates one's own master key; the current key proves
-// it is the user at the keyboard.
-type MasterKeyRequest struct {
-	CurrentPassword string `json:"current_password"`
+	return c.JSON(apiclient.Me{User: userWire(u), SessionId: p.SessionID, Permissions: permissionsWire(p.Role),
+		IdleTimeoutSeconds: int(g.cfg.SessionIdle / time.Second)})
 }
 
 // rotateMasterKey replaces the caller's key with a new generated one,
-// returned once; every session of the user ends and a new one opens.
+// returned once; the current key proves it is the user at the keyboard.
+// Every session of the user ends and a new one opens.
 func (g *Gateway) rotateMasterKey(c *fiber.Ctx) error {
-	var req MasterKeyRequest
+	var req apiclient.MasterKeyRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
@@ -139,27 +125,22 @@ func (g *Gateway) rotateMasterKey(c *fiber.Ctx) error {
 	}
 	g.setSessionCookies(c, iss)
 	c.Set("Cache-Control", "no-store")
-	return c.JSON(fiber.Map{"master_key": key, "access_token": iss.Token, "csrf_token": iss.CSRF, "expires_at": iss.ExpiresAt})
+	return c.JSON(apiclient.MasterKeyRotated{MasterKey: key, AccessToken: iss.Token, CsrfToken: iss.CSRF, ExpiresAt: iss.ExpiresAt})
 }
 
-// UserCreateRequest creates a user; the server generates the master key.
-type UserCreateRequest struct {
-	Username string `json:"username"`
-	Role     string `json:"role"`
-}
-
+// userCreate creates a user; the server generates the master key.
 func (g *Gateway) userCreate(c *fiber.Ctx) error {
-	var req UserCreateRequest
+	var req apiclient.UserCreateRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	u, key, err := g.accounts.CreateUser(c.UserContext(), g.actor(c), req.Username, auth.Role(req.Role))
+	u, key, err := g.accounts.CreateUser(c.UserContext(), g.actor(c), req.Username, auth.Role(deref(req.Role)))
 	if err != nil {
 		return err
 	}
 	c.Set("Cache-Control", "no-store")
-	return c.Status(http.StatusCreated).JSON(fiber.Map{"user": u, "master_key": key,
-		"notice": "the master key is shown once; give it to the user now"})
+	return c.Status(http.StatusCreated).JSON(apiclient.UserCreated{User: userWire(u), MasterKey: key,
+		Notice: "the master key is shown once; give it to the user now"})
 }
 
 func (g *Gateway) userList(c *fiber.Ctx) error {
@@ -171,7 +152,11 @@ func (g *Gateway) userList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendPage(c, users, int(total), limit, offset)
+	out := make([]apiclient.User, len(users))
+	for i, u := range users {
+		out[i] = userWire(u)
+	}
+	return sendPage(c, out, int(total), limit, offset)
 }
 
 func (g *Gateway) userDelete(c *fiber.Ctx) error {
@@ -185,17 +170,13 @@ func (g *Gateway) userDelete(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusNoContent)
 }
 
-// UserUpdateRequest changes a user's role.
-type UserUpdateRequest struct {
-	Role string `json:"role"`
-}
-
+// userUpdate changes a user's role.
 func (g *Gateway) userUpdate(c *fiber.Ctx) error {
 	id, err := paramID(c, "id")
 	if err != nil {
 		return err
 	}
-	var req UserUpdateRequest
+	var req apiclient.UserUpdateRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
@@ -203,7 +184,7 @@ func (g *Gateway) userUpdate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(out)
+	return c.JSON(userWire(out))
 }
 
 // userResetKey generates a new master key for another user (super_admin),
@@ -218,7 +199,7 @@ func (g *Gateway) userResetKey(c *fiber.Ctx) error {
 		return err
 	}
 	c.Set("Cache-Control", "no-store")
-	return c.JSON(fiber.Map{"master_key": key})
+	return c.JSON(apiclient.MasterKey{MasterKey: key})
 }
 
 func (g *Gateway) sessionList(c *fiber.Ctx) error {
@@ -231,7 +212,11 @@ func (g *Gateway) sessionList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendPage(c, list, int(total), limit, offset)
+	out := make([]apiclient.Session, len(list))
+	for i, s := range list {
+		out[i] = sessionWire(s)
+	}
+	return sendPage(c, out, int(total), limit, offset)
 }
 
 func (g *Gateway) sessionDelete(c *fiber.Ctx) error {
@@ -260,11 +245,26 @@ func (g *Gateway) auditList(c *fiber.Ctx) error {
 			*dst = &t
 		}
 	}
-	list, total, err := g.st.AuditList(c.UserContext(), f, limit, offset)
+	fetch := limit
+	if v := c.Query("before_id"); v != "" {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return testum.Invalid("before_id %q: want an audit entry id", v)
+		}
+		f.BeforeID, fetch = &id, limit+1 // one more says whether a next page follows
+	}
+	list, total, err := g.st.AuditList(c.UserContext(), f, fetch, offset)
 	if err != nil {
 		return err
 	}
-	return sendPage(c, list, int(total), limit, offset)
+	out := make([]apiclient.AuditEntry, len(list))
+	for i, e := range list {
+		out[i] = auditEntryWire(e)
+	}
+	if f.BeforeID != nil {
+		return sendKeysetPage(c, out, int(total), limit, func(e apiclient.AuditEntry) string { return strconv.FormatInt(e.Id, 10) })
+	}
+	return sendPage(c, out, int(total), limit, offset)
 }
 
 // SweepSessions ends expired sessions and forgets old failed logins, once

@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/store"
@@ -102,6 +102,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	since := conn.Locals(wsSinceKey).(uint64)
 	p, _ := conn.Locals(principalKey).(*Principal)
 	log := g.log.With("run", run)
+	defer g.wsCounted()()
 
 	// Clients send nothing but control frames (close, ping, pong): a frame
 	// announcing more than wsReadLimit ends the socket (close 1009) before
@@ -193,7 +194,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 			if err := g.wsWrite(conn, out); err != nil {
 				return
 			}
-			if out.Type == string(bus.TypeDone) {
+			if out.Type == apiclient.WSMessageType(bus.TypeDone) {
 				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
 				return
 			}
@@ -205,7 +206,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 			// A finished run whose "done" is gone from the stream (expired):
 			// end once everything that remains was sent.
 			if done, state := g.wsRunEnded(ctx, run, last); done {
-				_ = g.wsWrite(conn, api.WSMessage{Type: string(bus.TypeDone), Seq: last, Payload: state, State: state})
+				_ = g.wsWrite(conn, wsDone(last, state))
 				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
 				return
 			}
@@ -254,23 +255,23 @@ func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
 
 // wsMessage renders a transcript message for the WebSocket, with its
 // stream sequence.
-func wsMessage(m jetstream.Msg) (api.WSMessage, uint64, error) {
+func wsMessage(m jetstream.Msg) (apiclient.WSMessage, uint64, error) {
 	var seq uint64
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
 	o, err := bus.DecodeOutput(m.Subject(), m.Headers(), m.Data())
 	if err != nil {
-		return api.WSMessage{}, seq, err
+		return apiclient.WSMessage{}, seq, err
 	}
 	return wsRender(o, seq), seq, nil
 }
 
 // wsRender is the WebSocket message of a transcript message.
-func wsRender(o bus.OutputMsg, seq uint64) api.WSMessage {
-	out := api.WSMessage{
-		Type: string(o.Type), Host: o.Host, Seq: seq, HostSeq: o.Seq, Attempt: o.Attempt,
-		State: o.State, ExitCode: o.ExitCode, Signal: o.Signal, At: o.AtText(),
+func wsRender(o bus.OutputMsg, seq uint64) apiclient.WSMessage {
+	out := apiclient.WSMessage{
+		Type: apiclient.WSMessageType(o.Type), Host: opt(o.Host), Seq: seq, HostSeq: opt(o.Seq), Attempt: opt(o.Attempt),
+		State: opt(o.State), ExitCode: o.ExitCode, Signal: opt(o.Signal), At: opt(o.AtText()),
 	}
 	if o.Idx != bus.RunLevel {
 		idx := o.Idx
@@ -279,7 +280,8 @@ func wsRender(o bus.OutputMsg, seq uint64) api.WSMessage {
 	if utf8.Valid(o.Data) && !mostlyEscaped(o.Data) {
 		out.Payload = string(o.Data)
 	} else {
-		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(o.Data), "base64"
+		enc := apiclient.Base64
+		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(o.Data), &enc
 	}
 	return out
 }
@@ -302,7 +304,7 @@ func mostlyEscaped(data []byte) bool {
 // wsWrite sends one message as JSON text. HTML escaping is off: it would
 // write every <, > and & of the output as six bytes, for no reader that
 // needs it.
-func (g *Gateway) wsWrite(conn *websocket.Conn, m api.WSMessage) error {
+func (g *Gateway) wsWrite(conn *websocket.Conn, m apiclient.WSMessage) error {
 	buf := wsBufs.Get().(*bytes.Buffer)
 	defer wsBufs.Put(buf)
 	buf.Reset()

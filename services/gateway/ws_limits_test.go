@@ -2,62 +2,14 @@ package gateway_test
 
 import (
 	"encoding/binary"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	apiclient "github.com/testum/testum/libs/api/client"
 )
-
-// wsPeer is one client WebSocket whose reader reports pongs and the close.
-type wsPeer struct {
-	conn   *websocket.Conn
-	pong   chan struct{}
-	closed chan error
-}
-
-// queuedRun makes a run that stays queued (no executor here), so that its
-// WebSockets stay open until the test closes them.
-func queuedRun(t *testing.T, root *client) string {
-	t.Helper()
-	id := createPlatform(t, root, map[string]any{"name": "ws-" + strings.ReplaceAll(t.Name(), "/", "-"),
-		"host": "127.0.0.1", "port": 1, "username": "u", "auth_method": "password", "password": "pw"})
-	var run struct {
-		ID string `json:"id"`
-	}
-	root.must(http.StatusCreated, "POST", "/api/runs", map[string]any{"command": "true",
-		"targets": map[string]any{"platform_ids": []int64{id}}}).decode(t, &run)
-	return run.ID
-}
-
-func dialWS(t *testing.T, g *gw, token, run string) *wsPeer {
-	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(strings.Replace(g.URL, "http", "ws", 1)+"/ws/tasks/"+run,
-		http.Header{"Authorization": {"Bearer " + token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	p := &wsPeer{conn: conn, pong: make(chan struct{}, 1), closed: make(chan error, 1)}
-	conn.SetPongHandler(func(string) error {
-		select {
-		case p.pong <- struct{}{}:
-		default:
-		}
-		return nil
-	})
-	go func() {
-		_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second)) // a hang guard only
-		for {
-			if _, _, err := conn.ReadMessage(); err != nil {
-				p.closed <- err
-				return
-			}
-		}
-	}()
-	return p
-}
 
 // serving pings and reports whether the gateway answers (its handler is
 // past the per-session check and reading) or closes the socket instead.
@@ -82,11 +34,9 @@ func TestWebSocketSessionCap(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	root := g.client(t, nil)
-	root.login(rootName, rootKey)
+	root := g.as(t, apiclient.SuperAdmin)
 	run := queuedRun(t, root)
-	a := g.client(t, nil)
-	a.login(rootName, rootKey)
+	a := g.as(t, apiclient.SuperAdmin)
 
 	var open []*wsPeer
 	for i := range 32 {
@@ -124,8 +74,7 @@ func TestWebSocketReadLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := e.start(nil)
-	root := g.client(t, nil)
-	root.login(rootName, rootKey)
+	root := g.as(t, apiclient.SuperAdmin)
 	p := dialWS(t, g, root.token, queuedRun(t, root))
 	if ok, ce := p.serving(t); !ok {
 		t.Fatalf("socket closed: %v", ce)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/bus"
 )
 
@@ -42,16 +42,16 @@ func TestWSRender(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		msg  bus.OutputMsg
-		want api.WSMessage
+		want apiclient.WSMessage
 	}{
 		{"output", bus.OutputMsg{Run: run, Idx: 2, Type: bus.TypeStdout, Host: "web02", Seq: 5, Attempt: 1, At: at, Data: []byte("hi\n")},
-			api.WSMessage{Type: "stdout", Host: "web02", Seq: 40, Payload: "hi\n", Idx: &idx, HostSeq: 5, Attempt: 1, At: "2026-03-04T05:06:07.890123Z"}},
+			apiclient.WSMessage{Type: "stdout", Host: opt("web02"), Seq: 40, Payload: "hi\n", Idx: &idx, HostSeq: opt(5), Attempt: opt(1), At: opt("2026-03-04T05:06:07.890123Z")}},
 		{"binary output", bus.OutputMsg{Run: run, Idx: 2, Type: bus.TypeStderr, Host: "web02", Seq: 6, Attempt: 1, At: at, Data: []byte{0xff, 0}},
-			api.WSMessage{Type: "stderr", Host: "web02", Seq: 40, Payload: "/wA=", Encoding: "base64", Idx: &idx, HostSeq: 6, Attempt: 1, At: "2026-03-04T05:06:07.890123Z"}},
+			apiclient.WSMessage{Type: "stderr", Host: opt("web02"), Seq: 40, Payload: "/wA=", Encoding: opt(apiclient.Base64), Idx: &idx, HostSeq: opt(6), Attempt: opt(1), At: opt("2026-03-04T05:06:07.890123Z")}},
 		{"exit", bus.OutputMsg{Run: run, Idx: 2, Type: bus.TypeExit, Host: "web02", Seq: 7, Attempt: 1, State: "failed", ExitCode: &code, Signal: "TERM", At: at, Data: []byte("3")},
-			api.WSMessage{Type: "exit", Host: "web02", Seq: 40, Payload: "3", Idx: &idx, HostSeq: 7, Attempt: 1, State: "failed", ExitCode: &code, Signal: "TERM", At: "2026-03-04T05:06:07.890123Z"}},
+			apiclient.WSMessage{Type: "exit", Host: opt("web02"), Seq: 40, Payload: "3", Idx: &idx, HostSeq: opt(7), Attempt: opt(1), State: opt("failed"), ExitCode: &code, Signal: opt("TERM"), At: opt("2026-03-04T05:06:07.890123Z")}},
 		{"done", bus.OutputMsg{Run: run, Idx: bus.RunLevel, Type: bus.TypeDone, State: "succeeded", Data: []byte("succeeded")},
-			api.WSMessage{Type: "done", Seq: 40, Payload: "succeeded", State: "succeeded"}},
+			apiclient.WSMessage{Type: "done", Seq: 40, Payload: "succeeded", State: opt("succeeded")}},
 	} {
 		if got := wsRender(tc.msg, 40); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -92,8 +92,8 @@ func (e *benchEnv) processes(t *testing.T, sessions, scaleN, reps int) procResul
 		}
 		r.two = append(r.two, time.Since(start))
 		r.split = map[string]int{}
-		for _, h := range run.Hosts {
-			r.split[h.Executor]++
+		for _, h := range hostsOf(run) {
+			r.split[val(h.Executor)]++
 		}
 	}
 	if len(r.split) != 2 {
@@ -119,9 +119,9 @@ func holdSessions(t *testing.T, s *server, ex *process, ids []int64) (idle, peak
 		"targets": map[string]any{"platform_ids": ids}})
 	deadline := start.Add(5 * time.Minute)
 	for {
-		var r api.Run
+		var r apiclient.Run
 		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+runID, nil, &r)
-		if r.Counts["running"] == len(ids) && countProcesses("sleep", marker) == len(ids) {
+		if (*r.Counts)["running"] == len(ids) && countProcesses("sleep", marker) == len(ids) {
 			ramp = time.Since(start)
 			break
 		}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 )
 
 // streamBytes is what the streaming benchmark asks one host to write.
@@ -82,7 +82,7 @@ func (e *benchEnv) streaming(t *testing.T, host string, id int64, reps int, prof
 		if run.State != "succeeded" {
 			t.Fatalf("testum streaming run ended %s: %+v", run.State, run.Counts)
 		}
-		if h := run.Hosts[0]; h.StartedAt != nil && h.FinishedAt != nil {
+		if h := (*run.Hosts)[0]; h.StartedAt != nil && h.FinishedAt != nil {
 			r.hostSecs = append(r.hostSecs, h.FinishedAt.Sub(*h.StartedAt))
 		}
 	}
@@ -147,11 +147,11 @@ type wsCount struct {
 	others        []string
 }
 
-func (s *server) wsCountFrom(id string, since uint64, c *wsCount) (api.WSMessage, error) {
+func (s *server) wsCountFrom(id string, since uint64, c *wsCount) (apiclient.WSMessage, error) {
 	conn, _, err := websocket.DefaultDialer.Dial(s.wsURL(id, since), http.Header{"Origin": {s.URL},
 		"Authorization": {"Bearer " + tokenFor(s.URL)}})
 	if err != nil {
-		return api.WSMessage{}, fmt.Errorf("websocket: %w", err)
+		return apiclient.WSMessage{}, fmt.Errorf("websocket: %w", err)
 	}
 	defer conn.Close()
 	if c.types == nil {
@@ -161,7 +161,7 @@ func (s *server) wsCountFrom(id string, since uint64, c *wsCount) (api.WSMessage
 		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
 		_, data, err := conn.ReadMessage()
 		if err != nil {
-			return api.WSMessage{}, fmt.Errorf("websocket read after %d messages, %d bytes: %w", msgs, c.payload, err)
+			return apiclient.WSMessage{}, fmt.Errorf("websocket read after %d messages, %d bytes: %w", msgs, c.payload, err)
 		}
 		c.wire += int64(len(data))
 		// NULs arrive as 6-byte \u0000 escapes: counting them here is
@@ -169,18 +169,18 @@ func (s *server) wsCountFrom(id string, since uint64, c *wsCount) (api.WSMessage
 		// this client more CPU than the whole relay (pprof). Any other
 		// payload is decoded by encoding/json.
 		rest, nuls := cutNULPayload(data)
-		var m api.WSMessage
+		var m apiclient.WSMessage
 		if err := json.Unmarshal(rest, &m); err != nil {
 			return m, fmt.Errorf("websocket message %d: %w", msgs, err)
 		}
 		c.payload += nuls
-		c.types[m.Type]++
+		c.types[string(m.Type)]++
 		if m.Type != "stdout" && len(c.others) < 20 {
-			c.others = append(c.others, fmt.Sprintf("%s seq %d host_seq %d: %.200s", m.Type, m.Seq, m.HostSeq, m.Payload))
+			c.others = append(c.others, fmt.Sprintf("%s seq %d host_seq %d: %.200s", m.Type, m.Seq, val(m.HostSeq), m.Payload))
 		}
 		switch m.Type {
 		case "stdout":
-			if m.Encoding == "base64" {
+			if val(m.Encoding) == apiclient.Base64 {
 				c.b64 = true
 				raw, err := base64.StdEncoding.DecodeString(m.Payload)
 				if err != nil {
@@ -194,7 +194,7 @@ func (s *server) wsCountFrom(id string, since uint64, c *wsCount) (api.WSMessage
 			return m, nil
 		}
 	}
-	return api.WSMessage{}, fmt.Errorf("no done after a million messages")
+	return apiclient.WSMessage{}, fmt.Errorf("no done after a million messages")
 }
 
 // cutNULPayload returns a message with its payload emptied and the number

@@ -29,7 +29,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -509,14 +509,14 @@ func (e *benchEnv) testum(t *testing.T, hosts []string, cmd, want string) error 
 
 // runOn runs cmd on the platforms ids through the gateway API of s, waits
 // for the run to succeed and checks that every host answered want.
-func runOn(t *testing.T, s *server, ids []int64, cmd, want string) (api.Run, error) {
-	var created api.RunCreated
+func runOn(t *testing.T, s *server, ids []int64, cmd, want string) (apiclient.Run, error) {
+	var created apiclient.RunCreated
 	mustCall(t, http.StatusCreated, "POST", s.URL+"/api/runs", map[string]any{"command": cmd, "parallelism": len(ids),
 		"timeout": 120, "targets": map[string]any{"platform_ids": ids}}, &created)
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		var r api.Run
-		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.ID, nil, &r)
+		var r apiclient.Run
+		mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.Id.String(), nil, &r)
 		if r.State == "succeeded" {
 			// Every host's output, from the archive summary.
 			var sum struct {
@@ -525,7 +525,7 @@ func runOn(t *testing.T, s *server, ids []int64, cmd, want string) (api.Run, err
 					Output string `json:"output"`
 				} `json:"groups"`
 			}
-			mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.ID+"/summary", nil, &sum)
+			mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+created.Id.String()+"/summary", nil, &sum)
 			if len(sum.Groups) != 1 || sum.Groups[0].Count != len(ids) || sum.Groups[0].Output != want {
 				return r, fmt.Errorf("testum outputs: %+v", sum.Groups)
 			}
@@ -694,11 +694,11 @@ func (s *server) wsFirst(t *testing.T, id, typ string) string {
 	defer conn.Close()
 	for range 1000 {
 		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
-		var m api.WSMessage
+		var m apiclient.WSMessage
 		if err := conn.ReadJSON(&m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Type == typ {
+		if string(m.Type) == typ {
 			return m.Payload
 		}
 	}
@@ -736,7 +736,7 @@ func (e *benchEnv) runTimeline(t *testing.T, hosts []string, profile string) str
 		return "(the run has no start or finish time)"
 	}
 	var first, last time.Time
-	for _, h := range r.Hosts {
+	for _, h := range hostsOf(r) {
 		if h.StartedAt != nil && (first.IsZero() || h.StartedAt.Before(first)) {
 			first = *h.StartedAt
 		}

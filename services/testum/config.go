@@ -66,8 +66,15 @@ type Config struct {
 	MinIOBucket    string
 	MinIORegion    string
 	MinIOSecure    bool
+	LogStore       string // "" (chosen by the command), disk, s3 or nats
+	LogDir         string
+	LogDirShared   bool
 
 	TargetDeny sshx.DenyList
+
+	command      string // the command that loaded the settings: serve, gateway, executor...
+	MetricsToken string
+	OpsListen    string
 }
 
 // setting is one configurable value: its flag, its variable, its default.
@@ -118,7 +125,10 @@ func (c *Config) settings(groups ...string) []setting {
 			{"allowed-origins", "TESTUM_ALLOWED_ORIGINS", "", "comma-separated extra origins (https://console.example.org) allowed to open WebSockets", str(&c.AllowedOrigins)},
 		},
 		"logs": {
-			{"minio-endpoint", "MINIO_ENDPOINT", "", "S3/MinIO endpoint (host:port, or a URL whose scheme sets HTTPS) that archives logs; the data dir when empty", str(&c.MinIOEndpoint)},
+			{"log-store", "TESTUM_LOG_STORE", "", "where host logs are archived: disk, s3 or nats (the JetStream object store); when empty, s3 if MINIO_ENDPOINT is set, else disk for serve and nats for gateway and executor", str(&c.LogStore)},
+			{"log-dir", "TESTUM_LOG_DIR", "", "directory of the disk log store; <data dir>/logs when empty", str(&c.LogDir)},
+			{"log-dir-shared", "TESTUM_LOG_DIR_SHARED", "false", "true: the disk log store is a mount every gateway and executor reads, so testum executor may use it", boolean(&c.LogDirShared)},
+			{"minio-endpoint", "MINIO_ENDPOINT", "", "S3/MinIO endpoint (host:port, or a URL whose scheme sets HTTPS) that archives logs (see TESTUM_LOG_STORE)", str(&c.MinIOEndpoint)},
 			{"minio-access-key", "MINIO_ACCESS_KEY", "", "S3/MinIO access key", str(&c.MinIOAccessKey)},
 			{"minio-secret-key", "MINIO_SECRET_KEY", "", "S3/MinIO secret key", str(&c.MinIOSecretKey)},
 			{"minio-bucket", "MINIO_BUCKET", logstore.DefaultBucket, "bucket of the log archive", str(&c.MinIOBucket)},
@@ -129,6 +139,13 @@ func (c *Config) settings(groups ...string) []setting {
 		// the executor (every dial) alike.
 		"targets": {
 			{"target-deny", "TESTUM_TARGET_DENY", sshx.DefaultDenyRanges, "comma-separated CIDR ranges no platform, jump host or test may connect to (none: no range); replaces the default", denyList(&c.TargetDeny)},
+		},
+		"metrics": {
+			{"metrics-token", "TESTUM_METRICS_TOKEN", "", "bearer token that may read /metrics without a session (Prometheus); empty: extended_admin sessions only", str(&c.MetricsToken)},
+		},
+		// Only `testum executor`: it has no other HTTP listener.
+		"ops": {
+			{"ops-listen", "TESTUM_OPS_LISTEN", "", "address of the executor's ops listener (/metrics with the metrics token, /healthz, /readyz); empty: none", str(&c.OpsListen)},
 		},
 		"executor": {
 			{"host-key-policy", "SSH_HOST_KEY_POLICY", string(testum.HostKeyAutoAdd), "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
@@ -184,6 +201,7 @@ func (c *Config) load(cmd string, args []string, getenv func(string) string, std
 	if abs, err := filepath.Abs(c.DataDir); err == nil {
 		c.DataDir = abs
 	}
+	c.command = cmd
 	return c.check()
 }
 
@@ -192,13 +210,13 @@ func (c *Config) check() error {
 	if strings.TrimSpace(c.MinIOEndpoint) != "" && (c.MinIOAccessKey == "" || c.MinIOSecretKey == "") {
 		return errors.New("MINIO_ENDPOINT is set but MINIO_ACCESS_KEY or MINIO_SECRET_KEY is empty")
 	}
-	return nil
+	return c.checkLogStore()
 }
 
 // redact hides values of variables that hold secrets in error messages.
 func redact(env, v string) string {
 	switch env {
-	case "SECRET_KEY", "FERNET_KEY", "DATABASE_URL", "NATS_URL", "ADMIN_PASSWORD", "MINIO_SECRET_KEY":
+	case "SECRET_KEY", "FERNET_KEY", "DATABASE_URL", "NATS_URL", "ADMIN_PASSWORD", "MINIO_SECRET_KEY", "TESTUM_METRICS_TOKEN":
 		return "<hidden>"
 	}
 	return v
@@ -362,6 +380,7 @@ func (c *Config) gatewayConfig(log *slog.Logger) gateway.Config {
 		TrustedProxies:    splitList(c.TrustedProxies),
 		AllowedOrigins:    splitList(c.AllowedOrigins),
 		TargetDeny:        c.TargetDeny,
+		MetricsToken:      c.MetricsToken,
 		Logger:            log,
 	}
 }

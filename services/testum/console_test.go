@@ -21,7 +21,7 @@ import (
 	"github.com/chromedp/cdproto/tracing"
 	"github.com/chromedp/chromedp"
 
-	"github.com/testum/testum/libs/api"
+	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -345,9 +345,9 @@ func termText(b *browser, host string) string {
 	return eval[string](b, fmt.Sprintf(`[...((document.querySelector('.term[data-host=%q] .xterm-rows') || {}).children || [])].map((r) => r.textContent).join('\n')`, host))
 }
 
-func (s *server) run(t *testing.T, id string) api.Run {
+func (s *server) run(t *testing.T, id string) apiclient.Run {
 	t.Helper()
-	var r api.Run
+	var r apiclient.Run
 	mustCall(t, http.StatusOK, "GET", s.URL+"/api/runs/"+id, nil, &r)
 	return r
 }
@@ -472,7 +472,7 @@ func TestConsoleFlow(t *testing.T) {
 		for _, h := range hosts {
 			if !seen[h] && strings.Contains(termText(b, h), "1") {
 				seen[h] = true
-				if r := s.run(t, runID); final(r.State) {
+				if r := s.run(t, runID); final(string(r.State)) {
 					t.Fatalf("%s showed its first line only after the run ended (%s)", h, r.State)
 				}
 			}
@@ -650,7 +650,7 @@ func TestConsoleLargeRunStaysSmooth(t *testing.T) {
 		}
 	}
 	b.shotViewport("500-hosts")
-	if r := s.run(t, runID); r.Counts["ok"] != n {
+	if r := s.run(t, runID); (*r.Counts)["ok"] != n {
 		t.Fatalf("run %s: %+v", r.State, r.Counts)
 	}
 	if f := b.foreignRequests(); len(f) > 0 {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/testum/testum/libs/api"
 	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testenv"
 )
@@ -69,15 +68,15 @@ func TestFanOutThroughEveryComponent(t *testing.T) {
 		t.Errorf("run state %s, want failed (some hosts failed)", run.State)
 	}
 	stdout, stderr := hostOutput(msgs, "stdout"), hostOutput(msgs, "stderr")
-	byName := map[string]api.RunHost{}
-	for _, h := range run.Hosts {
+	byName := map[string]apiclient.RunHost{}
+	for _, h := range hostsOf(run) {
 		byName[h.Name] = h
 	}
 	for i, id := range ids {
 		name := fmt.Sprintf("web%02d", i)
 		h := byName[name]
 		if h.State != "ok" || h.ExitCode == nil || *h.ExitCode != 0 {
-			t.Errorf("%s: state %s exit %v (%s), want ok 0", name, h.State, h.ExitCode, h.Error)
+			t.Errorf("%s: state %s exit %v (%s), want ok 0", name, h.State, h.ExitCode, val(h.Error))
 		}
 		if want := "hello from " + addr[id] + "\n"; stdout[name] != want {
 			t.Errorf("%s stdout %q, want %q", name, stdout[name], want)
@@ -97,8 +96,8 @@ func TestFanOutThroughEveryComponent(t *testing.T) {
 	}
 	for name, want := range expect {
 		h := byName[name]
-		if h.State != want.state {
-			t.Errorf("%s: state %s (%s), want %s", name, h.State, h.Error, want.state)
+		if string(h.State) != want.state {
+			t.Errorf("%s: state %s (%s), want %s", name, h.State, val(h.Error), want.state)
 		}
 		if want.exit != nil && (h.ExitCode == nil || *h.ExitCode != *want.exit) {
 			t.Errorf("%s: exit code %v, want %d", name, h.ExitCode, *want.exit)
@@ -109,21 +108,21 @@ func TestFanOutThroughEveryComponent(t *testing.T) {
 	exits := map[string]*int{}
 	for _, m := range msgs {
 		if m.Type == "status" {
-			final[m.Host] = m.State
+			final[val(m.Host)] = val(m.State)
 		}
 		if m.Type == "exit" {
-			exits[m.Host] = m.ExitCode
+			exits[val(m.Host)] = m.ExitCode
 		}
 	}
 	for name, h := range byName {
-		if final[name] != h.State {
+		if final[name] != string(h.State) {
 			t.Errorf("%s: last WebSocket status %q, want %q", name, final[name], h.State)
 		}
 	}
 	if e := exits["exits-3"]; e == nil || *e != 3 {
 		t.Errorf("exit message of exits-3: %v, want 3", e)
 	}
-	if last := msgs[len(msgs)-1]; last.Type != "done" || last.State != "failed" {
+	if last := msgs[len(msgs)-1]; last.Type != "done" || val(last.State) != "failed" {
 		t.Errorf("last message %+v, want done/failed", last)
 	}
 	assertNoProcess(t, sshd, sleepHost, "sleep")
@@ -146,8 +145,8 @@ func TestTimeoutEndsTheRemoteProcess(t *testing.T) {
 		t.Fatalf("run_command: %s", task.Body)
 	}
 	run := s.waitRun(t, task.JSON201.TaskId.String())
-	if h := run.Hosts[0]; h.State != "timeout" {
-		t.Fatalf("state %s (%s), want timeout", h.State, h.Error)
+	if h := (*run.Hosts)[0]; h.State != "timeout" {
+		t.Fatalf("state %s (%s), want timeout", h.State, val(h.Error))
 	}
 	assertNoProcess(t, sshd, host, "sleep")
 }
@@ -209,8 +208,8 @@ func TestWebSocketReplayAndResume(t *testing.T) {
 			t.Fatalf("late joiner: seq %d after %d: out of order", late[i].Seq, late[i-1].Seq)
 		}
 	}
-	if !slices.EqualFunc(resumed, late, func(a, b api.WSMessage) bool {
-		return a.Seq == b.Seq && a.Type == b.Type && a.Host == b.Host && a.Payload == b.Payload
+	if !slices.EqualFunc(resumed, late, func(a, b apiclient.WSMessage) bool {
+		return a.Seq == b.Seq && a.Type == b.Type && val(a.Host) == val(b.Host) && a.Payload == b.Payload
 	}) {
 		t.Fatalf("resumed stream differs from the full replay:\nresumed %d msgs\nlate    %d msgs", len(resumed), len(late))
 	}
@@ -222,13 +221,13 @@ func TestWebSocketReplayAndResume(t *testing.T) {
 	// Per host, the executor's sequence has no gap.
 	next := map[string]int{}
 	for _, m := range late {
-		if m.Host == "" {
+		if val(m.Host) == "" {
 			continue
 		}
-		if m.HostSeq != next[m.Host]+1 {
-			t.Errorf("%s: host_seq %d after %d", m.Host, m.HostSeq, next[m.Host])
+		if val(m.HostSeq) != next[val(m.Host)]+1 {
+			t.Errorf("%s: host_seq %d after %d", val(m.Host), val(m.HostSeq), next[val(m.Host)])
 		}
-		next[m.Host] = m.HostSeq
+		next[val(m.Host)] = val(m.HostSeq)
 	}
 }
 
@@ -324,8 +323,8 @@ func TestHostKeyChangeAndSilentServer(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("rm", "-f", marker).Run() })
 
 	first := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"platform_ids": []int64{id}}}))
-	if first.Hosts[0].State != "ok" {
-		t.Fatalf("first contact: %s (%s)", first.Hosts[0].State, first.Hosts[0].Error)
+	if (*first.Hosts)[0].State != "ok" {
+		t.Fatalf("first contact: %s (%s)", (*first.Hosts)[0].State, val((*first.Hosts)[0].Error))
 	}
 	getPlatform := func() apiclient.Platform {
 		t.Helper()
@@ -343,8 +342,8 @@ func TestHostKeyChangeAndSilentServer(t *testing.T) {
 
 	sshd.RestartWithNewHostKeys(t)
 	second := s.waitRun(t, s.startRun(t, map[string]any{"command": "touch " + marker, "targets": map[string]any{"platform_ids": []int64{id}}}))
-	if h := second.Hosts[0]; h.State != "hostkey_rejected" {
-		t.Fatalf("after the key changed: %s (%s), want hostkey_rejected", h.State, h.Error)
+	if h := (*second.Hosts)[0]; h.State != "hostkey_rejected" {
+		t.Fatalf("after the key changed: %s (%s), want hostkey_rejected", h.State, val(h.Error))
 	}
 	if err := exec.Command("test", "-e", marker).Run(); err == nil {
 		t.Fatalf("the command ran although the host key changed")
@@ -359,8 +358,8 @@ func TestHostKeyChangeAndSilentServer(t *testing.T) {
 	sid := s.createPlatform(t, map[string]any{"name": "silent", "host": h, "port": atoi(t, port),
 		"username": "u", "auth_method": "password", "password": "p"})
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "true", "targets": map[string]any{"platform_ids": []int64{sid}}}))
-	if hs := r.Hosts[0]; hs.State != "unreachable" {
-		t.Fatalf("silent server: %s (%s), want unreachable", hs.State, hs.Error)
+	if hs := (*r.Hosts)[0]; hs.State != "unreachable" {
+		t.Fatalf("silent server: %s (%s), want unreachable", hs.State, val(hs.Error))
 	}
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/google/uuid"
 
-	"github.com/testum/testum/libs/api"
 	"github.com/testum/testum/libs/api/apitest"
 	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/testenv"
@@ -256,14 +255,14 @@ func (s *server) startRun(t *testing.T, req any) string {
 
 // getRun reads a run through the generated client, decoded into the
 // gateway's own type the tests compare with.
-func (s *server) getRun(t *testing.T, id string) api.Run {
+func (s *server) getRun(t *testing.T, id string) apiclient.Run {
 	t.Helper()
 	resp, err := s.api.RunGetWithResponse(context.Background(), parseRunID(t, id))
 	if err == nil && resp.StatusCode() == http.StatusOK && resp.JSON200 == nil {
 		t.Fatalf("get run %s: no body: %s", id, resp.Body)
 	}
 	checkStatus(t, "get run "+id, err, resp.StatusCode(), http.StatusOK, resp.Body)
-	var r api.Run
+	var r apiclient.Run
 	if err := json.Unmarshal(resp.Body, &r); err != nil {
 		t.Fatalf("get run %s: %v", id, err)
 	}
@@ -271,7 +270,7 @@ func (s *server) getRun(t *testing.T, id string) api.Run {
 }
 
 // waitRun polls a run until it is final.
-func (s *server) waitRun(t *testing.T, id string) api.Run {
+func (s *server) waitRun(t *testing.T, id string) apiclient.Run {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
@@ -300,7 +299,7 @@ func (s *server) wsURL(id string, since uint64) string {
 
 // wsCollect reads a run's messages until done (or until limit messages
 // when limit > 0, then drops the connection).
-func (s *server) wsCollect(t *testing.T, id string, since uint64, limit int) []api.WSMessage {
+func (s *server) wsCollect(t *testing.T, id string, since uint64, limit int) []apiclient.WSMessage {
 	t.Helper()
 	conn, resp, err := websocket.DefaultDialer.Dial(s.wsURL(id, since), http.Header{"Origin": {s.URL},
 		"Authorization": {"Bearer " + tokenFor(s.URL)}})
@@ -312,10 +311,10 @@ func (s *server) wsCollect(t *testing.T, id string, since uint64, limit int) []a
 		t.Fatalf("websocket %s: %v", id, err)
 	}
 	defer conn.Close()
-	var msgs []api.WSMessage
+	var msgs []apiclient.WSMessage
 	for {
 		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
-		var m api.WSMessage
+		var m apiclient.WSMessage
 		_, frame, err := conn.ReadMessage()
 		if err != nil {
 			t.Fatalf("websocket %s: read after %d messages: %v", id, len(msgs), err)
@@ -334,11 +333,11 @@ func (s *server) wsCollect(t *testing.T, id string, since uint64, limit int) []a
 }
 
 // hostOutput joins the stdout payloads of each host.
-func hostOutput(msgs []api.WSMessage, typ string) map[string]string {
+func hostOutput(msgs []apiclient.WSMessage, typ string) map[string]string {
 	out := map[string]string{}
 	for _, m := range msgs {
-		if m.Type == typ {
-			out[m.Host] += m.Payload
+		if string(m.Type) == typ {
+			out[val(m.Host)] += m.Payload
 		}
 	}
 	return out
@@ -373,8 +372,9 @@ func testumBinary(t *testing.T) string {
 
 // process is a testum subprocess.
 type process struct {
-	cmd *exec.Cmd
-	out *urlWatcher
+	cmd    *exec.Cmd
+	out    *urlWatcher
+	exited chan struct{} // closed once cmd.Wait returned (cmd.ProcessState is then set)
 }
 
 // startProcess runs the testum binary with args and env (added to a clean
@@ -391,8 +391,8 @@ func startProcess(t *testing.T, env map[string]string, args ...string) *process 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, out: w}
 	exited := make(chan struct{})
+	p := &process{cmd: cmd, out: w, exited: exited}
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
@@ -445,4 +445,21 @@ func (s *server) login(t *testing.T) {
 	checkStatus(t, "login", err, resp.StatusCode(), http.StatusOK, resp.Body)
 	tokens.Store(s.URL, resp.JSON200.AccessToken)
 	t.Cleanup(func() { tokens.Delete(s.URL) })
+}
+
+// hostsOf is a run's hosts; none when the answer left them out.
+func hostsOf(r apiclient.Run) []apiclient.RunHost {
+	if r.Hosts == nil {
+		return nil
+	}
+	return *r.Hosts
+}
+
+// val is an optional field's value, the zero value when left out.
+func val[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }

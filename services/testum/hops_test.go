@@ -108,7 +108,7 @@ func TestJumpHostKeyPinnedAndChecked(t *testing.T) {
 	jumpLogins := func() int { return strings.Count(jumpd.Log(), "Accepted password for") }
 
 	if r := s.runOn(t, "true", behind); hostState(t, r, 0) != "ok" {
-		t.Fatalf("first run through the bastion: %+v", r.Hosts[0])
+		t.Fatalf("first run through the bastion: %+v", (*r.Hosts)[0])
 	}
 	hk := s.hostKeys(t, bastion)
 	if hk.PinnedFingerprint == "" {
@@ -125,7 +125,7 @@ func TestJumpHostKeyPinnedAndChecked(t *testing.T) {
 	// whose target now carries the bastion's pin, reuses it.
 	before := jumpLogins()
 	if r := s.runOn(t, "true", behind); hostState(t, r, 0) != "ok" {
-		t.Fatalf("second run: %+v", r.Hosts[0])
+		t.Fatalf("second run: %+v", (*r.Hosts)[0])
 	}
 	if n := jumpLogins() - before; n != 0 {
 		t.Fatalf("the second run logged in to the bastion %d more times: the kept connection was not reused", n)
@@ -134,13 +134,13 @@ func TestJumpHostKeyPinnedAndChecked(t *testing.T) {
 	// The bastion is rebuilt: it presents other keys.
 	jumpd.RestartWithNewHostKeys(t)
 	r := s.runOn(t, "true", behind)
-	h := r.Hosts[0]
+	h := (*r.Hosts)[0]
 	if h.State != "hostkey_rejected" {
 		t.Fatalf("changed bastion key: %+v", h)
 	}
 	for _, want := range []string{"jump " + jumpd.Addr(300), "host key changed", "bastion"} {
-		if !strings.Contains(h.Error, want) {
-			t.Errorf("error %q does not name %q", h.Error, want)
+		if !strings.Contains(val(h.Error), want) {
+			t.Errorf("error %q does not name %q", val(h.Error), want)
 		}
 	}
 	if l := sinceLastStart(jumpd); strings.Contains(l, "Accepted password") || strings.Contains(l, "Failed password") {
@@ -169,7 +169,7 @@ func TestJumpHostKeyPinnedAndChecked(t *testing.T) {
 
 	s.acceptOffered(t, bastion)
 	if r := s.runOn(t, "true", behind); hostState(t, r, 0) != "ok" {
-		t.Fatalf("after accepting the bastion's new key: %+v", r.Hosts[0])
+		t.Fatalf("after accepting the bastion's new key: %+v", (*r.Hosts)[0])
 	}
 	if l := sinceLastStart(jumpd); !strings.Contains(l, "Accepted password") {
 		t.Fatal("the run after the accept did not log in to the bastion: the log check above proves nothing")
@@ -217,7 +217,7 @@ func TestStrictPolicyCoversJumpHosts(t *testing.T) {
 		t.Fatalf("platform test, unpinned bastion under strict: %+v", res)
 	}
 	r := s.runOn(t, "true", behind)
-	if h := r.Hosts[0]; h.State != "hostkey_rejected" || !strings.Contains(h.Error, "strict") || !strings.Contains(h.Error, "bastion") {
+	if h := (*r.Hosts)[0]; h.State != "hostkey_rejected" || !strings.Contains(val(h.Error), "strict") || !strings.Contains(val(h.Error), "bastion") {
 		t.Fatalf("run, unpinned bastion under strict: %+v", h)
 	}
 	if hk := s.hostKeys(t, bastion); hk.PinnedFingerprint != "" || hk.OfferedFingerprint == "" {
@@ -225,7 +225,7 @@ func TestStrictPolicyCoversJumpHosts(t *testing.T) {
 	}
 	s.acceptOffered(t, bastion)
 	if r := s.runOn(t, "true", behind); hostState(t, r, 0) != "ok" {
-		t.Fatalf("after accepting the bastion under strict: %+v", r.Hosts[0])
+		t.Fatalf("after accepting the bastion under strict: %+v", (*r.Hosts)[0])
 	}
 }
 
@@ -298,14 +298,14 @@ func TestTargetPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := s.runOn(t, "true", allowed, before, byName)
-		for _, h := range r.Hosts {
+		for _, h := range hostsOf(r) {
 			switch h.Name {
 			case "allowed":
 				if h.State != "ok" {
 					t.Errorf("allowed loopback address: %+v", h)
 				}
 			default:
-				if h.State != "unreachable" || !strings.Contains(h.Error, "denied by the target policy") || !strings.Contains(h.Error, "not dialed") {
+				if h.State != "unreachable" || !strings.Contains(val(h.Error), "denied by the target policy") || !strings.Contains(val(h.Error), "not dialed") {
 					t.Errorf("%s: %+v, want unreachable by the target policy", h.Name, h)
 				}
 			}

@@ -18,24 +18,23 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/testum/testum/libs/api"
 	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
 
 // runOn runs a command on platforms and returns the finished run.
-func (s *server) runOn(t *testing.T, cmd string, ids ...int64) api.Run {
+func (s *server) runOn(t *testing.T, cmd string, ids ...int64) apiclient.Run {
 	t.Helper()
 	return s.waitRun(t, s.startRun(t, map[string]any{"command": cmd, "timeout": 60, "targets": map[string]any{"platform_ids": ids}}))
 }
 
-func hostState(t *testing.T, r api.Run, i int) string {
+func hostState(t *testing.T, r apiclient.Run, i int) string {
 	t.Helper()
-	if len(r.Hosts) <= i {
-		t.Fatalf("run has %d hosts", len(r.Hosts))
+	if len(hostsOf(r)) <= i {
+		t.Fatalf("run has %d hosts", len(hostsOf(r)))
 	}
-	return r.Hosts[i].State
+	return string((*r.Hosts)[i].State)
 }
 
 func genKey(t *testing.T, kind, pass string) ([]byte, ssh.PublicKey) {
@@ -209,7 +208,7 @@ func TestJumpChainOfTwo(t *testing.T) {
 	runID := s.startRun(t, map[string]any{"command": "echo $SSH_CONNECTION", "targets": map[string]any{"platform_ids": []int64{target}}})
 	r := s.waitRun(t, runID)
 	if hostState(t, r, 0) != "ok" {
-		t.Fatalf("through two jump hosts: %+v", r.Hosts[0])
+		t.Fatalf("through two jump hosts: %+v", (*r.Hosts)[0])
 	}
 	out := hostOutput(s.wsCollect(t, runID, 0, 0), "stdout")["behind"]
 	if !strings.Contains(out, " "+sshd.Addr(232)+" ") {
@@ -312,7 +311,7 @@ func TestCredentialsEncryptedAndRotated(t *testing.T) {
 	r := s2.runOn(t, "true", a, b, c)
 	for i := range 3 {
 		if st := hostState(t, r, i); st != "ok" {
-			t.Fatalf("host %d after rotation: %s (%s)", i, st, r.Hosts[i].Error)
+			t.Fatalf("host %d after rotation: %s (%s)", i, st, val((*r.Hosts)[i].Error))
 		}
 	}
 	// A wrong key refuses to start, with a clear message.
@@ -399,7 +398,7 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 	again, err := s.api.KeyCreateWithResponse(ctx, apiclient.KeyRequest{Name: "ops-again", PublicKey: line})
 	checkStatus(t, "duplicate key", err, again.StatusCode(), http.StatusConflict, again.Body)
 	// wait follows the task a deploy or revoke answered with.
-	wait := func(what string, status int, raw []byte, task *apiclient.KeysRun) api.Run {
+	wait := func(what string, status int, raw []byte, task *apiclient.KeysRun) apiclient.Run {
 		t.Helper()
 		checkStatus(t, what, nil, status, http.StatusCreated, raw)
 		if task == nil {
@@ -407,7 +406,7 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 		}
 		return s.waitRun(t, task.TaskId.String())
 	}
-	deployTo := func(pid int64, body apiclient.DeployRequest) api.Run {
+	deployTo := func(pid int64, body apiclient.DeployRequest) apiclient.Run {
 		t.Helper()
 		resp, err := s.api.DeployKeysWithResponse(ctx, pid, body)
 		if err != nil {
@@ -415,7 +414,7 @@ func TestDeployAndRevokeKeys(t *testing.T) {
 		}
 		return wait("deploy_keys", resp.StatusCode(), resp.Body, resp.JSON201)
 	}
-	revoke := func(body apiclient.DeployRequest) api.Run {
+	revoke := func(body apiclient.DeployRequest) apiclient.Run {
 		t.Helper()
 		resp, err := s.api.RevokeKeysWithResponse(ctx, id, body)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/pgcluster"
 	"github.com/testum/testum/libs/store"
 )
@@ -23,49 +24,73 @@ import (
 // PostgreSQL; run as many as you like behind a load balancer.
 func cmdGateway(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("gateway", args, getenv, stderr, "db", "nats", "keys", "logs", "gateway", "targets"); err != nil {
+	if err := cfg.load("gateway", args, getenv, stderr, "db", "nats", "keys", "logs", "gateway", "targets", "metrics"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return err
 	}
-	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
+	// Listen first: while the role waits for NATS, JetStream and PostgreSQL,
+	// a load balancer sees /healthz 200 and /readyz 503.
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
+	}
+	fmt.Fprintf(stdout, "testum gateway %s listening on http://%s, ready once NATS, JetStream and PostgreSQL answer\n", version, ln.Addr())
+	stopStarting := serveStarting(ln, log)
+	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
+	stopStarting()
+	if err != nil {
+		_ = ln.Close()
+		return stoppedWhileStarting(ctx, err)
 	}
 	defer sys.Close()
-	gw, err := newGateway(&cfg, sys)
+	gw, err := newGateway(&cfg, sys, metrics.New())
 	if err != nil {
 		return err
 	}
 	if err := bootstrapAdmin(ctx, &cfg, sys, stdout); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
-	}
 	fmt.Fprintf(stdout, "testum gateway %s serving on http://%s\n", version, ln.Addr())
 	return gw.Serve(ctx, ln)
+}
+
+// stoppedWhileStarting is the end of a role stopped (SIGTERM) while it
+// waited for its dependencies: a clean exit, not a failure.
+func stoppedWhileStarting(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // cmdExecutor runs host tasks only; run as many as the fleet needs.
 func cmdExecutor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("executor", args, getenv, stderr, "db", "nats", "keys", "logs", "targets", "executor"); err != nil {
+	if err := cfg.load("executor", args, getenv, stderr, "db", "nats", "keys", "logs", "targets", "executor", "metrics", "ops"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return err
 	}
-	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true})
+	m := metrics.New()
+	ops, err := startOps(&cfg, m, log, stdout)
 	if err != nil {
 		return err
 	}
+	defer ops.close()
+	// wait.Status() is the executor's readiness while it starts.
+	wait := newStartup(log)
+	sys, err := openSystem(ctx, &cfg, log, systemOpts{needNATS: true, startup: wait})
+	if err != nil {
+		return stoppedWhileStarting(ctx, err)
+	}
 	defer sys.Close()
-	ex, err := newExecutor(&cfg, sys)
+	ops.setReady(systemReady(sys))
+	ex, err := newExecutor(&cfg, sys, m)
 	if err != nil {
 		return err
 	}

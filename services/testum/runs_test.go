@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/testum/testum/libs/api"
 	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/logstore/logstoretest"
@@ -48,9 +45,9 @@ func (s *server) runCount(t *testing.T) int {
 	return *resp.Headers200.XTotalCount
 }
 
-func names(r api.Run) []string {
+func names(r apiclient.Run) []string {
 	var out []string
-	for _, h := range r.Hosts {
+	for _, h := range hostsOf(r) {
 		out = append(out, h.Name)
 	}
 	return out
@@ -150,7 +147,7 @@ func TestBatchesBoundWhatRunsAtOnce(t *testing.T) {
 	_ = os.Chmod(filepath.Join(dir, "n"), 0o666)
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": fmt.Sprintf(concurrencyProbe, dir), "batch": 10,
 		"parallelism": 50, "targets": map[string]any{"platform_ids": ids}}))
-	if r.State != "succeeded" || r.Counts["ok"] != 50 {
+	if r.State != "succeeded" || (*r.Counts)["ok"] != 50 {
 		t.Fatalf("run %s %+v", r.State, r.Counts)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "max"))
@@ -180,10 +177,10 @@ func TestFailureThresholdAborts(t *testing.T) {
 	cmd := fmt.Sprintf(`ip=$(echo $SSH_CONNECTION | cut -d' ' -f3); case "$ip" in %s) exit 1;; esac`, strings.Join(failing, "|"))
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": cmd, "max_failures": 2, "parallelism": 1,
 		"targets": map[string]any{"platform_ids": ids}}))
-	if r.State != "aborted" || r.Counts["skipped"] == 0 || r.Counts["failed"] > 3 || r.AbortReason == "" {
-		t.Fatalf("run %s (%s): %+v", r.State, r.AbortReason, r.Counts)
+	if r.State != "aborted" || (*r.Counts)["skipped"] == 0 || (*r.Counts)["failed"] > 3 || val(r.AbortReason) == "" {
+		t.Fatalf("run %s (%s): %+v", r.State, val(r.AbortReason), r.Counts)
 	}
-	if r.Counts["failed"]+r.Counts["ok"]+r.Counts["skipped"] != 20 {
+	if (*r.Counts)["failed"]+(*r.Counts)["ok"]+(*r.Counts)["skipped"] != 20 {
 		t.Fatalf("hosts unaccounted: %+v", r.Counts)
 	}
 }
@@ -197,7 +194,7 @@ func TestCancelEndsRemoteProcesses(t *testing.T) {
 	deadline := time.Now().Add(waitLimit)
 	for {
 		r := s.getRun(t, runID)
-		if r.Counts["running"] == 100 {
+		if (*r.Counts)["running"] == 100 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -215,7 +212,7 @@ func TestCancelEndsRemoteProcesses(t *testing.T) {
 	}
 	t.Logf("no sleep left on 100 hosts %v after cancel", time.Since(canceledAt).Round(time.Millisecond))
 	r := s.waitRun(t, runID)
-	if r.State != "canceled" || r.Counts["canceled"] != 100 {
+	if r.State != "canceled" || (*r.Counts)["canceled"] != 100 {
 		t.Fatalf("after cancel: %s %+v", r.State, r.Counts)
 	}
 }
@@ -247,7 +244,7 @@ func TestRerunHistoryLogsAndSummary(t *testing.T) {
 		t.Fatalf("summary covers %d hosts", total)
 	}
 	// One host's log, byte for byte, and the whole run's archive.
-	h := r.Hosts[0]
+	h := (*r.Hosts)[0]
 	hl, err := s.api.RunHostLogWithResponse(ctx, id, h.Idx, nil)
 	if err != nil || hl.StatusCode() != http.StatusOK || !bytes.HasSuffix(hl.Body, []byte("\x00\xff")) || !bytes.HasPrefix(hl.Body, []byte("class ")) {
 		t.Fatalf("host log: %v %d %q", err, hl.StatusCode(), hl.Body)
@@ -270,8 +267,8 @@ func TestRerunHistoryLogsAndSummary(t *testing.T) {
 		t.Fatalf("rerun: %s", re.Body)
 	}
 	rr := s.waitRun(t, re.JSON201.Id.String())
-	if rr.ParentRunID == nil || *rr.ParentRunID != runID || len(rr.Hosts) != r.Counts["failed"] || len(rr.Hosts) == 0 {
-		t.Fatalf("rerun: parent %v, %d hosts, first run failed %d", rr.ParentRunID, len(rr.Hosts), r.Counts["failed"])
+	if rr.ParentRunId == nil || rr.ParentRunId.String() != runID || len(hostsOf(rr)) != (*r.Counts)["failed"] || len(hostsOf(rr)) == 0 {
+		t.Fatalf("rerun: parent %v, %d hosts, first run failed %d", rr.ParentRunId, len(hostsOf(rr)), (*r.Counts)["failed"])
 	}
 	// History filters.
 	q, stateFailed := "class", apiclient.RunStateFailed
@@ -286,7 +283,7 @@ func TestRerunHistoryLogsAndSummary(t *testing.T) {
 	if list.JSON200 == nil || len(*list.JSON200) != 1 || (*list.JSON200)[0].Id != id || (*list.JSON200)[0].Counts == nil {
 		t.Fatalf("history by platform: %s", list.Body)
 	}
-	if c := *(*list.JSON200)[0].Counts; c["ok"] != r.Counts["ok"] || c["failed"] != r.Counts["failed"] || c["ok"]+c["failed"] != 50 {
+	if c := *(*list.JSON200)[0].Counts; c["ok"] != (*r.Counts)["ok"] || c["failed"] != (*r.Counts)["failed"] || c["ok"]+c["failed"] != 50 {
 		t.Fatalf("history counts %v, the run has %v", c, r.Counts)
 	}
 }
@@ -322,11 +319,11 @@ func TestOutputCapAndS3Logs(t *testing.T) {
 	ids := s.fleet(t, sshd, "big", 1, 600, nil)
 	// seq 1 25000000 prints about 200 MB.
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "seq 1 25000000", "timeout": 300, "targets": map[string]any{"platform_ids": ids}}))
-	h := r.Hosts[0]
+	h := (*r.Hosts)[0]
 	if h.State != "ok" || !h.Truncated || h.OutputBytes != 4<<20 {
 		t.Fatalf("host %+v", h)
 	}
-	hl, err := s.api.RunHostLogWithResponse(context.Background(), parseRunID(t, r.ID), 0, nil)
+	hl, err := s.api.RunHostLogWithResponse(context.Background(), r.Id, 0, nil)
 	checkStatus(t, "host log", err, hl.StatusCode(), http.StatusOK, nil)
 	body := hl.Body
 	want, err := exec.Command("sh", "-c", "seq 1 25000000 | head -c 4194304").Output()
@@ -342,7 +339,7 @@ func TestOutputCapAndS3Logs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj, err := s3.Get(t.Context(), logstore.HostLogKey(uuid.MustParse(r.ID), 0))
+	obj, err := s3.Get(t.Context(), logstore.HostLogKey(r.Id, 0))
 	if err != nil {
 		t.Fatalf("log not in the bucket: %v", err)
 	}
@@ -362,12 +359,12 @@ func TestRunDeadlineEndsRunningHosts(t *testing.T) {
 	ids := s.fleet(t, sshd, "dl", 4, 620, nil)
 	r := s.waitRun(t, s.startRun(t, map[string]any{"command": "sleep 309", "deadline": 2, "timeout": 120, "parallelism": 2,
 		"targets": map[string]any{"platform_ids": ids}}))
-	if r.State != "aborted" || r.Counts["timeout"] != 2 || r.Counts["skipped"] != 2 || !strings.Contains(r.AbortReason, "deadline") {
-		t.Fatalf("run %s (%s): %+v", r.State, r.AbortReason, r.Counts)
+	if r.State != "aborted" || (*r.Counts)["timeout"] != 2 || (*r.Counts)["skipped"] != 2 || !strings.Contains(val(r.AbortReason), "deadline") {
+		t.Fatalf("run %s (%s): %+v", r.State, val(r.AbortReason), r.Counts)
 	}
-	for _, h := range r.Hosts {
-		if h.State == "timeout" && !strings.Contains(h.Error, "deadline") {
-			t.Errorf("%s: %q does not name the deadline", h.Name, h.Error)
+	for _, h := range hostsOf(r) {
+		if h.State == "timeout" && !strings.Contains(val(h.Error), "deadline") {
+			t.Errorf("%s: %q does not name the deadline", h.Name, val(h.Error))
 		}
 	}
 	for i := range 4 {
@@ -438,7 +435,7 @@ func TestConnectionsKeptForTheNextRun(t *testing.T) {
 			"password": sshd.PasswordUser.Password + "-wrong"}))
 		checkStatus(t, "update platform", err, resp.StatusCode(), http.StatusOK, resp.Body)
 		r := s.waitRun(t, s.startRun(t, map[string]any{"command": "echo hi", "targets": map[string]any{"platform_ids": ids}}))
-		if r.Counts["auth_failed"] != 1 || r.Counts["ok"] != 4 {
+		if (*r.Counts)["auth_failed"] != 1 || (*r.Counts)["ok"] != 4 {
 			t.Fatalf("after a credential change: %+v", r.Counts)
 		}
 	}

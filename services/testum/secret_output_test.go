@@ -32,7 +32,7 @@ func (s *server) runSeen(t *testing.T, id int64, req map[string]any) (state, std
 	for _, out := range hostOutput(msgs, "error") {
 		hostErr += out
 	}
-	if len(r.Hosts) == 1 && r.Hosts[0].State != "" {
+	if len(hostsOf(r)) == 1 && (*r.Hosts)[0].State != "" {
 		resp, err := s.api.RunHostLogWithResponse(context.Background(), parseRunID(t, runID), 0, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -41,7 +41,7 @@ func (s *server) runSeen(t *testing.T, id int64, req map[string]any) (state, std
 			archived = string(resp.Body)
 		}
 	}
-	return r.State, stdout, stderr, archived, hostErr
+	return string(r.State), stdout, stderr, archived, hostErr
 }
 
 // TestSudoNeverHandsThePasswordToTheCommand: the platform's password goes
@@ -102,7 +102,7 @@ func TestSudoNeverHandsThePasswordToTheCommand(t *testing.T) {
 
 	runID := s.startRun(t, map[string]any{"command": "whoami", "sudo": true, "targets": map[string]any{"platform_ids": []int64{rootPwID}}})
 	r := s.waitRun(t, runID)
-	if r.State != "failed" || len(r.Hosts) != 1 || r.Hosts[0].State != "failed" || r.Hosts[0].Error != "sudo: the platform's password was refused" {
+	if r.State != "failed" || len(hostsOf(r)) != 1 || (*r.Hosts)[0].State != "failed" || val((*r.Hosts)[0].Error) != "sudo: the platform's password was refused" {
 		t.Fatalf("refused password: %s %+v", r.State, r.Hosts)
 	}
 	msgs := s.wsCollect(t, runID, 0, 0)
@@ -209,7 +209,7 @@ func TestKnownSecretsAreMaskedInOutput(t *testing.T) {
 	// each other, so the split secrets are looked for in each stream alone.
 	streams := map[string]string{}
 	for _, m := range s.wsCollect(t, runID, 0, 0) {
-		streams[m.Type] += m.Payload
+		streams[string(m.Type)] += m.Payload
 	}
 	if got := streams["stdout"]; got != "pw=********;\ntoken=********\nshort=abc\n" {
 		t.Errorf("stdout over the websocket: %q", got)
@@ -250,7 +250,7 @@ func TestSecretEnvIsSealedAndMasked(t *testing.T) {
 	if r.State != "succeeded" {
 		t.Fatalf("the command did not get the secret: %s %+v", r.State, r.Hosts)
 	}
-	if r.Env["TOKEN"] != "********" || r.Env["PLAIN"] != "visible" {
+	if (*r.Env)["TOKEN"] != "********" || (*r.Env)["PLAIN"] != "visible" {
 		t.Errorf("env in the API: %v", r.Env)
 	}
 	if out := hostOutput(s.wsCollect(t, runID, 0, 0), "stdout")["senv01"]; out != "got ********\n" {
@@ -258,7 +258,7 @@ func TestSecretEnvIsSealedAndMasked(t *testing.T) {
 	}
 
 	rerunID := s.rerunAll(t, runID)
-	if r := s.waitRun(t, rerunID); r.State != "succeeded" || r.Env["TOKEN"] != "********" {
+	if r := s.waitRun(t, rerunID); r.State != "succeeded" || (*r.Env)["TOKEN"] != "********" {
 		t.Fatalf("rerun: %s %v %+v", r.State, r.Env, r.Hosts)
 	}
 

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/testum/testum/libs/accounts"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/services/executor"
 	"github.com/testum/testum/services/gateway"
 )
@@ -18,7 +19,7 @@ import (
 // cmdServe runs everything in one process.
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg Config
-	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "logs", "gateway", "targets", "executor"); err != nil {
+	if err := cfg.load("serve", args, getenv, stderr, "db", "nats", "embed", "keys", "logs", "gateway", "targets", "executor", "metrics"); err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
@@ -27,18 +28,19 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	sys, err := openSystem(ctx, &cfg, log, systemOpts{embed: true, needNATS: true})
 	if err != nil {
-		return err
+		return stoppedWhileStarting(ctx, err)
 	}
 	defer sys.Close()
 
-	gw, err := newGateway(&cfg, sys)
+	m := metrics.New() // one registry: the gateway's /metrics shows the executor's too
+	gw, err := newGateway(&cfg, sys, m)
 	if err != nil {
 		return err
 	}
 	if err := bootstrapAdmin(ctx, &cfg, sys, stdout); err != nil {
 		return err
 	}
-	ex, err := newExecutor(&cfg, sys)
+	ex, err := newExecutor(&cfg, sys, m)
 	if err != nil {
 		return err
 	}
@@ -57,12 +59,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	return g.Wait()
 }
 
-func newGateway(cfg *Config, sys *system) (*gateway.Gateway, error) {
-	return gateway.New(cfg.gatewayConfig(sys.log), gateway.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
+func newGateway(cfg *Config, sys *system, m *metrics.Metrics) (*gateway.Gateway, error) {
+	return gateway.New(cfg.gatewayConfig(sys.log), gateway.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs, Metrics: m})
 }
 
-func newExecutor(cfg *Config, sys *system) (*executor.Executor, error) {
-	return executor.New(cfg.executorConfig(sys.log), executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs})
+func newExecutor(cfg *Config, sys *system, m *metrics.Metrics) (*executor.Executor, error) {
+	return executor.New(cfg.executorConfig(sys.log), executor.Deps{Store: sys.st, NATS: sys.nc, Logs: sys.logs, Metrics: m})
 }
 
 // bootstrapAdmin creates the first super_admin when there is no user, and

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +35,7 @@ type system struct {
 	logs    logstore.Store
 	keyring *secrets.Keyring
 	natsURL string // the embedded server's client URL when it listens
+	wait    *startup
 
 	closers []func()
 }
@@ -41,6 +43,9 @@ type system struct {
 type systemOpts struct {
 	embed    bool // serve: start what is not configured (PostgreSQL, NATS, keys)
 	needNATS bool
+	// startup is where the waits for PostgreSQL, NATS and JetStream report
+	// their progress (for a readiness probe); nil: only to the log.
+	startup *startup
 }
 
 func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts) (sys *system, err error) {
@@ -81,10 +86,12 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 		dbURL = pg.URL("testum")
 		log.Info("private PostgreSQL started", "dir", pg.DataDir())
 	}
-	if err := store.Migrate(ctx, dbURL, log.With("component", "migrate")); err != nil {
-		return nil, err
+	wait := o.startup
+	if wait == nil {
+		wait = newStartup(log)
 	}
-	st, err := store.Open(ctx, store.Config{URL: dbURL, Sealer: sys.keyring, Logger: log.With("component", "store")})
+	sys.wait = wait
+	st, err := sys.openStore(ctx, dbURL)
 	if err != nil {
 		return nil, err
 	}
@@ -103,23 +110,77 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 		}
 	}
 
-	logs, err := logstore.Open(cfg.logsConfig())
+	logs, err := openLogStore(ctx, cfg, sys.nc, log)
 	if err != nil {
 		return nil, fmt.Errorf("log store: %w", err)
 	}
 	sys.logs = logs
+	wait.done()
 	return sys, nil
 }
+
+// openStore waits until PostgreSQL answers and its schema is migrated, then
+// returns the store.
+func (sys *system) openStore(ctx context.Context, url string) (*store.Store, error) {
+	if err := store.CheckURL(url); err != nil {
+		return nil, err
+	}
+	var st *store.Store
+	err := sys.wait.await(ctx, "PostgreSQL", func(ctx context.Context) error {
+		s, err := store.Open(ctx, store.Config{URL: url, Sealer: sys.keyring, Logger: sys.log.With("component", "store")})
+		if err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, startTryTimeout)
+		err = s.Ping(pctx)
+		cancel()
+		if err == nil {
+			err = store.Migrate(ctx, url, sys.log.With("component", "migrate"))
+		}
+		if err != nil {
+			s.Close()
+			return err
+		}
+		st = s
+		return nil
+	})
+	return st, err
+}
+
+// startTryTimeout bounds one try to reach a dependency at start: a host
+// that drops packets must not hold the wait for the system's TCP timeout.
+const startTryTimeout = 10 * time.Second
 
 func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 	cfg, log := sys.cfg, sys.log
 	opts := bus.ConnectOptions("testum", func(msg string, args ...any) { log.Warn(msg, args...) })
 	if cfg.NATSURL != "" {
-		nc, err := nats.Connect(cfg.NATSURL, opts...)
+		// The client keeps trying to connect on its own (RetryOnFailedConnect);
+		// the wait watches it, so that the role starts only once connected,
+		// and tells why its last try failed.
+		var lastErr atomic.Value
+		nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				lastErr.Store(err)
+			}
+		}))...)
 		if err != nil {
 			return fmt.Errorf("NATS_URL: %w", err)
 		}
 		sys.nc = nc
+		err = sys.wait.await(ctx, "NATS", func(context.Context) error {
+			if nc.IsConnected() {
+				return nil
+			}
+			if last, ok := lastErr.Load().(error); ok {
+				return fmt.Errorf("NATS_URL: not connected (%s): %w", nc.Status(), last)
+			}
+			return fmt.Errorf("NATS_URL: not connected yet (%s)", nc.Status())
+		})
+		if err != nil {
+			nc.Close()
+			return err
+		}
 	} else {
 		if !embed {
 			return errors.New("NATS_URL is required for this command")
@@ -149,11 +210,14 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	// The JetStream API answers only once the cluster has a meta leader.
 	sc := cfg.streamsConfig()
 	sc.Logger = log.With("component", "streams")
-	return bus.EnsureStreams(sctx, js, sc)
+	return sys.wait.await(ctx, "JetStream", func(ctx context.Context) error {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return bus.EnsureStreams(sctx, js, sc)
+	})
 }
 
 // Close releases everything in reverse order of opening.

@@ -569,8 +569,11 @@ type EnvValue struct {
 // EnvValue0 defines model for EnvValue.0.
 type EnvValue0 = string
 
-// Error Every error response.
+// Error Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Error struct {
+	// Error For people; never holds a secret.
+	Error string `json:"error"`
+
 	// Code Stable and machine-readable. The classes, each with one HTTP status:
 	// invalid (400), unauthorized (401), forbidden (403), not_found (404),
 	// conflict (409), too_many (429), unavailable (503), internal (500).
@@ -581,9 +584,6 @@ type Error struct {
 	// password_required, secret_label, target_denied (400),
 	// origin_not_allowed (403), no_identity (404).
 	Code ErrorCode `json:"code"`
-
-	// Error For people; never holds a secret.
-	Error string `json:"error"`
 }
 
 // ErrorCode Stable and machine-readable. The classes, each with one HTTP status:
@@ -1136,34 +1136,34 @@ type SinceParam = time.Time
 // UntilParam defines model for untilParam.
 type UntilParam = time.Time
 
-// BadRequest Every error response.
+// BadRequest Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type BadRequest = Error
 
-// Conflict Every error response.
+// Conflict Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Conflict = Error
 
-// Forbidden Every error response.
+// Forbidden Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Forbidden = Error
 
-// NotFound Every error response.
+// NotFound Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type NotFound = Error
 
-// PayloadTooLarge Every error response.
+// PayloadTooLarge Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type PayloadTooLarge = Error
 
-// TooManyRequests Every error response.
+// TooManyRequests Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type TooManyRequests = Error
 
-// Unauthorized Every error response.
+// Unauthorized Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Unauthorized = Error
 
-// Unavailable Every error response.
+// Unavailable Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type Unavailable = Error
 
-// UnsupportedMediaType Every error response.
+// UnsupportedMediaType Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type UnsupportedMediaType = Error
 
-// UpgradeRequired Every error response.
+// UpgradeRequired Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type).
 type UpgradeRequired = Error
 
 // AuditListParams defines parameters for AuditList.
@@ -1171,9 +1171,12 @@ type AuditListParams struct {
 	// Limit Page size (default 100).
 	Limit  *LimitParam  `form:"limit,omitempty" json:"limit,omitempty"`
 	Offset *OffsetParam `form:"offset,omitempty" json:"offset,omitempty"`
-	Actor  *string      `form:"actor,omitempty" json:"actor,omitempty"`
-	Action *string      `form:"action,omitempty" json:"action,omitempty"`
-	Target *string      `form:"target,omitempty" json:"target,omitempty"`
+
+	// BeforeId Keyset paging: the page starts after this entry (the id of the last one you have); the Link header names the next page's cursor. The total counts every entry the filters match.
+	BeforeId *int64  `form:"before_id,omitempty" json:"before_id,omitempty"`
+	Actor    *string `form:"actor,omitempty" json:"actor,omitempty"`
+	Action   *string `form:"action,omitempty" json:"action,omitempty"`
+	Target   *string `form:"target,omitempty" json:"target,omitempty"`
 
 	// Since RFC 3339 time, inclusive lower bound.
 	Since *SinceParam `form:"since,omitempty" json:"since,omitempty"`
@@ -1227,7 +1230,10 @@ type RunListParams struct {
 	// Limit Page size (default 100).
 	Limit  *LimitParam  `form:"limit,omitempty" json:"limit,omitempty"`
 	Offset *OffsetParam `form:"offset,omitempty" json:"offset,omitempty"`
-	State  *RunState    `form:"state,omitempty" json:"state,omitempty"`
+
+	// BeforeId Keyset paging: the page starts after this run (the id of the last one you have); the Link header names the next page's cursor. The total counts every run the filters match.
+	BeforeId *openapi_types.UUID `form:"before_id,omitempty" json:"before_id,omitempty"`
+	State    *RunState           `form:"state,omitempty" json:"state,omitempty"`
 
 	// User The username that created the run.
 	User *string `form:"user,omitempty" json:"user,omitempty"`
@@ -2042,6 +2048,16 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// Metrics Prometheus metrics of this process (extended_admin, or the metrics token).
+	//
+	// The Prometheus text exposition format. Allowed to an extended_admin
+	// (or super_admin) session, or to `Authorization: Bearer <token>` where
+	// the token equals the gateway's TESTUM_METRICS_TOKEN. In `testum serve`
+	// the executor's metrics are here too (one registry per process).
+	//
+	// Corresponds with GET /metrics (the `Metrics` operationId).
+	Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Readyz PostgreSQL answers and NATS is connected.
 	//
@@ -3169,6 +3185,26 @@ func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 	return c.Client.Do(req)
 }
 
+// Metrics Prometheus metrics of this process (extended_admin, or the metrics token).
+//
+// The Prometheus text exposition format. Allowed to an extended_admin
+// (or super_admin) session, or to `Authorization: Bearer <token>` where
+// the token equals the gateway's TESTUM_METRICS_TOKEN. In `testum serve`
+// the executor's metrics are here too (one registry per process).
+//
+// Corresponds with GET /metrics (the `Metrics` operationId).
+func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMetricsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // Readyz PostgreSQL answers and NATS is connected.
 //
 // The answer says only ready or not; what failed goes to the gateway's log.
@@ -3263,6 +3299,18 @@ func NewAuditListRequest(server string, params *AuditListParams) (*http.Request,
 		if params.Offset != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "offset", *params.Offset, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.BeforeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before_id", *params.BeforeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -4604,6 +4652,18 @@ func NewRunListRequest(server string, params *RunListParams) (*http.Request, err
 
 		}
 
+		if params.BeforeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before_id", *params.BeforeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.State != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -5452,6 +5512,33 @@ func NewHealthzRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewMetricsRequest constructs an http.Request for the Metrics method
+func NewMetricsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/metrics")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewReadyzRequest constructs an http.Request for the Readyz method
 func NewReadyzRequest(server string) (*http.Request, error) {
 	var err error
@@ -6122,6 +6209,18 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	HealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HealthzResponse, error)
+
+	// MetricsWithResponse Prometheus metrics of this process (extended_admin, or the metrics token).
+	//
+	// The Prometheus text exposition format. Allowed to an extended_admin
+	// (or super_admin) session, or to `Authorization: Bearer <token>` where
+	// the token equals the gateway's TESTUM_METRICS_TOKEN. In `testum serve`
+	// the executor's metrics are here too (one registry per process).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /metrics (the `Metrics` operationId).
+	MetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MetricsResponse, error)
 
 	// ReadyzWithResponse PostgreSQL answers and NATS is connected.
 	//
@@ -9578,6 +9677,61 @@ func (r HealthzResponse) ContentType() string {
 	return ""
 }
 
+type MetricsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r MetricsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r MetricsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r MetricsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r MetricsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r MetricsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MetricsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r MetricsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ReadyzResponse503Headers the declared response headers of an HTTP 503 response for Readyz
 type ReadyzResponse503Headers struct {
 	RetryAfter *int
@@ -10607,6 +10761,24 @@ func (c *ClientWithResponses) HealthzWithResponse(ctx context.Context, reqEditor
 		return nil, err
 	}
 	return ParseHealthzResponse(rsp)
+}
+
+// MetricsWithResponse Prometheus metrics of this process (extended_admin, or the metrics token).
+//
+// The Prometheus text exposition format. Allowed to an extended_admin
+// (or super_admin) session, or to `Authorization: Bearer <token>` where
+// the token equals the gateway's TESTUM_METRICS_TOKEN. In `testum serve`
+// the executor's metrics are here too (one registry per process).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /metrics (the `Metrics` operationId).
+func (c *ClientWithResponses) MetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MetricsResponse, error) {
+	rsp, err := c.Metrics(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMetricsResponse(rsp)
 }
 
 // ReadyzWithResponse PostgreSQL answers and NATS is connected.
@@ -13492,6 +13664,46 @@ func ParseHealthzResponse(rsp *http.Response) (*HealthzResponse, error) {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseMetricsResponse parses an HTTP response from a MetricsWithResponse call
+func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &MetricsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error

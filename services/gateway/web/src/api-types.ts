@@ -41,6 +41,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics of this process (extended_admin, or the metrics token).
+         * @description The Prometheus text exposition format. Allowed to an extended_admin
+         *     (or super_admin) session, or to `Authorization: Bearer <token>` where
+         *     the token equals the gateway's TESTUM_METRICS_TOKEN. In `testum serve`
+         *     the executor's metrics are here too (one registry per process).
+         */
+        get: operations["metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/openapi.json": {
         parameters: {
             query?: never;
@@ -788,7 +811,7 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description Every error response. */
+        /** @description Every error response; "error" is its first field, where the seed's clients look for it (x-order keeps it first in the generated Go type). */
         Error: {
             /** @description For people; never holds a secret. */
             error: string;
@@ -1480,6 +1503,29 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            default: components["responses"]["Error"];
+        };
+    };
     openapi: {
         parameters: {
             query?: never;
@@ -1848,6 +1894,8 @@ export interface operations {
                 /** @description Page size (default 100). */
                 limit?: components["parameters"]["limitParam"];
                 offset?: components["parameters"]["offsetParam"];
+                /** @description Keyset paging: the page starts after this entry (the id of the last one you have); the Link header names the next page's cursor. The total counts every entry the filters match. */
+                before_id?: number;
                 actor?: string;
                 action?: string;
                 target?: string;
@@ -2533,6 +2581,8 @@ export interface operations {
                 /** @description Page size (default 100). */
                 limit?: components["parameters"]["limitParam"];
                 offset?: components["parameters"]["offsetParam"];
+                /** @description Keyset paging: the page starts after this run (the id of the last one you have); the Link header names the next page's cursor. The total counts every run the filters match. */
+                before_id?: string;
                 state?: components["schemas"]["RunState"];
                 /** @description The username that created the run. */
                 user?: string;

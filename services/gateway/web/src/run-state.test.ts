@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Run, RunHost, WSMessage } from './api';
+import type { Run, RunHost, RunState, WSMessage } from './api';
 import { applyFinal, applyMessages, maxBuffered, rerunnable, runModel, stateCounts, type HostModel, type RunModel } from './run-state';
 
 const now = Date.parse('2026-01-02T03:04:05Z');
@@ -278,7 +278,7 @@ describe('applyFinal', () => {
 });
 
 describe('stateCounts and rerunnable', () => {
-  const cases: Array<{ name: string; state: string; hosts: string[]; counts: Record<string, number>; rerun: boolean }> = [
+  const cases: Array<{ name: string; state: RunState; hosts: string[]; counts: Record<string, number>; rerun: boolean }> = [
     { name: 'running', state: 'running', hosts: ['ok', 'failed', 'running'], counts: { ok: 1, failed: 1, running: 1 }, rerun: false },
     { name: 'finished, all ok', state: 'succeeded', hosts: ['ok', 'ok'], counts: { ok: 2 }, rerun: false },
     { name: 'finished with failures', state: 'failed', hosts: ['ok', 'timeout', 'failed'], counts: { ok: 1, timeout: 1, failed: 1 }, rerun: true },

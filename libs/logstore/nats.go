@@ -1,0 +1,211 @@
+package logstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultNATSBucket is the object store bucket used when NATSConfig names
+// none.
+const DefaultNATSBucket = "TESTUM_LOGS"
+
+// natsReadLimit bounds a Get whose context has no deadline: nats.go would
+// otherwise end the whole read after its default API timeout (5 s), which a
+// large log sent to a slow client outlasts.
+const natsReadLimit = time.Hour
+
+// NATSConfig configures a NATS store.
+type NATSConfig struct {
+	Bucket string // DefaultNATSBucket when empty
+	// Replicas is used only when the bucket is created: an existing bucket
+	// is kept as it is (NATS.Replicas reports what it has).
+	Replicas int
+}
+
+// NATS is a Store kept in a JetStream object store on the NATS that the
+// roles already share, so that every gateway reads what any executor wrote.
+// The object store splits each object into chunks (128 KiB) and publishes its
+// description last: readers see the old object or the new, never a part.
+type NATS struct {
+	obs    jetstream.ObjectStore
+	bucket string
+}
+
+var _ Store = (*NATS)(nil)
+
+// NewNATS opens the bucket, creating it (file storage, cfg.Replicas) if it
+// does not exist.
+func NewNATS(ctx context.Context, js jetstream.JetStream, cfg NATSConfig) (*NATS, error) {
+	bucket := cfg.Bucket
+	if bucket == "" {
+		bucket = DefaultNATSBucket
+	}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      bucket,
+			Description: "testum: the full log of every run host",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) { // another process was faster
+			obs, err = js.ObjectStore(ctx, bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	return &NATS{obs: obs, bucket: bucket}, nil
+}
+
+// Bucket is the object store bucket name.
+func (s *NATS) Bucket() string { return s.bucket }
+
+// String describes the store.
+func (s *NATS) String() string { return "logstore.NATS(" + s.bucket + ")" }
+
+// Replicas is the number of replicas the bucket has.
+func (s *NATS) Replicas(ctx context.Context) (int, error) {
+	st, err := s.obs.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("logstore: object store %s: %w", s.bucket, err)
+	}
+	return st.Replicas(), nil
+}
+
+// Put implements Store. A reader that fails, or whose length is not size,
+// leaves the previous object in place: the object store removes the chunks
+// sent so far and never publishes the new description.
+func (s *NATS) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if size < -1 {
+		return fmt.Errorf("logstore: put %s: invalid size %d", key, size)
+	}
+	src := io.Reader(&ctxReader{ctx: ctx, r: r})
+	if size >= 0 {
+		src = &exactReader{r: io.LimitReader(src, size+1), want: size}
+	}
+	if _, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: key}, src); err != nil {
+		return fmt.Errorf("logstore: put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Get implements Store.
+func (s *NATS) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	cancel := context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, natsReadLimit)
+	}
+	res, err := s.obs.Get(ctx, key)
+	if err != nil {
+		cancel()
+		return nil, s.wrap("get", key, err)
+	}
+	return &natsObject{ObjectResult: res, cancel: cancel}, nil
+}
+
+// Stat implements Store.
+func (s *NATS) Stat(ctx context.Context, key string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	oi, err := s.obs.GetInfo(ctx, key)
+	if err != nil {
+		return Info{}, s.wrap("stat", key, err)
+	}
+	return natsInfo(oi), nil
+}
+
+// Delete implements Store.
+func (s *NATS) Delete(ctx context.Context, key string) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if _, err := s.obs.GetInfo(ctx, key); errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil // also when deleted before: a second delete marker is no use
+	}
+	err := s.obs.Delete(ctx, key)
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("logstore: delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// List implements Store. The object store lists every object of the bucket;
+// the prefix is applied here.
+func (s *NATS) List(ctx context.Context, prefix string) ([]Info, error) {
+	if err := validatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	all, err := s.obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("logstore: list %q: %w", prefix, err)
+	}
+	var out []Info
+	for _, oi := range all {
+		if !oi.Deleted && strings.HasPrefix(oi.Name, prefix) {
+			out = append(out, natsInfo(oi))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func natsInfo(oi *jetstream.ObjectInfo) Info {
+	return Info{Key: oi.Name, Size: int64(oi.Size), Modified: oi.ModTime.UTC()}
+}
+
+func (s *NATS) wrap(op, key string, err error) error {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("logstore: %s %s: %w", op, key, ErrNotFound)
+	}
+	return fmt.Errorf("logstore: %s %s: %w", op, key, err)
+}
+
+// natsObject ends the read's own deadline when it is closed.
+type natsObject struct {
+	jetstream.ObjectResult
+	cancel context.CancelFunc
+}
+
+func (o *natsObject) Close() error {
+	err := o.ObjectResult.Close()
+	o.cancel()
+	return err
+}
+
+// exactReader fails the read that ends a reader whose length is not want,
+// so that a short or long reader never becomes an object.
+type exactReader struct {
+	r    io.Reader
+	want int64
+	n    int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.n += int64(n)
+	if e.n > e.want {
+		return 0, fmt.Errorf("size mismatch: announced %d bytes, reader gave more", e.want)
+	}
+	if errors.Is(err, io.EOF) && e.n != e.want {
+		return 0, fmt.Errorf("size mismatch: announced %d bytes, reader gave %d", e.want, e.n)
+	}
+	return n, err
+}

@@ -1,0 +1,80 @@
+package sshx_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/testum/testum/libs/sshx"
+	"github.com/testum/testum/libs/testenv"
+)
+
+// closingServer accepts TCP connections and closes them at once, before
+// any SSH banner.
+func closingServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Every way a dial fails falls in its class, from real failures on
+// loopback.
+func TestClassOf(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartSSHD(t)
+	pinnedElsewhere := passwordTarget(s, 1)
+	_, other := newKey(t, "ed25519", "")
+	pinnedElsewhere.HostKey = sshx.HostKeyCheck{Pinned: other}
+	wrongPassword := passwordTarget(s, 1)
+	wrongPassword.Password = "not-the-password"
+	closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.ClosedPort(t)))
+	cases := []struct {
+		name   string
+		target sshx.Target
+		cfg    sshx.Config
+		want   sshx.FailureClass
+	}{
+		{"refused", sshx.Target{Addr: closed, User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassRefused},
+		{"silent", sshx.Target{Addr: testenv.SilentServer(t), User: "u", Password: "p", HostKey: autoAdd},
+			sshx.Config{ConnectTimeout: 300 * time.Millisecond}, sshx.ClassTimeout},
+		{"closed before the banner", sshx.Target{Addr: closingServer(t), User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassReset},
+		{"wrong password", wrongPassword, testConfig, sshx.ClassAuth},
+		{"changed host key", pinnedElsewhere, testConfig, sshx.ClassHostKey},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			cl, err := sshx.Dial(ctx, c.target, c.cfg)
+			if err == nil {
+				_ = cl.Close()
+				t.Fatal("Dial succeeded")
+			}
+			if got := sshx.ClassOf(err); got != c.want {
+				t.Fatalf("ClassOf(%v) = %s, want %s", err, got, c.want)
+			}
+		})
+	}
+	if got := sshx.ClassOf(context.Canceled); got != sshx.ClassOther {
+		t.Errorf("ClassOf(context.Canceled) = %s", got)
+	}
+	if got := sshx.ClassOf(&sshx.DialError{Failure: sshx.Unreachable, Err: errors.New("no route")}); got != sshx.ClassOther {
+		t.Errorf("ClassOf(no route) = %s", got)
+	}
+}
