@@ -123,8 +123,11 @@ bench-deps:
 	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing; fi
 	@for t in pdsh parallel-ssh clush ansible ssh; do command -v $$t >/dev/null || { echo "bench: $$t not found after install"; exit 1; }; done
 
+# BENCH=scaleout runs only the slot-bound scale-out workload.
+BENCH_RUN = $(if $(filter scaleout,$(BENCH)),TestBenchScaleout,TestBench)
+
 bench: deps bench-deps
-	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run TestBench -count=1 -timeout 120m -v ./services/testum/ \
+	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run '$(BENCH_RUN)' -count=1 -timeout 120m -v ./services/testum/ \
 		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md $(BENCH_ARGS)
 
 clean:
