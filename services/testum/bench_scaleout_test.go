@@ -115,8 +115,8 @@ func TestBenchScaleout(t *testing.T) {
 				row.ok, row.err = false, err
 			}
 			row.split = map[string]int{}
-			for _, h := range run.Hosts {
-				row.split[h.Executor]++
+			for _, h := range hostsOf(run) {
+				row.split[val(h.Executor)]++
 			}
 		}
 		row.measured, row.noSleep = median(times), median(noSleep)
