@@ -164,6 +164,9 @@ func (sm soakSample) String() string {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func (s *soaker) sample(t *testing.T, label string, elapsed time.Duration) soakSample {
+	// Twice: the first GC moves sync.Pool contents to the pools' victim
+	// caches, the second frees them, so pooled buffers do not count.
+	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -360,7 +363,7 @@ func (s *soaker) report(samples []soakSample, loadBefore, loadAfter string) stri
 		"WebSockets: one from the start to `done`, one that leaves after its first message without a close frame, one that "+
 		"replays the transcript after the run ended, and one that resumes from the middle with `?since=` (%d WebSockets in all). "+
 		"Every run succeeded and every watcher saw each host's output. `testum serve` runs in the test process (`run()`, with its "+
-		"embedded NATS; PostgreSQL and sshd are other processes), so the figures are that process's, after a forced GC: RSS "+
+		"embedded NATS; PostgreSQL and sshd are other processes), so the figures are that process's, after two forced GCs (which also empty the `sync.Pool`s): RSS "+
 		"(VmRSS of /proc/self/status), Go heap (`runtime.MemStats` HeapInuse and HeapAlloc), goroutines. The end sample is "+
 		"taken %s after the last WebSocket closed.\n\n",
 		*soakEvery, *soakDuration, last.runs, soakWarmupRuns, soakHostsPerRun, soakPlatforms, last.sockets, soakSampleSettle)
@@ -381,7 +384,7 @@ func writeSoakSection(path, section string) error {
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	before, after := splitSoakSection(string(old))
+	before, _, after := cutSoakSection(string(old))
 	doc := strings.TrimRight(before, "\n")
 	if doc != "" {
 		doc += "\n\n"
@@ -393,16 +396,33 @@ func writeSoakSection(path, section string) error {
 	return os.WriteFile(path, []byte(doc), 0o644)
 }
 
-// splitSoakSection cuts a report around its soak section: the text before
-// it, and the text of the sections after it.
-func splitSoakSection(doc string) (before, after string) {
+// cutSoakSection cuts a report around its soak section ("## Soak" up to
+// the next "## " heading): the text before it, the section, the sections
+// after it.
+func cutSoakSection(doc string) (before, section, after string) {
 	i := strings.Index(doc, "\n## Soak\n")
 	if i < 0 {
-		return doc, ""
+		return doc, "", ""
 	}
-	rest := doc[i+1:]
+	before, rest := doc[:i+1], doc[i+1:]
 	if j := strings.Index(rest[len("## Soak\n"):], "\n## "); j >= 0 {
-		return doc[:i+1], rest[len("## Soak\n")+j+1:]
+		k := len("## Soak\n") + j + 1
+		return before, rest[:k], rest[k:]
 	}
-	return doc[:i+1], ""
+	return before, rest, ""
+}
+
+func TestCutSoakSection(t *testing.T) {
+	for _, c := range []struct{ name, doc, before, section, after string }{
+		{"none", "# B\n\n## A\n\nx\n", "# B\n\n## A\n\nx\n", "", ""},
+		{"last", "# B\n\n## A\n\nx\n\n## Soak\n\ny\n", "# B\n\n## A\n\nx\n\n", "## Soak\n\ny\n", ""},
+		{"middle", "# B\n\n## Soak\n\ny\n\n## C\n\nz\n", "# B\n\n", "## Soak\n\ny\n\n", "## C\n\nz\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, s, a := cutSoakSection(c.doc)
+			if b != c.before || s != c.section || a != c.after {
+				t.Fatalf("cut %q: %q, %q, %q", c.doc, b, s, a)
+			}
+		})
+	}
 }
