@@ -350,14 +350,23 @@ func (s *soaker) watch(ctx context.Context, tok, id string, since uint64, limit 
 func (s *soaker) report(samples []soakSample, loadBefore, loadAfter string) string {
 	var b strings.Builder
 	args := fmt.Sprintf("-soak.duration=%s", *soakDuration)
+	var extra []string // flags beyond the duration, as SOAK_ARGS
 	if *soakEvery != 2*time.Second {
-		args += fmt.Sprintf(" -soak.every=%s", *soakEvery)
+		extra = append(extra, fmt.Sprintf("-soak.every=%s", *soakEvery))
+	}
+	if *soakProfile != "" {
+		extra = append(extra, "-soak.profile="+*soakProfile)
+	}
+	makeCmd := fmt.Sprintf("make soak SOAK=%s", *soakDuration)
+	if len(extra) > 0 {
+		makeCmd += fmt.Sprintf(" SOAK_ARGS='%s'", strings.Join(extra, " "))
+		args += " " + strings.Join(extra, " ")
 	}
 	fmt.Fprintf(&b, "## Soak\n\nMeasured %s UTC on %d cores (%s RAM), %s. Load average (1 min) %s before, %s after: %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), memTotal(), kernel(), loadBefore, loadAfter,
 		quietness(loadBefore, loadAfter))
-	fmt.Fprintf(&b, "Command: `make soak SOAK=%s` — that is `go test -tags bench -run TestSoak -count=1 -v ./services/testum/ -args %s`.\n\n",
-		*soakDuration, args)
+	fmt.Fprintf(&b, "Command: `%s` — that is `go test -tags bench -run TestSoak -count=1 -v ./services/testum/ -args %s`.\n\n",
+		makeCmd, args)
 	last := samples[len(samples)-1]
 	fmt.Fprintf(&b, "A run every %s for %s (%d runs after %d warm-up runs), each `echo` on %d of %d loopback hosts, watched by four "+
 		"WebSockets: one from the start to `done`, one that leaves after its first message without a close frame, one that "+
