@@ -19,7 +19,7 @@ LDFLAGS := -X main.version=$(VERSION)
 TEST_PACKAGES := openssh-server openssh-client postgresql chromium chromium-driver procps iproute2 sudo systemd
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet lint bench bench-deps clean help
+.PHONY: all build run test web web-check deps deps-apt deps-go generate check-generated vet lint bench bench-deps soak clean help
 
 all: build
 
@@ -29,6 +29,7 @@ help:
 	@echo "make lint   golangci-lint with .golangci.yml (formatting, errcheck, staticcheck, import layering)"
 	@echo "make build  build bin/testum"
 	@echo "make bench  measure fan-out, streaming, latency and memory against pdsh, pssh, clush, ansible"
+	@echo "make soak   a small run every 2 s for SOAK (30m), WebSockets coming and going: RSS, heap, goroutines"
 
 build: web
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/testum ./services/testum
@@ -129,6 +130,17 @@ BENCH_RUN = $(if $(filter scaleout,$(BENCH)),TestBenchScaleout,TestBench)
 bench: deps bench-deps
 	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run '$(BENCH_RUN)' -count=1 -timeout 120m -v ./services/testum/ \
 		-args -bench.short=$(if $(FULL),false,true) -bench.out=$(CURDIR)/docs/benchmarks.md $(BENCH_ARGS)
+
+# soak starts a small run every 2 s for SOAK (default 30m) against an
+# in-process serve, with WebSocket clients joining and leaving, and writes
+# RSS, Go heap and goroutines at its start, middle and end into the Soak
+# section of docs/benchmarks.md. SOAK_ARGS passes flags such as
+# -soak.profile=DIR (heap profiles of the three samples).
+SOAK ?= 30m
+SOAK_TIMEOUT ?= 3h
+soak: deps
+	PATH="$(GOBIN):$$PATH" $(GO) test -tags bench -run TestSoak -count=1 -timeout $(SOAK_TIMEOUT) -v ./services/testum/ \
+		-args -soak.duration=$(SOAK) -bench.out=$(CURDIR)/docs/benchmarks.md $(SOAK_ARGS)
 
 clean:
 	rm -rf bin

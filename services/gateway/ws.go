@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -150,6 +151,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 		g.wsClose(conn, websocket.CloseInternalServerErr, "transcript unavailable")
 		return
 	}
+	defer g.wsDropConsumer(cons) // after the iterator has stopped (deferred below)
 	iter, err := cons.Messages()
 	if err != nil {
 		g.wsClose(conn, websocket.CloseInternalServerErr, "transcript unavailable")
@@ -159,7 +161,13 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	go func() { <-ctx.Done(); iter.Stop() }()
 
 	msgs := make(chan jetstream.Msg, 256)
+	fetched := make(chan struct{})
+	// The fetching goroutine may be making the consumer anew (the ordered
+	// consumer's reset): wait for it, so that wsDropConsumer deletes the
+	// consumer that is current.
+	defer func() { cancel(); iter.Stop(); <-fetched }()
 	go func() {
+		defer close(fetched)
 		defer close(msgs)
 		for {
 			m, err := iter.Next()
@@ -211,6 +219,22 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 				return
 			}
 		}
+	}
+}
+
+// wsDropConsumer deletes a socket's transcript consumer once the socket is
+// done with it. The server would otherwise keep it for its inactive
+// threshold (five minutes for an ordered consumer), with its goroutines and
+// buffers: with clients coming and going, thousands of them.
+func (g *Gateway) wsDropConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.js.DeleteConsumer(ctx, bus.StreamOutput, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		g.log.Debug("websocket: deleting the transcript consumer; the server drops it when inactive", "consumer", info.Name, "err", err)
 	}
 }
 

@@ -1,0 +1,74 @@
+package gateway_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	apiclient "github.com/testum/testum/libs/api/client"
+	"github.com/testum/testum/libs/bus"
+)
+
+// TestWebSocketConsumersEndWithTheSocket checks that each WebSocket's
+// transcript consumer is deleted when the socket ends, rather than left on
+// the server until its inactive threshold.
+func TestWebSocketConsumersEndWithTheSocket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	root := g.as(t, apiclient.SuperAdmin)
+	run := queuedRun(t, root)
+	nc, err := e.ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumers := func() int {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, bus.StreamOutput)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	waitFor := func(want int) {
+		t.Helper()
+		for attempt := 0; ; attempt++ {
+			n := consumers()
+			if n == want {
+				return
+			}
+			if attempt == 600 { // a hang guard: one minute
+				t.Fatalf("%d consumers on %s, want %d", n, bus.StreamOutput, want)
+			}
+			time.Sleep(100 * time.Millisecond) // polling interval
+		}
+	}
+	base := consumers()
+
+	const sockets = 8
+	for round := range 3 {
+		var open []*wsPeer
+		for range sockets {
+			open = append(open, dialWS(t, g, root.token, run))
+		}
+		waitFor(base + sockets)
+		for _, p := range open {
+			_ = p.conn.Close() // gone without a close frame, as a closed tab
+		}
+		waitFor(base)
+		t.Logf("round %d: %d sockets came and went, their consumers with them", round+1, sockets)
+	}
+}
