@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -140,4 +143,49 @@ func TestServeOnANATSCluster(t *testing.T) {
 	}
 	wantStreamReplicas(t, js, 1)
 	s.runEcho(t, ids, "migrated")
+}
+
+// TestLogBucketOnANATSCluster: the split roles' log bucket on a real
+// 3-node cluster gets 3 replicas by default; a process configured with
+// TESTUM_STREAM_REPLICAS=1 opens it, logs both counts and leaves it R3.
+func TestLogBucketOnANATSCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartNATSCluster(t)
+	nc := cluster.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(env map[string]string) string {
+		t.Helper()
+		var c Config
+		if err := c.load("executor", nil, func(k string) string { return env[k] }, io.Discard, roleGroups["executor"]...); err != nil {
+			t.Fatal(err)
+		}
+		var logs strings.Builder
+		if _, err := openLogStore(t.Context(), &c, nc, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+			t.Fatalf("open the log store: %v\n%s", err, logs.String())
+		}
+		return logs.String()
+	}
+	bucketReplicas := func() int {
+		t.Helper()
+		s, err := js.Stream(t.Context(), "OBJ_"+logstore.DefaultNATSBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config.Replicas
+	}
+
+	open(nil)
+	if r := bucketReplicas(); r != 3 {
+		t.Fatalf("log bucket created with %d replicas, want 3", r)
+	}
+	logs := open(map[string]string{"TESTUM_STREAM_REPLICAS": "1"})
+	if r := bucketReplicas(); r != 3 {
+		t.Errorf("log bucket has %d replicas after a start configured for 1, want 3 kept", r)
+	}
+	if !strings.Contains(logs, "bucket="+logstore.DefaultNATSBucket+" replicas=3 configured_replicas=1") {
+		t.Errorf("no log line with both replica counts:\n%s", logs)
+	}
 }

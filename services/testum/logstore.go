@@ -91,11 +91,15 @@ func openLogStore(ctx context.Context, c *Config, nc *nats.Conn, log *slog.Logge
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// Replicated like the streams: as many replicas as the work queue has
-	// (whatever the setting was when it was made), else as configured.
-	want := c.streamsConfig().Replicas
-	if st, err := js.Stream(octx, bus.StreamTasks); err == nil {
-		want = st.CachedInfo().Config.Replicas
+	// Replicated like the streams: as configured, else min(3, JetStream
+	// servers). The default costs a probe, made only to create the bucket.
+	want := c.StreamReplicas
+	if want == 0 {
+		if _, err := js.ObjectStore(octx, logstore.DefaultNATSBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+			if want, err = bus.Replicas(octx, js, 0); err != nil {
+				return nil, err
+			}
+		}
 	}
 	s, err := logstore.NewNATS(octx, js, logstore.NATSConfig{Replicas: want})
 	if err != nil {
@@ -103,10 +107,10 @@ func openLogStore(ctx context.Context, c *Config, nc *nats.Conn, log *slog.Logge
 	}
 	if have, err := s.Replicas(octx); err != nil {
 		return nil, err
-	} else if want > 0 && have != want {
+	} else if c.StreamReplicas > 0 && have != c.StreamReplicas {
 		// Like the streams, an existing bucket is never changed by a
 		// process that merely starts.
-		log.Warn("the log bucket keeps its replicas", "bucket", s.Bucket(), "replicas", have, "configured", want)
+		log.Warn("the log bucket keeps its replicas", "bucket", s.Bucket(), "replicas", have, "configured_replicas", c.StreamReplicas)
 	}
 	log.Info("logs are archived in the NATS object store", "bucket", s.Bucket())
 	return s, nil
