@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -192,10 +193,10 @@ func sshdAbove(t *testing.T, pid int) int {
 	return 0
 }
 
-// TestRolesWaitForPostgreSQLAndNATSAtStart: a gateway and executors started
-// while their PostgreSQL and NATS do not answer yet wait for each in turn
-// instead of exiting: the gateway listens meanwhile (/healthz 200, /readyz
-// 503), a SIGTERM during the wait is a clean exit, and once both answer the
+// TestRolesWaitForPostgreSQLAndNATSAtStart: a gateway, executors and a
+// testum serve started while their PostgreSQL and NATS do not answer yet
+// wait for each in turn instead of exiting: the gateway and serve listen
+// meanwhile (/healthz 200, /readyz 503), a SIGTERM during the wait is a clean exit, and once both answer the
 // roles start and a run succeeds.
 func TestRolesWaitForPostgreSQLAndNATSAtStart(t *testing.T) {
 	t.Parallel()
@@ -225,15 +226,22 @@ func TestRolesWaitForPostgreSQLAndNATSAtStart(t *testing.T) {
 	gw := startProcess(t, env, "gateway")
 	ex := startProcess(t, env, "executor")
 	quitter := startProcess(t, env, "executor")
-	base := gw.waitOutput(t, regexp.MustCompile(`listening on (http://\S+),`))[1]
-	for _, p := range []*process{gw, ex, quitter} {
+	serveEnv := maps.Clone(env)
+	serveEnv["TESTUM_DATA_DIR"] = t.TempDir()
+	serve := startProcess(t, serveEnv, "serve")
+	listening := regexp.MustCompile(`listening on (http://\S+),`)
+	base := gw.waitOutput(t, listening)[1]
+	serveBase := serve.waitOutput(t, listening)[1]
+	for _, p := range []*process{gw, ex, quitter, serve} {
 		p.waitOutput(t, regexp.MustCompile(`waiting for PostgreSQL`))
 	}
-	if code := httpStatus(t, base+"/healthz"); code != http.StatusOK {
-		t.Errorf("/healthz while waiting: %d, want 200", code)
-	}
-	if code := httpStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
-		t.Errorf("/readyz while waiting for PostgreSQL: %d, want 503", code)
+	for _, b := range []string{base, serveBase} {
+		if code := httpStatus(t, b+"/healthz"); code != http.StatusOK {
+			t.Errorf("%s/healthz while waiting: %d, want 200", b, code)
+		}
+		if code := httpStatus(t, b+"/readyz"); code != http.StatusServiceUnavailable {
+			t.Errorf("%s/readyz while waiting for PostgreSQL: %d, want 503", b, code)
+		}
 	}
 	if err := quitter.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -248,19 +256,24 @@ func TestRolesWaitForPostgreSQLAndNATSAtStart(t *testing.T) {
 	}
 
 	latePG.open()
-	for _, p := range []*process{gw, ex} {
+	for _, p := range []*process{gw, ex, serve} {
 		p.waitOutput(t, regexp.MustCompile(`waiting for NATS`))
 	}
-	if code := httpStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
-		t.Errorf("/readyz while waiting for NATS: %d, want 503", code)
+	for _, b := range []string{base, serveBase} {
+		if code := httpStatus(t, b+"/readyz"); code != http.StatusServiceUnavailable {
+			t.Errorf("%s/readyz while waiting for NATS: %d, want 503", b, code)
+		}
 	}
 	lateNATS.open()
-	deadline := time.Now().Add(waitLimit)
-	for httpStatus(t, base+"/readyz") != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not 200 after PostgreSQL and NATS came:\n%s", gw.out.String())
+	for _, p := range []*process{gw, serve} {
+		b := p.waitOutput(t, listening)[1]
+		deadline := time.Now().Add(waitLimit)
+		for httpStatus(t, b+"/readyz") != http.StatusOK {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s/readyz not 200 after PostgreSQL and NATS came:\n%s", b, p.out.String())
+			}
+			time.Sleep(100 * time.Millisecond) // polling interval
 		}
-		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 	s := &server{URL: gw.waitURL(t)}
 	s.login(t)

@@ -26,8 +26,18 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	sys, err := openSystem(ctx, &cfg, log, systemOpts{embed: true, needNATS: true})
+	// Listen first, like testum gateway: while it waits for an external
+	// PostgreSQL or NATS (or starts its own), /healthz 200 and /readyz 503.
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
+	}
+	fmt.Fprintf(stdout, "testum %s listening on http://%s, ready once PostgreSQL, NATS and JetStream answer\n", version, ln.Addr())
+	stopStarting := serveStarting(ln, log)
+	sys, err := openSystem(ctx, &cfg, log, systemOpts{embed: true, needNATS: true})
+	stopStarting()
+	if err != nil {
+		_ = ln.Close()
 		return stoppedWhileStarting(ctx, err)
 	}
 	defer sys.Close()
@@ -43,10 +53,6 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	ex, err := newExecutor(&cfg, sys, m)
 	if err != nil {
 		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("TESTUM_LISTEN %s: %w", cfg.Listen, err)
 	}
 	fmt.Fprintf(stdout, "testum %s serving on http://%s\n", version, ln.Addr())
 	if sys.natsURL != "" {
