@@ -1,12 +1,10 @@
 package bus
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,30 +13,6 @@ import (
 
 	"github.com/testum/testum/libs/testenv"
 )
-
-// logBuffer collects what a logger writes, safely for several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 type streamState struct {
 	replicas int
@@ -136,7 +110,7 @@ func TestStreamsOnACluster(t *testing.T) {
 
 	// A start with other settings: replicas kept, the lower max age kept,
 	// one line per stream.
-	var logs logBuffer
+	var logs testenv.LogBuffer
 	start := StreamsConfig{Replicas: 1, OutputMaxAge: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	if err := EnsureStreams(ctx, js, start); err != nil {
 		t.Fatalf("start with TESTUM_STREAM_REPLICAS=1: %v", err)
@@ -147,12 +121,12 @@ func TestStreamsOnACluster(t *testing.T) {
 		t.Errorf("output max age %s, want %s kept", got[StreamOutput].maxAge, DefaultOutputMaxAge)
 	}
 	for _, name := range []string{StreamRuns, StreamTasks, StreamOutput} {
-		lines := logs.lines("stream=" + name + " ")
+		lines := logs.Lines("stream=" + name + " ")
 		if len(lines) != 1 || !strings.Contains(lines[0], "replicas=3 configured_replicas=1") {
 			t.Errorf("log lines of %s: %q, want one with both replica counts", name, lines)
 		}
 	}
-	if l := logs.lines("stream=" + StreamOutput + " "); len(l) == 1 && !strings.Contains(l[0], "max_age=24h0m0s configured_max_age=1h0m0s") {
+	if l := logs.Lines("stream=" + StreamOutput + " "); len(l) == 1 && !strings.Contains(l[0], "max_age=24h0m0s configured_max_age=1h0m0s") {
 		t.Errorf("output log line %q does not show the kept max age", l[0])
 	}
 
@@ -175,12 +149,12 @@ func TestStreamsOnACluster(t *testing.T) {
 
 	// A start with the default settings finds R1 streams on a cluster of
 	// three: it keeps them and says so.
-	var defLogs logBuffer
+	var defLogs testenv.LogBuffer
 	if err := EnsureStreams(ctx, js, StreamsConfig{Logger: slog.New(slog.NewTextHandler(&defLogs, nil))}); err != nil {
 		t.Fatalf("start with the default replicas: %v", err)
 	}
 	wantReplicas(t, streamStates(t, ctx, js), 1)
-	if l := defLogs.lines("replicas=1 configured_replicas=3"); len(l) != 3 {
+	if l := defLogs.Lines("replicas=1 configured_replicas=3"); len(l) != 3 {
 		t.Errorf("start with the default on R1 streams logged %q, want one line per stream", l)
 	}
 

@@ -18,6 +18,7 @@ import (
 	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/auth"
 	"github.com/testum/testum/libs/store"
+	"github.com/testum/testum/libs/testenv"
 	"github.com/testum/testum/services/gateway"
 )
 
@@ -441,7 +442,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	e := newEnv(t)
 	g := e.start(nil)
 	ctx := t.Context()
-	seen := &syncBuffer{}
+	seen := &testenv.LogBuffer{}
 	root := g.anon(t)
 	lr := root.login(rootName, rootKey)
 	u := root.createUser("leaky", apiclient.ExtendedAdmin)

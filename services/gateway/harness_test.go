@@ -70,7 +70,7 @@ type env struct {
 	dbURL string
 	clock *clock
 	ns    *natsembed.Server
-	logs  *syncBuffer
+	logs  *testenv.LogBuffer
 
 	mu       sync.Mutex
 	accounts map[apiclient.Role]account // made by account, one per role
@@ -79,26 +79,9 @@ type env struct {
 // account is a user's name and master key.
 type account struct{ name, key string }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, dbURL: testenv.Postgres(t), clock: &clock{t: time.Now().UTC()}, logs: &syncBuffer{}}
+	e := &env{t: t, dbURL: testenv.Postgres(t), clock: &clock{t: time.Now().UTC()}, logs: &testenv.LogBuffer{}}
 	if err := store.Migrate(context.Background(), e.dbURL, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -193,10 +176,10 @@ type caller struct {
 	*apiclient.ClientWithResponses
 	t       *testing.T
 	base    string
-	token   string         // Authorization: Bearer
-	cookies []*http.Cookie // or the console's cookies
-	header  http.Header    // extra headers (X-Forwarded-For, Origin, ...)
-	seen    *syncBuffer    // if set, every response body, for the secret grep
+	token   string             // Authorization: Bearer
+	cookies []*http.Cookie     // or the console's cookies
+	header  http.Header        // extra headers (X-Forwarded-For, Origin, ...)
+	seen    *testenv.LogBuffer // if set, every response body, for the secret grep
 }
 
 // anon returns a caller of g that is not logged in.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	apiclient "github.com/testum/testum/libs/api/client"
+	"github.com/testum/testum/libs/testenv"
 )
 
 // TestImportKeepsSecretsOutOfLabels: Ansible variables become labels only
@@ -16,7 +17,7 @@ func TestImportKeepsSecretsOutOfLabels(t *testing.T) {
 	e := newEnv(t)
 	g := e.start(nil)
 	ctx := t.Context()
-	seen := &syncBuffer{}
+	seen := &testenv.LogBuffer{}
 	c := g.anon(t)
 	c.seen = seen
 	c.login(rootName, rootKey)

@@ -1,38 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/testum/testum/libs/testenv"
 )
-
-// syncBuffer is a log sink safe for the waiter's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestStartupAwait(t *testing.T) {
 	down := errors.New("connection refused")
 	t.Run("retries until it answers, a line per attempt", func(t *testing.T) {
-		var logs syncBuffer
+		var logs testenv.LogBuffer
 		s := newStartup(slog.New(slog.NewTextHandler(&logs, nil)))
 		calls := 0
 		err := s.await(context.Background(), "NATS", func(context.Context) error {
