@@ -255,12 +255,12 @@ func (m *markers) WaitStarted(t *testing.T, n int) {
 // with since = the last seq it got, as the console does. It fails the test
 // on a seq that does not increase (a duplicate).
 type follower struct {
-	t      *testing.T
-	id     string
-	next   func(drops int) *server
-	Msgs   []apiclient.WSMessage
-	Drops  int
-	OnMsg  func(n int, m apiclient.WSMessage) // called after each message, from Follow's goroutine
+	t     *testing.T
+	id    string
+	next  func(drops int) *server
+	Msgs  []apiclient.WSMessage
+	Drops int
+	OnMsg func(n int, m apiclient.WSMessage) // called after each message, from Follow's goroutine
 }
 
 // Follow reads until the run's done message; at most 50 reconnections.
