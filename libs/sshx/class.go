@@ -60,3 +60,36 @@ func noteTimeout(ctx, hctx context.Context, err error) error {
 	}
 	return err
 }
+
+// noteConnected marks a failure as one of the SSH handshake, after the TCP
+// connection was open.
+func noteConnected(err error) error {
+	var de *DialError
+	if errors.As(err, &de) {
+		de.connected = true
+	}
+	return err
+}
+
+// PreAuth reports whether a dial failed because the host reset or closed
+// the connection after accepting it and before authentication completed:
+// the way an sshd sheds handshakes it has no room for (OpenSSH's
+// MaxStartups). Nothing ran on the host, so dialing again is safe. A
+// rejected credential or host key is not such a failure.
+func PreAuth(err error) bool {
+	var de *DialError
+	return errors.As(err, &de) && de.connected && de.Failure == Unreachable && ClassOf(err) == ClassReset
+}
+
+// Overloaded reports whether a dial failure looks like the host, or the
+// path to it, shedding load: a PreAuth failure, or a handshake that
+// stalled past the connect timeout after the TCP connection was open. A
+// host that refuses or never answers TCP is not overloaded, only absent.
+func Overloaded(err error) bool {
+	var de *DialError
+	if !errors.As(err, &de) || !de.connected || de.Failure != Unreachable {
+		return false
+	}
+	c := ClassOf(err)
+	return c == ClassReset || c == ClassTimeout
+}

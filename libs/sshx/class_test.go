@@ -49,13 +49,15 @@ func TestClassOf(t *testing.T) {
 		target sshx.Target
 		cfg    sshx.Config
 		want   sshx.FailureClass
+		// preAuth: safe to dial again; overloaded: the host looks like it sheds load.
+		preAuth, overloaded bool
 	}{
-		{"refused", sshx.Target{Addr: closed, User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassRefused},
+		{"refused", sshx.Target{Addr: closed, User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassRefused, false, false},
 		{"silent", sshx.Target{Addr: testenv.SilentServer(t), User: "u", Password: "p", HostKey: autoAdd},
-			sshx.Config{ConnectTimeout: 300 * time.Millisecond}, sshx.ClassTimeout},
-		{"closed before the banner", sshx.Target{Addr: closingServer(t), User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassReset},
-		{"wrong password", wrongPassword, testConfig, sshx.ClassAuth},
-		{"changed host key", pinnedElsewhere, testConfig, sshx.ClassHostKey},
+			sshx.Config{ConnectTimeout: 300 * time.Millisecond}, sshx.ClassTimeout, false, true},
+		{"closed before the banner", sshx.Target{Addr: closingServer(t), User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassReset, true, true},
+		{"wrong password", wrongPassword, testConfig, sshx.ClassAuth, false, false},
+		{"changed host key", pinnedElsewhere, testConfig, sshx.ClassHostKey, false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -69,10 +71,19 @@ func TestClassOf(t *testing.T) {
 			if got := sshx.ClassOf(err); got != c.want {
 				t.Fatalf("ClassOf(%v) = %s, want %s", err, got, c.want)
 			}
+			if got := sshx.PreAuth(err); got != c.preAuth {
+				t.Errorf("PreAuth(%v) = %v", err, got)
+			}
+			if got := sshx.Overloaded(err); got != c.overloaded {
+				t.Errorf("Overloaded(%v) = %v", err, got)
+			}
 		})
 	}
 	if got := sshx.ClassOf(context.Canceled); got != sshx.ClassOther {
 		t.Errorf("ClassOf(context.Canceled) = %s", got)
+	}
+	if sshx.PreAuth(context.Canceled) || sshx.Overloaded(context.Canceled) {
+		t.Error("a canceled dial taken for a shed handshake")
 	}
 	if got := sshx.ClassOf(&sshx.DialError{Failure: sshx.Unreachable, Err: errors.New("no route")}); got != sshx.ClassOther {
 		t.Errorf("ClassOf(no route) = %s", got)

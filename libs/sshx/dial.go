@@ -184,7 +184,7 @@ func (a *hopAttempt) dial(ctx context.Context) (ssh.Conn, <-chan ssh.NewChannel,
 		}
 	}
 	if err != nil {
-		return nil, nil, nil, noteTimeout(ctx, hctx, a.handshakeError(ctx, hctx, err))
+		return nil, nil, nil, noteTimeout(ctx, hctx, noteConnected(a.handshakeError(ctx, hctx, err)))
 	}
 	return conn, chans, reqs, nil
 }

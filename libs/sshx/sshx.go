@@ -161,6 +161,9 @@ type DialError struct {
 	Err     error
 
 	timedOut bool // the hop's deadline passed (ClassOf)
+	// connected: the TCP connection (or the forward through the previous
+	// hop) was open and the SSH handshake had begun (PreAuth, Overloaded).
+	connected bool
 }
 
 func (e *DialError) Error() string {
