@@ -51,6 +51,9 @@ type Metrics struct {
 	HostsTotal           *prometheus.CounterVec // state: the final host state
 	SSHHandshake         prometheus.Histogram   // successful dials: TCP, handshake and login of every hop
 	SSHHandshakeFailures *prometheus.CounterVec // class: sshx.FailureClass
+	SSHHandshakeWindow   prometheus.Gauge       // the executors' adaptive bounds of handshakes in flight, summed
+	SSHHandshakesActive  prometheus.Gauge
+	SSHHandshakeRetries  prometheus.Counter
 	CommandDuration      prometheus.Histogram
 	OutputBytes          prometheus.Counter
 	PublishDuration      prometheus.Histogram
@@ -82,6 +85,12 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		SSHHandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "testum_ssh_handshake_failures_total",
 			Help: "SSH dials that failed, by class: refused, timeout, auth, host_key, reset, other."}, []string{"class"}),
+		SSHHandshakeWindow: prometheus.NewGauge(prometheus.GaugeOpts{Name: "testum_ssh_handshake_window",
+			Help: "SSH handshakes the executors in this process allow in flight now: their AIMD windows, at most TESTUM_MAX_HANDSHAKES each."}),
+		SSHHandshakesActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "testum_ssh_handshakes_in_flight",
+			Help: "SSH handshakes in flight now in this process."}),
+		SSHHandshakeRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "testum_ssh_handshake_retries_total",
+			Help: "SSH dials made again after the host reset or closed the connection before authentication completed."}),
 		CommandDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "testum_command_duration_seconds",
 			Help:    "Time from a command's start on a host to its end, whatever the outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 4, 10)}),
@@ -131,7 +140,8 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.ExecutorSlots, m.HostsTotal, m.SSHHandshake, m.SSHHandshakeFailures, m.CommandDuration, m.OutputBytes,
+		m.ExecutorSlots, m.HostsTotal, m.SSHHandshake, m.SSHHandshakeFailures, m.SSHHandshakeWindow,
+		m.SSHHandshakesActive, m.SSHHandshakeRetries, m.CommandDuration, m.OutputBytes,
 		m.PublishDuration, m.PublishRetries, m.CoordinatorRuns, m.ReaperActions,
 		m.HTTPRequests, m.HTTPDuration, m.WebSocketClients, m.LoginFailures,
 		m.tasksPending, m.sessionsActive,

@@ -24,6 +24,12 @@ func publishBackoff() retry.Backoff {
 	return retry.WithMaxDuration(publishGiveUp, jittered(50*time.Millisecond, 2*time.Second))
 }
 
+// dialRetryBackoff paces the dials of a host that shed the handshake: the
+// wide jitter spreads the hosts of one overloaded sshd apart again.
+func dialRetryBackoff() retry.Backoff {
+	return retry.WithCappedDuration(2*time.Second, retry.WithJitterPercent(50, retry.NewExponential(dialRetryBase)))
+}
+
 func jittered(base, most time.Duration) retry.Backoff {
 	return retry.WithCappedDuration(most, retry.WithJitterPercent(20, retry.NewExponential(base)))
 }

@@ -43,7 +43,7 @@ const (
 type Config struct {
 	ID                string        // unique per process; default hostname-pid-random
 	Slots             int           // concurrent host sessions (default 256)
-	MaxHandshakes     int           // SSH handshakes in flight at once (default 64): each costs the hosts' sshd real CPU
+	MaxHandshakes     int           // ceiling of the adaptive window of SSH handshakes in flight (default 64): each costs the hosts' sshd real CPU
 	ConnectTimeout    time.Duration // TCP dial + SSH handshake + auth (default 10s)
 	KeepAlive         time.Duration // SSH keepalive interval during commands (default 15s)
 	HostKeyPolicy     testum.HostKeyPolicy
@@ -151,7 +151,7 @@ type Executor struct {
 	output outputPublisher // transcript messages: the output stream
 
 	slots      chan struct{} // a token per free session slot
-	handshakes chan struct{} // a token per handshake allowed in flight
+	handshakes *handshakeGate // the adaptive bound of SSH handshakes in flight
 
 	mu     sync.Mutex
 	active map[uuid.UUID]map[*hostTask]struct{} // running tasks by run, for cancel and in-progress acks
@@ -187,7 +187,6 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{pub}, m: m, pub: pub,
 		log:          cfg.Logger.With("component", "executor", "executor", cfg.ID),
 		slots:        make(chan struct{}, cfg.Slots),
-		handshakes:   make(chan struct{}, cfg.MaxHandshakes),
 		active:       map[uuid.UUID]map[*hostTask]struct{}{},
 		coordinating: map[uuid.UUID]struct{}{},
 		runs:         newRunCache(1024),
@@ -196,6 +195,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		pool:         newConnPool(cfg.ConnIdle, cfg.Slots),
 		signers:      newSignerCache(),
 	}
+	e.handshakes = newHandshakeGate(cfg.MaxHandshakes, e.log, time.Now, m.handshakeGauges())
 	for range cfg.Slots {
 		e.slots <- struct{}{}
 	}

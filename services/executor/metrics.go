@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,6 +66,21 @@ func (m execMetrics) dialed(ctx context.Context, start time.Time, err error) {
 		m.SSHHandshake.Observe(time.Since(start).Seconds())
 	case ctx.Err() == nil:
 		m.SSHHandshakeFailures.WithLabelValues(string(sshx.ClassOf(err))).Inc()
+	}
+}
+
+// handshakeGauges returns the handshake gate's onChange: it adds this
+// executor's changes to the process's gauges, which other executors of the
+// process share.
+func (m execMetrics) handshakeGauges() func(window, inFlight int) {
+	var mu sync.Mutex
+	var lastWindow, lastInFlight int
+	return func(window, inFlight int) {
+		mu.Lock()
+		defer mu.Unlock()
+		m.SSHHandshakeWindow.Add(float64(window - lastWindow))
+		m.SSHHandshakesActive.Add(float64(inFlight - lastInFlight))
+		lastWindow, lastInFlight = window, inFlight
 	}
 }
 
