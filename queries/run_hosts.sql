@@ -37,7 +37,7 @@ ORDER BY idx;
 -- attempt matches the task's can be taken, by exactly one executor.
 UPDATE run_hosts
 SET state = 'connecting', attempt = @attempt, executor_id = @executor_id::text, started_at = now(),
-    finished_at = NULL, exit_code = NULL, signal = '', error = ''
+    finished_at = NULL, exit_code = NULL, signal = '', error = '', connect_attempts = NULL
 WHERE run_id = @run_id AND idx = @idx AND state = 'queued' AND attempt + 1 = @attempt
 RETURNING *;
 
@@ -55,7 +55,7 @@ WHERE run_id = @run_id AND idx = @idx AND attempt = @attempt AND executor_id = @
 UPDATE run_hosts
 SET state = @state, exit_code = @exit_code, signal = @signal, error = @error,
     output_bytes = @output_bytes, truncated = @truncated, output_digest = @output_digest,
-    log_key = @log_key, finished_at = now()
+    log_key = @log_key, connect_attempts = sqlc.narg('connect_attempts'), finished_at = now()
 WHERE run_id = @run_id AND idx = @idx AND attempt = @attempt AND executor_id = @executor_id::text
   AND state IN ('connecting', 'running')
 RETURNING *;

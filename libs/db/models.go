@@ -99,24 +99,25 @@ type Run struct {
 }
 
 type RunHost struct {
-	RunID        uuid.UUID
-	Idx          int32
-	PlatformID   *int64
-	Name         string
-	Address      string
-	State        string
-	ReleasedAt   *time.Time
-	Attempt      int32
-	ExecutorID   *string
-	ExitCode     *int32
-	Signal       string
-	Error        string
-	OutputBytes  int64
-	Truncated    bool
-	OutputDigest string
-	LogKey       string
-	StartedAt    *time.Time
-	FinishedAt   *time.Time
+	RunID           uuid.UUID
+	Idx             int32
+	PlatformID      *int64
+	Name            string
+	Address         string
+	State           string
+	ReleasedAt      *time.Time
+	Attempt         int32
+	ExecutorID      *string
+	ExitCode        *int32
+	Signal          string
+	Error           string
+	OutputBytes     int64
+	Truncated       bool
+	OutputDigest    string
+	LogKey          string
+	StartedAt       *time.Time
+	FinishedAt      *time.Time
+	ConnectAttempts *int32
 }
 
 type RunSecretEnv struct {

@@ -15,9 +15,9 @@ import (
 const runHostClaim = `-- name: RunHostClaim :one
 UPDATE run_hosts
 SET state = 'connecting', attempt = $1, executor_id = $2::text, started_at = now(),
-    finished_at = NULL, exit_code = NULL, signal = '', error = ''
+    finished_at = NULL, exit_code = NULL, signal = '', error = '', connect_attempts = NULL
 WHERE run_id = $3 AND idx = $4 AND state = 'queued' AND attempt + 1 = $1
-RETURNING run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at
+RETURNING run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at, connect_attempts
 `
 
 type RunHostClaimParams struct {
@@ -56,6 +56,7 @@ func (q *Queries) RunHostClaim(ctx context.Context, arg RunHostClaimParams) (Run
 		&i.LogKey,
 		&i.StartedAt,
 		&i.FinishedAt,
+		&i.ConnectAttempts,
 	)
 	return i, err
 }
@@ -122,25 +123,26 @@ const runHostFinish = `-- name: RunHostFinish :one
 UPDATE run_hosts
 SET state = $1, exit_code = $2, signal = $3, error = $4,
     output_bytes = $5, truncated = $6, output_digest = $7,
-    log_key = $8, finished_at = now()
-WHERE run_id = $9 AND idx = $10 AND attempt = $11 AND executor_id = $12::text
+    log_key = $8, connect_attempts = $9, finished_at = now()
+WHERE run_id = $10 AND idx = $11 AND attempt = $12 AND executor_id = $13::text
   AND state IN ('connecting', 'running')
-RETURNING run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at
+RETURNING run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at, connect_attempts
 `
 
 type RunHostFinishParams struct {
-	State        string
-	ExitCode     *int32
-	Signal       string
-	Error        string
-	OutputBytes  int64
-	Truncated    bool
-	OutputDigest string
-	LogKey       string
-	RunID        uuid.UUID
-	Idx          int32
-	Attempt      int32
-	ExecutorID   string
+	State           string
+	ExitCode        *int32
+	Signal          string
+	Error           string
+	OutputBytes     int64
+	Truncated       bool
+	OutputDigest    string
+	LogKey          string
+	ConnectAttempts *int32
+	RunID           uuid.UUID
+	Idx             int32
+	Attempt         int32
+	ExecutorID      string
 }
 
 func (q *Queries) RunHostFinish(ctx context.Context, arg RunHostFinishParams) (RunHost, error) {
@@ -153,6 +155,7 @@ func (q *Queries) RunHostFinish(ctx context.Context, arg RunHostFinishParams) (R
 		arg.Truncated,
 		arg.OutputDigest,
 		arg.LogKey,
+		arg.ConnectAttempts,
 		arg.RunID,
 		arg.Idx,
 		arg.Attempt,
@@ -178,12 +181,13 @@ func (q *Queries) RunHostFinish(ctx context.Context, arg RunHostFinishParams) (R
 		&i.LogKey,
 		&i.StartedAt,
 		&i.FinishedAt,
+		&i.ConnectAttempts,
 	)
 	return i, err
 }
 
 const runHostGet = `-- name: RunHostGet :one
-SELECT run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at FROM run_hosts WHERE run_id = $1 AND idx = $2
+SELECT run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at, connect_attempts FROM run_hosts WHERE run_id = $1 AND idx = $2
 `
 
 type RunHostGetParams struct {
@@ -213,6 +217,7 @@ func (q *Queries) RunHostGet(ctx context.Context, arg RunHostGetParams) (RunHost
 		&i.LogKey,
 		&i.StartedAt,
 		&i.FinishedAt,
+		&i.ConnectAttempts,
 	)
 	return i, err
 }
@@ -316,7 +321,7 @@ type RunHostsInsertParams struct {
 }
 
 const runHostsList = `-- name: RunHostsList :many
-SELECT run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at FROM run_hosts WHERE run_id = $1 ORDER BY idx
+SELECT run_id, idx, platform_id, name, address, state, released_at, attempt, executor_id, exit_code, signal, error, output_bytes, truncated, output_digest, log_key, started_at, finished_at, connect_attempts FROM run_hosts WHERE run_id = $1 ORDER BY idx
 `
 
 func (q *Queries) RunHostsList(ctx context.Context, runID uuid.UUID) ([]RunHost, error) {
@@ -347,6 +352,7 @@ func (q *Queries) RunHostsList(ctx context.Context, runID uuid.UUID) ([]RunHost,
 			&i.LogKey,
 			&i.StartedAt,
 			&i.FinishedAt,
+			&i.ConnectAttempts,
 		); err != nil {
 			return nil, err
 		}

@@ -140,6 +140,9 @@ type HostResult struct {
 	Truncated    bool
 	OutputDigest string
 	LogKey       string
+	// ConnectAttempts is how many SSH dials the host's connection took; 0
+	// when none was made (a kept connection, or the host never got that far).
+	ConnectAttempts int
 }
 
 // RunHostFinish records a host's end. ok=false means the host was no longer
@@ -150,10 +153,16 @@ func (s *Store) RunHostFinish(ctx context.Context, run uuid.UUID, idx, attempt i
 		v := int32(*r.ExitCode)
 		ec = &v
 	}
+	var dials *int32
+	if r.ConnectAttempts > 0 {
+		v := int32(r.ConnectAttempts)
+		dials = &v
+	}
 	row, err := s.q.RunHostFinish(ctx, db.RunHostFinishParams{
 		RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor,
 		State: string(r.State), ExitCode: ec, Signal: r.Signal, Error: r.Error,
 		OutputBytes: r.OutputBytes, Truncated: r.Truncated, OutputDigest: r.OutputDigest, LogKey: r.LogKey,
+		ConnectAttempts: dials,
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return testum.RunHost{}, false, nil
@@ -228,6 +237,10 @@ func runHostFromRow(r db.RunHost) testum.RunHost {
 	if r.ExitCode != nil {
 		v := int(*r.ExitCode)
 		h.ExitCode = &v
+	}
+	if r.ConnectAttempts != nil {
+		v := int(*r.ConnectAttempts)
+		h.ConnectAttempts = &v
 	}
 	return h
 }

@@ -126,6 +126,10 @@ type RunHost struct {
 	ReleasedAt   *time.Time
 	StartedAt    *time.Time
 	FinishedAt   *time.Time
+	// ConnectAttempts is how many SSH dials the host's connection took
+	// (more than one after handshakes the host dropped before
+	// authentication); nil when none was made.
+	ConnectAttempts *int
 }
 
 // AuditEntry is one line of the audit log. Details must never hold a secret.

@@ -31,6 +31,7 @@ type hostTask struct {
 	cancelFn context.CancelCauseFunc
 	out      *transcript
 	sudoPass string // the platform's login password, for sudo -S
+	dials    int    // SSH dials made for the host's connection (retries included)
 }
 
 func newHostTask(e *Executor, msg jetstream.Msg, run testum.Run, host testum.RunHost, attempt int) *hostTask {
@@ -211,16 +212,7 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 		t.recordContact(platform.ID, testum.PlatformState(testum.HostAuthFailed), msg)
 		return fail(outcome{state: testum.HostAuthFailed, err: msg})
 	}
-	select {
-	case t.e.handshakes <- struct{}{}:
-	case <-ctx.Done():
-		return fail(t.interrupted(ctx, nil))
-	}
-	dialStart := time.Now()
-	client, err := sshx.Dial(ctx, target, sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive,
-		Deny: t.e.cfg.TargetDeny})
-	<-t.e.handshakes
-	t.e.m.dialed(ctx, dialStart, err)
+	client, err := t.dial(ctx, target)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(t.interrupted(ctx, nil))
@@ -238,6 +230,55 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 		return fail(outcome{state: testum.HostHostKeyRejected, err: fmt.Sprintf("ssh %s: %v", target.Addr, err)})
 	}
 	return client, false, nil
+}
+
+// Dials retried after the host shed the handshake (sshx.PreAuth): nothing
+// ran on the host yet, so a retry cannot run anything twice. A failure
+// once a session channel is open is never retried: that is Run's, not the
+// dial's.
+const (
+	maxDialAttempts = 3
+	dialRetryBase   = 200 * time.Millisecond
+)
+
+// dial connects to the host under the executor's handshake window, again
+// after a jittered pause when the host reset or closed the connection
+// before authentication completed, at most maxDialAttempts times.
+func (t *hostTask) dial(ctx context.Context, target sshx.Target) (*sshx.Client, error) {
+	cfg := sshx.Config{ConnectTimeout: t.e.cfg.ConnectTimeout, KeepAlive: t.e.cfg.KeepAlive, Deny: t.e.cfg.TargetDeny}
+	pauses := dialRetryBackoff()
+	for {
+		tk, err := t.e.handshakes.acquire(ctx, target.Addr)
+		if err != nil {
+			return nil, err
+		}
+		t.dials++
+		start := time.Now()
+		client, err := sshx.Dial(ctx, target, cfg)
+		tk.done(handshakeOutcome(ctx, err))
+		t.e.m.dialed(ctx, start, err)
+		if err == nil || ctx.Err() != nil || !sshx.PreAuth(err) || t.dials >= maxDialAttempts {
+			return client, err
+		}
+		d, _ := pauses.Next()
+		t.log.Debug("the host dropped the handshake before authentication; dialing again",
+			"dials", t.dials, "pause", d, "err", err)
+		t.e.m.SSHHandshakeRetries.Inc()
+		if !pause(ctx, d) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// handshakeOutcome is what a dial says about the host's load.
+func handshakeOutcome(ctx context.Context, err error) handshakeResult {
+	switch {
+	case err == nil:
+		return handshakeOK
+	case ctx.Err() == nil && sshx.Overloaded(err):
+		return handshakeOverloaded
+	}
+	return handshakeNeutral
 }
 
 // commandLimit is how long the command may run: the per-host timeout, or
@@ -331,6 +372,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	res := store.HostResult{
 		State: oc.state, ExitCode: oc.exit, Signal: oc.signal, Error: oc.err,
 		OutputBytes: stats.bytes, Truncated: stats.truncated, OutputDigest: stats.digest, LogKey: logKey,
+		ConnectAttempts: t.dials,
 	}
 	var recorded bool
 	err := keepTrying(hardCtx, t.log, "record host result", func(ctx context.Context) error {

@@ -140,6 +140,7 @@ func runHostWire(h testum.RunHost) apiclient.RunHost {
 		Idx: h.Idx, PlatformId: h.PlatformID, Name: h.Name, Address: h.Address, State: apiclient.HostState(h.State),
 		ExitCode: h.ExitCode, Signal: opt(h.Signal), Error: opt(h.Error), Attempt: h.Attempt, Executor: opt(h.ExecutorID),
 		OutputBytes: h.OutputBytes, Truncated: h.Truncated, StartedAt: h.StartedAt, FinishedAt: h.FinishedAt,
+		ConnectAttempts: h.ConnectAttempts,
 	}
 	if h.StartedAt != nil && h.FinishedAt != nil {
 		d := h.FinishedAt.Sub(*h.StartedAt).Milliseconds()

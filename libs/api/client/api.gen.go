@@ -881,21 +881,24 @@ type RunCreated struct {
 
 // RunHost defines model for RunHost.
 type RunHost struct {
-	Address     string     `json:"address"`
-	Attempt     int        `json:"attempt"`
-	DurationMs  *int64     `json:"duration_ms"`
-	Error       *string    `json:"error,omitempty"`
-	Executor    *string    `json:"executor,omitempty"`
-	ExitCode    *int       `json:"exit_code"`
-	FinishedAt  *time.Time `json:"finished_at"`
-	Idx         int        `json:"idx"`
-	Name        string     `json:"name"`
-	OutputBytes int64      `json:"output_bytes"`
-	PlatformId  *int64     `json:"platform_id"`
-	Signal      *string    `json:"signal,omitempty"`
-	StartedAt   *time.Time `json:"started_at"`
-	State       HostState  `json:"state"`
-	Truncated   bool       `json:"truncated"`
+	Address string `json:"address"`
+	Attempt int    `json:"attempt"`
+
+	// ConnectAttempts SSH dials the host's connection took: more than 1 when the host reset or closed the connection before authentication completed and the executor dialed again (at most 3). Absent when no dial was made (a kept connection was reused, or the host did not get that far).
+	ConnectAttempts *int       `json:"connect_attempts,omitempty"`
+	DurationMs      *int64     `json:"duration_ms"`
+	Error           *string    `json:"error,omitempty"`
+	Executor        *string    `json:"executor,omitempty"`
+	ExitCode        *int       `json:"exit_code"`
+	FinishedAt      *time.Time `json:"finished_at"`
+	Idx             int        `json:"idx"`
+	Name            string     `json:"name"`
+	OutputBytes     int64      `json:"output_bytes"`
+	PlatformId      *int64     `json:"platform_id"`
+	Signal          *string    `json:"signal,omitempty"`
+	StartedAt       *time.Time `json:"started_at"`
+	State           HostState  `json:"state"`
+	Truncated       bool       `json:"truncated"`
 }
 
 // RunRequest Give either command or script.

@@ -1246,6 +1246,8 @@ export interface components {
             finished_at: string | null;
             /** Format: int64 */
             duration_ms: number | null;
+            /** @description SSH dials the host's connection took: more than 1 when the host reset or closed the connection before authentication completed and the executor dialed again (at most 3). Absent when no dial was made (a kept connection was reused, or the host did not get that far). */
+            connect_attempts?: number;
         };
         CancelResponse: {
             /** Format: uuid */
