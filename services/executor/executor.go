@@ -150,7 +150,7 @@ type Executor struct {
 
 	output outputPublisher // transcript messages: the output stream
 
-	slots      chan struct{} // a token per free session slot
+	slots      chan struct{}  // a token per free session slot
 	handshakes *handshakeGate // the adaptive bound of SSH handshakes in flight
 
 	mu     sync.Mutex
