@@ -16,6 +16,18 @@ import (
 // any SSH banner.
 func closingServer(t *testing.T) string {
 	t.Helper()
+	return dropServer(t, false)
+}
+
+// resettingServer accepts TCP connections and resets them at once: on
+// loopback the reset often arrives before the client's connect returns.
+func resettingServer(t *testing.T) string {
+	t.Helper()
+	return dropServer(t, true)
+}
+
+func dropServer(t *testing.T, reset bool) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +38,9 @@ func closingServer(t *testing.T) string {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if tc, ok := c.(*net.TCPConn); ok && reset {
+				_ = tc.SetLinger(0)
 			}
 			_ = c.Close()
 		}
@@ -56,6 +71,7 @@ func TestClassOf(t *testing.T) {
 		{"silent", sshx.Target{Addr: testenv.SilentServer(t), User: "u", Password: "p", HostKey: autoAdd},
 			sshx.Config{ConnectTimeout: 300 * time.Millisecond}, sshx.ClassTimeout, false, true},
 		{"closed before the banner", sshx.Target{Addr: closingServer(t), User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassReset, true, true},
+		{"reset before the banner", sshx.Target{Addr: resettingServer(t), User: "u", Password: "p", HostKey: autoAdd}, testConfig, sshx.ClassReset, true, true},
 		{"wrong password", wrongPassword, testConfig, sshx.ClassAuth, false, false},
 		{"changed host key", pinnedElsewhere, testConfig, sshx.ClassHostKey, false, false},
 	}

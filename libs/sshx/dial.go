@@ -342,7 +342,10 @@ func (a *hopAttempt) connectError(ctx, hctx context.Context, err error) error {
 		return &DialError{Failure: Unreachable, Err: plain(err,
 			"connection to %s failed: %s", a.viaName, describeNetError(err))}
 	}
-	return &DialError{Failure: Unreachable, Err: plain(err, "%s", describeNetError(err))}
+	// A reset, unlike a refusal, means the host accepted the connection and
+	// dropped it at once, before connect even returned.
+	return &DialError{Failure: Unreachable, Err: plain(err, "%s", describeNetError(err)),
+		connected: errors.Is(err, syscall.ECONNRESET)}
 }
 
 // handshakeError classifies a failure of the SSH handshake: by what was

@@ -222,3 +222,19 @@ func TestSameWriter(t *testing.T) {
 		t.Fatal("an uncomparable writer compared equal")
 	}
 }
+
+// A TCP connect that ends in a reset (the host accepted, then dropped the
+// connection before connect returned, as a loaded loopback often does) is a
+// shed handshake, safe to dial again; a refusal is not.
+func TestConnectResetIsPreAuth(t *testing.T) {
+	a := &hopAttempt{target: &Target{Addr: "127.0.0.1:22"}, timeout: time.Second}
+	ctx := t.Context()
+	reset := a.connectError(ctx, ctx, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNRESET)})
+	if !PreAuth(reset) || !Overloaded(reset) {
+		t.Errorf("a reset connect: PreAuth %v, Overloaded %v, want both", PreAuth(reset), Overloaded(reset))
+	}
+	refused := a.connectError(ctx, ctx, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+	if PreAuth(refused) || Overloaded(refused) {
+		t.Errorf("a refused connect: PreAuth %v, Overloaded %v, want neither", PreAuth(refused), Overloaded(refused))
+	}
+}
