@@ -150,7 +150,7 @@ func (c *Config) settings(groups ...string) []setting {
 		"executor": {
 			{"host-key-policy", "SSH_HOST_KEY_POLICY", string(testum.HostKeyAutoAdd), "auto_add (pin on first contact) or strict (only pinned keys)", str(&c.HostKeyPolicy)},
 			{"slots", "TESTUM_EXECUTOR_SLOTS", strconv.Itoa(executor.DefaultSlots), "concurrent SSH sessions per executor", num(&c.Slots)},
-			{"max-handshakes", "TESTUM_MAX_HANDSHAKES", strconv.Itoa(executor.DefaultMaxHandshakes), "SSH handshakes in flight per executor", num(&c.MaxHandshakes)},
+			{"max-handshakes", "TESTUM_MAX_HANDSHAKES", strconv.Itoa(executor.DefaultMaxHandshakes), "ceiling of the adaptive window of SSH handshakes in flight per executor", num(&c.MaxHandshakes)},
 			{"connect-timeout", "TESTUM_CONNECT_TIMEOUT", fmtDur(sshx.DefaultConnectTimeout), "TCP dial + SSH handshake + authentication", dur(&c.ConnectTimeout)},
 			{"output-cap", "TESTUM_OUTPUT_CAP", fmtSize(executor.DefaultOutputCap), "output kept per host; the rest is discarded with a marker", size(&c.OutputCap)},
 			{"heartbeat", "TESTUM_HEARTBEAT", fmtDur(store.DefaultExecutorHeartbeat), "executor heartbeat interval", dur(&c.Heartbeat)},
