@@ -80,6 +80,56 @@ func (s *NATS) Replicas(ctx context.Context) (int, error) {
 	return st.Replicas(), nil
 }
 
+// NATSBucketReplicas is the number of replicas of the object store bucket
+// (DefaultNATSBucket when empty); found is false when it does not exist.
+func NATSBucketReplicas(ctx context.Context, js jetstream.JetStream, bucket string) (replicas int, found bool, err error) {
+	if bucket == "" {
+		bucket = DefaultNATSBucket
+	}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	return st.Replicas(), true, nil
+}
+
+// SetNATSBucketReplicas changes the replicas of an existing object store
+// bucket (DefaultNATSBucket when empty) in place. Only the replicas change:
+// the update starts from the bucket's own stream configuration, so that
+// limits, placement or a description an operator set are kept, and the
+// objects stay where they are while NATS adds or removes copies.
+func SetNATSBucketReplicas(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) error {
+	if bucket == "" {
+		bucket = DefaultNATSBucket
+	}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	bs, ok := st.(*jetstream.ObjectBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return fmt.Errorf("logstore: object store %s: its status (%T) names no stream", bucket, st)
+	}
+	info := bs.StreamInfo()
+	cfg := info.Config
+	cfg.Replicas = replicas
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("logstore: object store %s: replicas %d → %d: %w", bucket, info.Config.Replicas, replicas, err)
+	}
+	return nil
+}
+
 // Put implements Store. A reader that fails, or whose length is not size,
 // leaves the previous object in place: the object store removes the chunks
 // sent so far and never publishes the new description.
