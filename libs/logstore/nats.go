@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -20,6 +21,19 @@ const DefaultNATSBucket = "TESTUM_LOGS"
 // otherwise end the whole read after its default API timeout (5 s), which a
 // large log sent to a slow client outlasts.
 const natsReadLimit = time.Hour
+
+// A lookup (an object's description, the consumer that reads its chunks)
+// is a request whose answer can be lost: one sent to a server as it dies,
+// or while the bucket or the cluster elects a leader, is never answered,
+// and the read's context, long enough for a download, would hold it that
+// long. So each attempt gets natsRequestTimeout (nats.go's own API
+// timeout), and attempts that found no answer are retried until
+// natsLookupLimit, long past a leader election.
+const (
+	natsRequestTimeout = 5 * time.Second
+	natsLookupLimit    = 45 * time.Second
+	natsRetryWait      = 250 * time.Millisecond
+)
 
 // NATSConfig configures a NATS store.
 type NATSConfig struct {
@@ -80,6 +94,56 @@ func (s *NATS) Replicas(ctx context.Context) (int, error) {
 	return st.Replicas(), nil
 }
 
+// NATSBucketReplicas is the number of replicas of the object store bucket
+// (DefaultNATSBucket when empty); found is false when it does not exist.
+func NATSBucketReplicas(ctx context.Context, js jetstream.JetStream, bucket string) (replicas int, found bool, err error) {
+	if bucket == "" {
+		bucket = DefaultNATSBucket
+	}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	return st.Replicas(), true, nil
+}
+
+// SetNATSBucketReplicas changes the replicas of an existing object store
+// bucket (DefaultNATSBucket when empty) in place. Only the replicas change:
+// the update starts from the bucket's own stream configuration, so that
+// limits, placement or a description an operator set are kept, and the
+// objects stay where they are while NATS adds or removes copies.
+func SetNATSBucketReplicas(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) error {
+	if bucket == "" {
+		bucket = DefaultNATSBucket
+	}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("logstore: object store %s: %w", bucket, err)
+	}
+	bs, ok := st.(*jetstream.ObjectBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return fmt.Errorf("logstore: object store %s: its status (%T) names no stream", bucket, st)
+	}
+	info := bs.StreamInfo()
+	cfg := info.Config
+	cfg.Replicas = replicas
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("logstore: object store %s: replicas %d → %d: %w", bucket, info.Config.Replicas, replicas, err)
+	}
+	return nil
+}
+
 // Put implements Store. A reader that fails, or whose length is not size,
 // leaves the previous object in place: the object store removes the chunks
 // sent so far and never publishes the new description.
@@ -105,16 +169,28 @@ func (s *NATS) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
-	cancel := context.CancelFunc(func() {})
+	readCancel := context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancel = context.WithTimeout(ctx, natsReadLimit)
+		ctx, readCancel = context.WithTimeout(ctx, natsReadLimit)
 	}
-	res, err := s.obs.Get(ctx, key)
+	var res jetstream.ObjectResult
+	cancel, err := lookup(ctx, func(ctx context.Context) error {
+		if res != nil { // a lookup answered too late: its context is gone
+			_ = res.Close()
+			res = nil
+		}
+		var err error
+		res, err = s.obs.Get(ctx, key)
+		return err
+	})
 	if err != nil {
-		cancel()
+		if res != nil {
+			_ = res.Close()
+		}
+		readCancel()
 		return nil, s.wrap("get", key, err)
 	}
-	return &natsObject{ObjectResult: res, cancel: cancel}, nil
+	return &natsObject{ObjectResult: res, cancel: func() { cancel(); readCancel() }}, nil
 }
 
 // Stat implements Store.
@@ -122,11 +198,66 @@ func (s *NATS) Stat(ctx context.Context, key string) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
 	}
-	oi, err := s.obs.GetInfo(ctx, key)
+	var oi *jetstream.ObjectInfo
+	cancel, err := lookup(ctx, func(ctx context.Context) error {
+		var err error
+		oi, err = s.obs.GetInfo(ctx, key)
+		return err
+	})
 	if err != nil {
 		return Info{}, s.wrap("stat", key, err)
 	}
+	cancel()
 	return natsInfo(oi), nil
+}
+
+// lookup runs op, each attempt with a context derived from ctx that ends
+// natsRequestTimeout after the attempt started unless op returned by then,
+// and tries again while attempts find no answer, until natsLookupLimit.
+// After success the context of the attempt that succeeded lives on (a Get
+// reads its chunks with it) until cancel is called.
+func lookup(ctx context.Context, op func(ctx context.Context) error) (cancel context.CancelFunc, err error) {
+	deadline := time.Now().Add(natsLookupLimit)
+	for {
+		actx, acancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(natsRequestTimeout, acancel)
+		err := op(actx)
+		late := !timer.Stop()
+		if err == nil && !late {
+			return acancel, nil
+		}
+		acancel()
+		if late {
+			err = fmt.Errorf("no answer within %s: %w", natsRequestTimeout, errors.Join(errNoAnswer, err))
+		}
+		if ctx.Err() != nil || !unanswered(err) || time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(natsRetryWait):
+		}
+	}
+}
+
+// errNoAnswer marks an attempt that lookup ended.
+var errNoAnswer = errors.New("no answer")
+
+// unanswered reports whether err says that a request found no one to
+// answer it, or no answer in time, rather than an answer (not found, bad
+// metadata): only such requests are worth sending again.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, errNoAnswer), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503 // e.g. JetStream temporarily unavailable during an election
+	}
+	return false
 }
 
 // Delete implements Store.

@@ -148,6 +148,8 @@ func TestServeOnANATSCluster(t *testing.T) {
 // TestLogBucketOnANATSCluster: the split roles' log bucket on a real
 // 3-node cluster gets 3 replicas by default; a process configured with
 // TESTUM_STREAM_REPLICAS=1 opens it, logs both counts and leaves it R3.
+// testum migrate --streams changes it with the streams, down and up, all or
+// none, and keeps its logs.
 func TestLogBucketOnANATSCluster(t *testing.T) {
 	t.Parallel()
 	cluster := testenv.StartNATSCluster(t)
@@ -187,5 +189,82 @@ func TestLogBucketOnANATSCluster(t *testing.T) {
 	}
 	if !strings.Contains(logs, "bucket="+logstore.DefaultNATSBucket+" replicas=3 configured_replicas=1") {
 		t.Errorf("no log line with both replica counts:\n%s", logs)
+	}
+
+	// A log in the bucket, to be read after every migration.
+	var c Config
+	if err := c.load("executor", nil, func(string) string { return "" }, io.Discard, roleGroups["executor"]...); err != nil {
+		t.Fatal(err)
+	}
+	st, err := openLogStore(t.Context(), &c, nc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key, body = "runs/migrated/0.log", "kept across migrations\n"
+	if err := st.Put(t.Context(), key, strings.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	wantLog := func(when string) {
+		t.Helper()
+		r, err := st.Get(t.Context(), key)
+		if err != nil {
+			t.Fatalf("%s: get the log: %v", when, err)
+		}
+		defer r.Close()
+		if b, err := io.ReadAll(r); err != nil || string(b) != body {
+			t.Fatalf("%s: the log reads %q, %v; want %q", when, b, err, body)
+		}
+	}
+	migrate := func(env map[string]string, args ...string) (string, error) {
+		t.Helper()
+		env["NATS_URL"], env["TESTUM_LOG_LEVEL"] = cluster.URL(), "warn"
+		var out, errs strings.Builder
+		err := run(t.Context(), append([]string{"migrate", "--streams"}, args...), func(k string) string { return env[k] },
+			strings.NewReader(""), &out, &errs)
+		return out.String() + errs.String(), err
+	}
+
+	// Down to 1, with the streams (the output stream's persist mode
+	// differs between R1 and R3: it is recreated).
+	out, err := migrate(map[string]string{"TESTUM_STREAM_REPLICAS": "1"}, "--recreate-output")
+	if err != nil {
+		t.Fatalf("migrate --streams to 1: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "changed "+logstore.DefaultNATSBucket+" replicas 3 → 1\n") {
+		t.Errorf("migrate to 1 printed %q, want the bucket's change", out)
+	}
+	if r := bucketReplicas(); r != 1 {
+		t.Errorf("log bucket has %d replicas after migrate --streams to 1, want 1", r)
+	}
+	wantStreamReplicas(t, js, 1)
+	wantLog("after migrating to 1")
+
+	// All or none: a stream change NATS refuses leaves the bucket as well.
+	out, err = migrate(map[string]string{})
+	if err == nil || !strings.Contains(err.Error(), "nothing changed") {
+		t.Fatalf("migrate --streams to 3 without --recreate-output: %v, want nothing changed\n%s", err, out)
+	}
+	if r := bucketReplicas(); r != 1 {
+		t.Errorf("log bucket has %d replicas after a refused migration, want 1 kept", r)
+	}
+	wantStreamReplicas(t, js, 1)
+
+	// Up to the default (3 on this cluster), then nothing left to do.
+	out, err = migrate(map[string]string{}, "--recreate-output")
+	if err != nil {
+		t.Fatalf("migrate --streams to the default: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "changed "+logstore.DefaultNATSBucket+" replicas 1 → 3\n") {
+		t.Errorf("migrate to the default printed %q, want the bucket's change", out)
+	}
+	if r := bucketReplicas(); r != 3 {
+		t.Errorf("log bucket has %d replicas after migrate --streams to the default, want 3", r)
+	}
+	wantStreamReplicas(t, js, 3)
+	cluster.WaitCurrent(t, "OBJ_"+logstore.DefaultNATSBucket)
+	wantLog("after migrating to 3")
+	out, err = migrate(map[string]string{})
+	if err != nil || !strings.Contains(out, "streams and log bucket already match the configuration") {
+		t.Errorf("migrate --streams again: %v, printed %q; want nothing to change", err, out)
 	}
 }

@@ -105,7 +105,7 @@ func (c *Config) settings(groups ...string) []setting {
 			{"output-max-bytes", "TESTUM_OUTPUT_MAX_BYTES", fmtSize(bus.DefaultOutputMaxBytes), "size limit of the transcript stream", size(&c.OutputMaxBytes)},
 		},
 		"migrate-streams": {
-			{"streams", "", "false", "migrate the JetStream streams (replicas, limits) to this configuration instead of the database", boolean(&c.Streams)},
+			{"streams", "", "false", "migrate the JetStream streams (replicas, limits) and the log bucket (replicas) to this configuration instead of the database", boolean(&c.Streams)},
 			{"recreate-output", "", "false", "with --streams: delete and recreate the transcript stream when NATS cannot change it in place (persist mode); live transcripts are dropped, the log archive keeps every log", boolean(&c.RecreateOutput)},
 		},
 		"embed": {

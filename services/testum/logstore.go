@@ -110,7 +110,7 @@ func openLogStore(ctx context.Context, c *Config, nc *nats.Conn, log *slog.Logge
 	} else if c.StreamReplicas > 0 && have != c.StreamReplicas {
 		// Like the streams, an existing bucket is never changed by a
 		// process that merely starts.
-		log.Warn("the log bucket keeps its replicas", "bucket", s.Bucket(), "replicas", have, "configured_replicas", c.StreamReplicas)
+		log.Warn("the log bucket keeps its replicas; testum migrate --streams changes them", "bucket", s.Bucket(), "replicas", have, "configured_replicas", c.StreamReplicas)
 	}
 	log.Info("logs are archived in the NATS object store", "bucket", s.Bucket())
 	return s, nil

@@ -34,7 +34,8 @@ Usage:
   testum gateway    the HTTP API, console and WebSockets (needs NATS_URL, DATABASE_URL)
   testum executor   runs host tasks over SSH (needs NATS_URL, DATABASE_URL)
   testum migrate    applies the database migrations; with --streams, brings the
-                    JetStream streams to the configured replicas and limits
+                    JetStream streams (and the log bucket's replicas) to the
+                    configured replicas and limits
   testum secrets    generate a FERNET_KEY, or rotate: re-encrypt credentials with the newest key
   testum user       list, create, delete users or reset a master key (testum user --help)
   testum version    prints the version

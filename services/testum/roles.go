@@ -9,12 +9,14 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/pgcluster"
 	"github.com/testum/testum/libs/store"
@@ -154,6 +156,20 @@ func cmdMigrateStreams(ctx context.Context, args []string, getenv func(string) s
 	defer cancel()
 	sc := cfg.streamsConfig()
 	sc.Logger = log.With("component", "streams")
+	// One count for the streams and the log bucket: the probe (when the
+	// replicas are not configured) is made once.
+	if sc.Replicas, err = bus.Replicas(mctx, js, sc.Replicas); err != nil {
+		return fmt.Errorf("migrate --streams: %w", err)
+	}
+	// The log bucket is read before any stream changes, so that a bucket
+	// that cannot be read changes nothing; it changes after the streams,
+	// so that a stream change NATS refuses leaves the bucket as it is too.
+	// A deployment without the bucket (logs on disk or in MinIO) has none
+	// to change: it is not created here.
+	bucketHave, bucketFound, err := logstore.NATSBucketReplicas(mctx, js, logstore.DefaultNATSBucket)
+	if err != nil {
+		return fmt.Errorf("migrate --streams: nothing changed: %w", err)
+	}
 	changes, err := bus.MigrateStreams(mctx, js, sc, cfg.RecreateOutput)
 	for _, c := range changes {
 		fmt.Fprintf(stdout, "changed %s\n", c)
@@ -161,7 +177,19 @@ func cmdMigrateStreams(ctx context.Context, args []string, getenv func(string) s
 	if err != nil {
 		return fmt.Errorf("migrate --streams: %w", err)
 	}
-	if len(changes) == 0 {
+	bucketChanged := bucketFound && bucketHave != sc.Replicas
+	if bucketChanged {
+		if err := logstore.SetNATSBucketReplicas(mctx, js, logstore.DefaultNATSBucket, sc.Replicas); err != nil {
+			return fmt.Errorf("migrate --streams: %w; the stream changes listed are made, run again once the cause is fixed", err)
+		}
+		fmt.Fprintf(stdout, "changed %s\n", bus.StreamChange{Stream: logstore.DefaultNATSBucket, Setting: "replicas",
+			Have: strconv.Itoa(bucketHave), Want: strconv.Itoa(sc.Replicas)})
+	}
+	switch {
+	case len(changes) > 0 || bucketChanged:
+	case bucketFound:
+		fmt.Fprintln(stdout, "streams and log bucket already match the configuration")
+	default:
 		fmt.Fprintln(stdout, "streams already match the configuration")
 	}
 	return nil
