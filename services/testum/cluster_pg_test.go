@@ -183,7 +183,7 @@ func (d *deployment) probeAPI(t *testing.T, path string) *apiProbe {
 					return
 				}
 				data, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				_ = resp.Body.Close() // read to the end
 				var e apiclient.Error
 				if resp.StatusCode != http.StatusOK && (resp.StatusCode != http.StatusServiceUnavailable ||
 					json.Unmarshal(data, &e) != nil || e.Code != apiclient.ErrorCodeUnavailable) && !reported {

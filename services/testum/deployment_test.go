@@ -304,7 +304,7 @@ func (f *follower) Follow() {
 			}
 			done = m.Type == "done"
 		}
-		conn.Close()
+		_ = conn.Close()
 		if done {
 			return
 		}
