@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -79,6 +80,15 @@ func TestPostgresStoppedPastTheDeadAfter(t *testing.T) {
 	r := d.Gateways[1].waitRun(t, id)
 	t.Logf("run final %s after PostgreSQL came back (recovery bound %s)", time.Since(start).Round(time.Millisecond)-down.Round(time.Millisecond), d.Bound(t))
 	checkEveryHostOKOnce(t, d, m, r, len(ids))
+	// Each output was archived and streamed with nowhere to record it; the
+	// record now names it, and either gateway serves it.
+	for _, h := range hostsOf(r) {
+		g := d.Gateways[h.Idx%len(d.Gateways)]
+		status, log := call(t, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/%d/log", g.URL, id, h.Idx), nil, nil)
+		if status != http.StatusOK || string(log) != "hi\n" || h.OutputBytes != 3 {
+			t.Errorf("%s: log %d %q, output_bytes %d, want \"hi\\n\"", h.Name, status, log, h.OutputBytes)
+		}
+	}
 	d.waitExecutorsOnline(t)
 	for _, e := range d.Executors {
 		if strings.Contains(e.proc.out.String(), "host lost with its executor") {
