@@ -10,7 +10,8 @@ SELECT * FROM runs WHERE id = @id;
 
 -- name: RunCoordinate :one
 -- A coordinator takes a run if nobody holds it, it holds it already, or its
--- holder's executor has not heartbeat within @dead_after (database clock).
+-- holder's executor has not heartbeat within @dead_after (database clock),
+-- silence counting only since this server started (as ExecutorsDeadHolding).
 UPDATE runs
 SET coordinator_id = @executor_id::text,
     state = CASE WHEN state = 'queued' THEN 'running' ELSE state END,
@@ -20,7 +21,7 @@ WHERE runs.id = @id
   AND (coordinator_id IS NULL OR coordinator_id = @executor_id::text
        OR NOT EXISTS (SELECT 1 FROM executors e
                       WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > now() - @dead_after::interval))
+                        AND greatest(e.heartbeat_at, coalesce(sqlc.narg('heard_since')::timestamptz, pg_postmaster_start_time())) > now() - @dead_after::interval))
 RETURNING *;
 
 -- name: RunFinish :one
@@ -31,19 +32,21 @@ RETURNING *;
 -- name: RunsActiveOrphaned :many
 -- Unfinished runs that nobody alive coordinates: never taken or handed back
 -- (no coordinator), or held by an executor that stopped or has not
--- heartbeat within @dead_after (database clock). settled: the run has been
+-- heartbeat within @dead_after (database clock; silence counting only since
+-- this server started, as in ExecutorsDeadHolding). settled: the run has been
 -- without a live coordinator for longer than @settle (counted from its
 -- creation when it never had one, else from when its coordinator's
 -- liveness expired), so any message of it left in the stream should have
 -- been delivered and taken by then.
 SELECT runs.id,
        (CASE WHEN runs.coordinator_id IS NULL THEN runs.created_at
-             ELSE coalesce(least(e.stopped_at, e.heartbeat_at + @dead_after::interval), '-infinity'::timestamptz)
+             ELSE coalesce(least(e.stopped_at, greatest(e.heartbeat_at, coalesce(sqlc.narg('heard_since')::timestamptz, pg_postmaster_start_time())) + @dead_after::interval),
+                           '-infinity'::timestamptz)
         END < now() - @settle::interval)::bool AS settled
 FROM runs LEFT JOIN executors e ON e.id = runs.coordinator_id
 WHERE runs.state IN ('queued', 'running')
   AND (runs.coordinator_id IS NULL OR e.id IS NULL OR e.stopped_at IS NOT NULL
-       OR e.heartbeat_at <= now() - @dead_after::interval)
+       OR greatest(e.heartbeat_at, coalesce(sqlc.narg('heard_since')::timestamptz, pg_postmaster_start_time())) <= now() - @dead_after::interval)
 ORDER BY runs.created_at
 LIMIT 100;
 

@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -58,13 +59,21 @@ const executorsDeadHolding = `-- name: ExecutorsDeadHolding :many
 SELECT DISTINCT rh.executor_id::text AS executor_id FROM run_hosts rh
 LEFT JOIN executors e ON e.id = rh.executor_id
 WHERE rh.state IN ('connecting', 'running')
-  AND (e.id IS NULL OR e.stopped_at IS NOT NULL OR e.heartbeat_at <= now() - $1::interval)
+  AND (e.id IS NULL OR e.stopped_at IS NOT NULL
+       OR greatest(e.heartbeat_at, coalesce($1::timestamptz, pg_postmaster_start_time())) <= now() - $2::interval)
 `
 
+type ExecutorsDeadHoldingParams struct {
+	HeardSince *time.Time
+	DeadAfter  pgtype.Interval
+}
+
 // Executors that have not heartbeat within @dead_after (or stopped) while
-// hosts are still theirs.
-func (q *Queries) ExecutorsDeadHolding(ctx context.Context, deadAfter pgtype.Interval) ([]string, error) {
-	rows, err := q.db.Query(ctx, executorsDeadHolding, deadAfter)
+// hosts are still theirs. Silence counts only while this server was up to
+// hear it (from pg_postmaster_start_time() on): an executor that could not
+// heartbeat because PostgreSQL was down or restarting is not dead.
+func (q *Queries) ExecutorsDeadHolding(ctx context.Context, arg ExecutorsDeadHoldingParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, executorsDeadHolding, arg.HeardSince, arg.DeadAfter)
 	if err != nil {
 		return nil, err
 	}

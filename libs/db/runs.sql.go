@@ -38,20 +38,27 @@ WHERE runs.id = $2
   AND (coordinator_id IS NULL OR coordinator_id = $1::text
        OR NOT EXISTS (SELECT 1 FROM executors e
                       WHERE e.id = runs.coordinator_id AND e.stopped_at IS NULL
-                        AND e.heartbeat_at > now() - $3::interval))
+                        AND greatest(e.heartbeat_at, coalesce($3::timestamptz, pg_postmaster_start_time())) > now() - $4::interval))
 RETURNING id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at
 `
 
 type RunCoordinateParams struct {
 	ExecutorID string
 	ID         uuid.UUID
+	HeardSince *time.Time
 	DeadAfter  pgtype.Interval
 }
 
 // A coordinator takes a run if nobody holds it, it holds it already, or its
-// holder's executor has not heartbeat within @dead_after (database clock).
+// holder's executor has not heartbeat within @dead_after (database clock),
+// silence counting only since this server started (as ExecutorsDeadHolding).
 func (q *Queries) RunCoordinate(ctx context.Context, arg RunCoordinateParams) (Run, error) {
-	row := q.db.QueryRow(ctx, runCoordinate, arg.ExecutorID, arg.ID, arg.DeadAfter)
+	row := q.db.QueryRow(ctx, runCoordinate,
+		arg.ExecutorID,
+		arg.ID,
+		arg.HeardSince,
+		arg.DeadAfter,
+	)
 	var i Run
 	err := row.Scan(
 		&i.ID,
@@ -349,19 +356,21 @@ func (q *Queries) RunSearch(ctx context.Context, arg RunSearchParams) ([]RunSear
 const runsActiveOrphaned = `-- name: RunsActiveOrphaned :many
 SELECT runs.id,
        (CASE WHEN runs.coordinator_id IS NULL THEN runs.created_at
-             ELSE coalesce(least(e.stopped_at, e.heartbeat_at + $1::interval), '-infinity'::timestamptz)
-        END < now() - $2::interval)::bool AS settled
+             ELSE coalesce(least(e.stopped_at, greatest(e.heartbeat_at, coalesce($1::timestamptz, pg_postmaster_start_time())) + $2::interval),
+                           '-infinity'::timestamptz)
+        END < now() - $3::interval)::bool AS settled
 FROM runs LEFT JOIN executors e ON e.id = runs.coordinator_id
 WHERE runs.state IN ('queued', 'running')
   AND (runs.coordinator_id IS NULL OR e.id IS NULL OR e.stopped_at IS NOT NULL
-       OR e.heartbeat_at <= now() - $1::interval)
+       OR greatest(e.heartbeat_at, coalesce($1::timestamptz, pg_postmaster_start_time())) <= now() - $2::interval)
 ORDER BY runs.created_at
 LIMIT 100
 `
 
 type RunsActiveOrphanedParams struct {
-	DeadAfter pgtype.Interval
-	Settle    pgtype.Interval
+	HeardSince *time.Time
+	DeadAfter  pgtype.Interval
+	Settle     pgtype.Interval
 }
 
 type RunsActiveOrphanedRow struct {
@@ -371,13 +380,14 @@ type RunsActiveOrphanedRow struct {
 
 // Unfinished runs that nobody alive coordinates: never taken or handed back
 // (no coordinator), or held by an executor that stopped or has not
-// heartbeat within @dead_after (database clock). settled: the run has been
+// heartbeat within @dead_after (database clock; silence counting only since
+// this server started, as in ExecutorsDeadHolding). settled: the run has been
 // without a live coordinator for longer than @settle (counted from its
 // creation when it never had one, else from when its coordinator's
 // liveness expired), so any message of it left in the stream should have
 // been delivered and taken by then.
 func (q *Queries) RunsActiveOrphaned(ctx context.Context, arg RunsActiveOrphanedParams) ([]RunsActiveOrphanedRow, error) {
-	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.DeadAfter, arg.Settle)
+	rows, err := q.db.Query(ctx, runsActiveOrphaned, arg.HeardSince, arg.DeadAfter, arg.Settle)
 	if err != nil {
 		return nil, err
 	}

@@ -57,8 +57,12 @@ func (s *Store) ExecutorsOnline(ctx context.Context, deadAfter time.Duration) ([
 }
 
 // ExecutorsDeadHolding lists executors that hold unfinished hosts but have
-// not heartbeat within the last deadAfter, by the database clock.
+// not heartbeat within the last deadAfter, by the database clock. Silence
+// counts only from the database server's start on: while PostgreSQL was
+// down or restarting no executor could heartbeat, so after it comes back
+// an executor is dead only once it stayed silent for deadAfter with the
+// server up (the same rule decides takeovers and orphaned runs).
 func (s *Store) ExecutorsDeadHolding(ctx context.Context, deadAfter time.Duration) ([]string, error) {
-	ids, err := s.q.ExecutorsDeadHolding(ctx, interval(deadAfter))
+	ids, err := s.q.ExecutorsDeadHolding(ctx, db.ExecutorsDeadHoldingParams{DeadAfter: interval(deadAfter), HeardSince: s.heardFrom()})
 	return ids, wrap(err, "dead executors")
 }

@@ -97,9 +97,11 @@ func (s *Store) Run(ctx context.Context, id uuid.UUID) (testum.Run, error) {
 
 // RunCoordinate makes executor the coordinator of a run, unless another
 // live executor is: one that heartbeat within the last deadAfter, by the
-// database clock. It returns ok=false when the run is finished or held.
+// database clock (silence counting only while the server was up, see
+// ExecutorsDeadHolding). It returns ok=false when the run is finished or held.
 func (s *Store) RunCoordinate(ctx context.Context, run uuid.UUID, executor string, deadAfter time.Duration) (testum.Run, bool, error) {
-	row, err := s.q.RunCoordinate(ctx, db.RunCoordinateParams{ID: run, ExecutorID: executor, DeadAfter: interval(deadAfter)})
+	row, err := s.q.RunCoordinate(ctx, db.RunCoordinateParams{ID: run, ExecutorID: executor, DeadAfter: interval(deadAfter),
+		HeardSince: s.heardFrom()})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return testum.Run{}, false, nil
 	}
@@ -156,7 +158,8 @@ type OrphanedRun struct {
 // creation when it never had one, else since its coordinator's liveness
 // expired). Both are measured by the database clock.
 func (s *Store) RunsOrphaned(ctx context.Context, deadAfter, settle time.Duration) ([]OrphanedRun, error) {
-	rows, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{DeadAfter: interval(deadAfter), Settle: interval(settle)})
+	rows, err := s.q.RunsActiveOrphaned(ctx, db.RunsActiveOrphanedParams{DeadAfter: interval(deadAfter), Settle: interval(settle),
+		HeardSince: s.heardFrom()})
 	if err != nil {
 		return nil, wrap(err, "orphaned runs")
 	}

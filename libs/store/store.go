@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -53,6 +55,7 @@ type Store struct {
 	sealer Sealer
 	log    *slog.Logger
 	now    func() time.Time // nil: the database clock
+	heard  func() time.Time // nil: the database server's start
 }
 
 // Tx is a Store bound to a transaction; the name keeps InTx's callers
@@ -69,6 +72,11 @@ type Config struct {
 	// tests can move time forward; nil (the default) compares and records
 	// them with PostgreSQL's now().
 	Now func() time.Time
+	// HeardSince replaces the database server's start time, from which an
+	// executor's silence counts (ExecutorsDeadHolding), so that tests on a
+	// server started moments ago can age heartbeats; nil (the default) uses
+	// pg_postmaster_start_time().
+	HeardSince func() time.Time
 }
 
 // Open connects to PostgreSQL. It does not migrate: call Migrate first.
@@ -93,7 +101,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{pool: pool, db: pool, q: db.New(pool), sealer: cfg.Sealer, log: cfg.Logger, now: cfg.Now}, nil
+	return &Store{pool: pool, db: pool, q: db.New(pool), sealer: cfg.Sealer, log: cfg.Logger, now: cfg.Now, heard: cfg.HeardSince}, nil
 }
 
 // CheckURL reports whether url is a DATABASE_URL that Open and Migrate can
@@ -119,6 +127,16 @@ func (s *Store) clock() *time.Time {
 		return nil
 	}
 	t := s.now()
+	return &t
+}
+
+// heardFrom is the injected start of the time in which executors' silence
+// counts, or nil for the database server's start.
+func (s *Store) heardFrom() *time.Time {
+	if s.heard == nil {
+		return nil
+	}
+	t := s.heard()
 	return &t
 }
 
@@ -163,9 +181,14 @@ func migrateDB(ctx context.Context, sqldb *sql.DB, log *slog.Logger) error {
 // the store bound to that transaction. Inside a transaction already, InTx
 // runs fn in a savepoint.
 func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
-	return pgx.BeginFunc(ctx, s.db, func(ptx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db, func(ptx pgx.Tx) error {
 		return fn(s.on(ptx))
 	})
+	var te *testum.Error
+	if err != nil && !errors.As(err, &te) && unreachable(err) {
+		return unavailable(err, "transaction")
+	}
+	return err
 }
 
 // atomically runs fn in a transaction: the one the store is bound to, or a
@@ -216,6 +239,9 @@ func wrap(err error, what string) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &testum.Error{Code: testum.CodeNotFound, Message: what + " not found"}
 	}
+	if unreachable(err) {
+		return unavailable(err, what)
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
@@ -228,6 +254,36 @@ func wrap(err error, what string) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// unreachable reports whether err says that PostgreSQL could not be asked:
+// no connection could be made (it is down, starting or refusing), or the
+// connection broke under the query (it shut down or restarted). Such a
+// request may succeed when tried again, unlike a query PostgreSQL refused.
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return strings.HasPrefix(pe.Code, "08") // connection_exception
+	}
+	var ne net.Error
+	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		(errors.As(err, &ne) && !ne.Timeout())
+}
+
+// unavailable is the error of a request PostgreSQL could not be asked; its
+// message names no internals (the cause, with the socket or host, is only
+// in Err, for the log).
+func unavailable(err error, what string) error {
+	return &testum.Error{Code: testum.CodeUnavailable, Message: "the database is unavailable; try again",
+		Err: fmt.Errorf("%s: %w", what, err)}
 }
 
 // IsNotFound reports whether err is a not-found error.

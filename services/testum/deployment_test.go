@@ -322,3 +322,40 @@ func (d *deployment) restartPostgres(t *testing.T) {
 		t.Fatalf("restart PostgreSQL: %v", err)
 	}
 }
+
+// stopPostgres stops the deployment's PostgreSQL (a fast shutdown);
+// startPostgres starts it again on the same data and waits until it
+// accepts connections.
+func (d *deployment) stopPostgres(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := d.PG.Stop(ctx); err != nil {
+		t.Fatalf("stop PostgreSQL: %v", err)
+	}
+}
+
+func (d *deployment) startPostgres(t *testing.T) {
+	t.Helper()
+	d.restartPostgres(t) // Restart of a stopped cluster only starts it
+}
+
+// Finished is a shell command that records that the command got to its end
+// on this host.
+func (m *markers) Finished() string { return fmt.Sprintf(`echo x >> %s/fin-%s`, m.dir, hostIP) }
+
+// WaitFinished waits until n hosts have run Finished.
+func (m *markers) WaitFinished(t *testing.T, n int) {
+	t.Helper()
+	count := func() int {
+		names, _ := filepath.Glob(filepath.Join(m.dir, "fin-*"))
+		return len(names)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d hosts finished within %s, want %d", count(), waitLimit, n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the hosts' markers
+	}
+}
