@@ -49,6 +49,10 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 				c.Set(fiber.HeaderRetryAfter, ra)
 			}
 		}
+		if status == http.StatusServiceUnavailable {
+			// A dependency that is down or restarting: a client may retry soon.
+			c.Set(fiber.HeaderRetryAfter, "1")
+		}
 		code := te.Reason
 		if code == "" && known {
 			code = string(te.Code)

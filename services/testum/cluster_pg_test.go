@@ -252,6 +252,9 @@ func checkUnavailable(t *testing.T, s *server, method, path string, body any) {
 		e.Code != apiclient.ErrorCodeUnavailable || e.Error == "" {
 		t.Errorf("%s %s while PostgreSQL is down: %d %s, want 503 with code unavailable", method, path, resp.StatusCode, data)
 	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Errorf("%s %s while PostgreSQL is down: 503 without Retry-After", method, path)
+	}
 	t.Logf("%s %s while PostgreSQL is down: %d in %s", method, path, resp.StatusCode, time.Since(start).Round(time.Millisecond))
 }
 
