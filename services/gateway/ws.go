@@ -33,6 +33,14 @@ const (
 	wsWriteWait  = 10 * time.Second
 	wsReadLimit  = 4 << 10 // bytes of one client message
 	wsPerSession = 32      // WebSockets one session may hold open on one gateway
+	// wsConsumerIdle is how long the server keeps a socket's transcript
+	// consumer once nobody pulls from it. A socket that ends deletes its
+	// consumer; this covers a gateway that cannot (killed, or cut off from
+	// NATS), whose consumers would otherwise stay for the client library's
+	// five minutes. A live socket always has a pull request waiting, so it
+	// is never idle; a consumer removed under a socket whose connection
+	// moved is made anew from where it was.
+	wsConsumerIdle = 15 * time.Second
 )
 
 // wsSessions counts the WebSockets each session holds open on this
@@ -141,6 +149,8 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.OutputFilter(run)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// The ordered consumer's own default is five minutes.
+		InactiveThreshold: wsConsumerIdle,
 	}
 	if since > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, since+1
@@ -223,9 +233,9 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 }
 
 // wsDropConsumer deletes a socket's transcript consumer once the socket is
-// done with it. The server would otherwise keep it for its inactive
-// threshold (five minutes for an ordered consumer), with its goroutines and
-// buffers: with clients coming and going, thousands of them.
+// done with it. The server would otherwise keep it for wsConsumerIdle,
+// with its goroutines and buffers: with clients coming and going, many of
+// them.
 func (g *Gateway) wsDropConsumer(cons jetstream.Consumer) {
 	info := cons.CachedInfo()
 	if info == nil {
