@@ -41,6 +41,13 @@ const (
 	// is never idle; a consumer removed under a socket whose connection
 	// moved is made anew from where it was.
 	wsConsumerIdle = 15 * time.Second
+	// wsHeartbeat is how often the server tells an idle socket's consumer
+	// that it is still there. A consumer whose NATS node went away (a
+	// restart, a crash) says nothing: two missed heartbeats are how the
+	// client library notices and makes it anew where it was, so they bound
+	// how long the socket stalls (the library's default for an ordered
+	// consumer, 5 s, stalls it for 10 s and more).
+	wsHeartbeat = 2 * time.Second
 )
 
 // wsSessions counts the WebSockets each session holds open on this
@@ -162,7 +169,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 		return
 	}
 	defer g.wsDropConsumer(cons) // after the iterator has stopped (deferred below)
-	iter, err := cons.Messages()
+	iter, err := cons.Messages(jetstream.PullHeartbeat(wsHeartbeat))
 	if err != nil {
 		g.wsClose(conn, websocket.CloseInternalServerErr, "transcript unavailable")
 		return

@@ -152,6 +152,32 @@ func (d *deployment) waitOutputConsumers(t *testing.T, js jetstream.JetStream, w
 	}
 }
 
+// relayLag is the longest time a transcript message waited between the
+// stream (its stored time) and the follower (arrived, by stream seq): how
+// long the gateway's relay stalled. Reported, not asserted.
+func (d *deployment) relayLag(t *testing.T, arrived map[uint64]time.Time) time.Duration {
+	t.Helper()
+	js, err := jetstream.New(d.NATS.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	s, err := js.Stream(ctx, bus.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worst time.Duration
+	for seq, at := range arrived {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("%s seq %d: %v", bus.StreamOutput, seq, err)
+		}
+		worst = max(worst, at.Sub(m.Time))
+	}
+	return worst
+}
+
 // followInBackground starts f.Follow on its own goroutine; the returned
 // channel is closed after at least n messages, and done when Follow ends.
 func followInBackground(f *follower, n int) (got, done chan struct{}) {
@@ -202,6 +228,16 @@ func TestWebSocketRidesARollingNATSRestart(t *testing.T) {
 	d.waitStreamsCurrent(t)
 	id := tickingRun(t, d.Gateways[0], m, ids)
 	f := &follower{t: t, id: id, next: func(int) *server { return d.Gateways[0].server }}
+	var prev time.Time
+	var silence time.Duration         // the longest wait for a message, reported
+	arrived := map[uint64]time.Time{} // by stream seq
+	f.OnMsg = func(_ int, msg apiclient.WSMessage) {
+		if now := time.Now(); !prev.IsZero() {
+			silence = max(silence, now.Sub(prev))
+		}
+		prev = time.Now()
+		arrived[msg.Seq] = prev
+	}
 	attached, done := followInBackground(f, 20)
 	waitClosed(t, attached, waitLimit, "20 messages on the WebSocket")
 
@@ -215,8 +251,10 @@ func TestWebSocketRidesARollingNATSRestart(t *testing.T) {
 	waitClosed(t, done, 2*waitLimit, "the follower's done message")
 	r := d.Gateways[0].waitRun(t, id)
 	checkTicks(t, m, r, f.Msgs)
-	t.Logf("rolling restart of %d nodes in %s: %d messages, %d drops, run %s",
-		len(d.NATS.Nodes), time.Since(start).Round(time.Millisecond), len(f.Msgs), f.Drops, r.State)
+	t.Logf("rolling restart of %d nodes, then the run's end, in %s: %d messages, %d drops, run %s; "+
+		"longest silence on the socket %s, longest wait from the stream to the socket %s",
+		len(d.NATS.Nodes), time.Since(start).Round(time.Millisecond), len(f.Msgs), f.Drops, r.State,
+		silence.Round(time.Millisecond), d.relayLag(t, arrived).Round(time.Millisecond))
 }
 
 // TestWebSocketResumesOnTheOtherGatewayAfterKill: a follower whose gateway
