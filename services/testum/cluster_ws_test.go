@@ -152,10 +152,11 @@ func (d *deployment) waitOutputConsumers(t *testing.T, js jetstream.JetStream, w
 	}
 }
 
-// relayLag is the longest time a transcript message waited between the
-// stream (its stored time) and the follower (arrived, by stream seq): how
-// long the gateway's relay stalled. Reported, not asserted.
-func (d *deployment) relayLag(t *testing.T, arrived map[uint64]time.Time) time.Duration {
+// lags are the longest times a transcript message waited between the
+// executor seeing the output (its At) and the stream storing it (publish),
+// and between the stream and the follower (relay): arrived is when the
+// follower got each message, by stream seq. Reported, not asserted.
+func (d *deployment) lags(t *testing.T, msgs []apiclient.WSMessage, arrived map[uint64]time.Time) (publish, relay time.Duration) {
 	t.Helper()
 	js, err := jetstream.New(d.NATS.Connect(t))
 	if err != nil {
@@ -167,15 +168,21 @@ func (d *deployment) relayLag(t *testing.T, arrived map[uint64]time.Time) time.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	var worst time.Duration
-	for seq, at := range arrived {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("%s seq %d: %v", bus.StreamOutput, seq, err)
+	for _, msg := range msgs {
+		at, ok := arrived[msg.Seq]
+		if !ok {
+			continue
 		}
-		worst = max(worst, at.Sub(m.Time))
+		m, err := s.GetMsg(ctx, msg.Seq)
+		if err != nil {
+			t.Fatalf("%s seq %d: %v", bus.StreamOutput, msg.Seq, err)
+		}
+		relay = max(relay, at.Sub(m.Time))
+		if seen, err := time.Parse(time.RFC3339Nano, val(msg.At)); err == nil {
+			publish = max(publish, m.Time.Sub(seen))
+		}
 	}
-	return worst
+	return publish, relay
 }
 
 // followInBackground starts f.Follow on its own goroutine; the returned
@@ -251,10 +258,12 @@ func TestWebSocketRidesARollingNATSRestart(t *testing.T) {
 	waitClosed(t, done, 2*waitLimit, "the follower's done message")
 	r := d.Gateways[0].waitRun(t, id)
 	checkTicks(t, m, r, f.Msgs)
+	publish, relay := d.lags(t, f.Msgs, arrived)
 	t.Logf("rolling restart of %d nodes, then the run's end, in %s: %d messages, %d drops, run %s; "+
-		"longest silence on the socket %s, longest wait from the stream to the socket %s",
-		len(d.NATS.Nodes), time.Since(start).Round(time.Millisecond), len(f.Msgs), f.Drops, r.State,
-		silence.Round(time.Millisecond), d.relayLag(t, arrived).Round(time.Millisecond))
+		"longest silence on the socket %s, longest wait from the executor to the stream %s, "+
+		"from the stream to the socket %s", len(d.NATS.Nodes), time.Since(start).Round(time.Millisecond),
+		len(f.Msgs), f.Drops, r.State, silence.Round(time.Millisecond), publish.Round(time.Millisecond),
+		relay.Round(time.Millisecond))
 }
 
 // TestWebSocketResumesOnTheOtherGatewayAfterKill: a follower whose gateway
