@@ -33,6 +33,21 @@ const (
 	wsWriteWait  = 10 * time.Second
 	wsReadLimit  = 4 << 10 // bytes of one client message
 	wsPerSession = 32      // WebSockets one session may hold open on one gateway
+	// wsConsumerIdle is how long the server keeps a socket's transcript
+	// consumer once nobody pulls from it. A socket that ends deletes its
+	// consumer; this covers a gateway that cannot (killed, or cut off from
+	// NATS), whose consumers would otherwise stay for the client library's
+	// five minutes. A live socket always has a pull request waiting, so it
+	// is never idle; a consumer removed under a socket whose connection
+	// moved is made anew from where it was.
+	wsConsumerIdle = 15 * time.Second
+	// wsHeartbeat is how often the server tells an idle socket's consumer
+	// that it is still there. A consumer whose NATS node went away (a
+	// restart, a crash) says nothing: two missed heartbeats are how the
+	// client library notices and makes it anew where it was, so they bound
+	// how long the socket stalls (the library's default for an ordered
+	// consumer, 5 s, stalls it for 10 s and more).
+	wsHeartbeat = 2 * time.Second
 )
 
 // wsSessions counts the WebSockets each session holds open on this
@@ -141,6 +156,8 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.OutputFilter(run)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// The ordered consumer's own default is five minutes.
+		InactiveThreshold: wsConsumerIdle,
 	}
 	if since > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, since+1
@@ -152,7 +169,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 		return
 	}
 	defer g.wsDropConsumer(cons) // after the iterator has stopped (deferred below)
-	iter, err := cons.Messages()
+	iter, err := cons.Messages(jetstream.PullHeartbeat(wsHeartbeat))
 	if err != nil {
 		g.wsClose(conn, websocket.CloseInternalServerErr, "transcript unavailable")
 		return
@@ -223,9 +240,9 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 }
 
 // wsDropConsumer deletes a socket's transcript consumer once the socket is
-// done with it. The server would otherwise keep it for its inactive
-// threshold (five minutes for an ordered consumer), with its goroutines and
-// buffers: with clients coming and going, thousands of them.
+// done with it. The server would otherwise keep it for wsConsumerIdle,
+// with its goroutines and buffers: with clients coming and going, many of
+// them.
 func (g *Gateway) wsDropConsumer(cons jetstream.Consumer) {
 	info := cons.CachedInfo()
 	if info == nil {
