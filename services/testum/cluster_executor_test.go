@@ -410,31 +410,34 @@ func outputSince(t *testing.T, js jetstream.JetStream, run string, idx int, seq 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, bus.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.OutputSubject(uuid.MustParse(run), idx)},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq + 1})
+	s, err := js.Stream(ctx, bus.StreamOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject: bus.OutputSubject(uuid.MustParse(run), idx), AckPolicy: jetstream.AckNonePolicy,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq + 1, InactiveThreshold: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := int(c.CachedInfo().NumPending)
 	var out []bus.OutputMsg
-	for range 1000 {
-		batch, err := c.Fetch(100, jetstream.FetchMaxWait(2*time.Second))
+	for range 100 {
+		if len(out) >= pending {
+			return out
+		}
+		batch, err := c.Fetch(pending-len(out), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
 		for msg := range batch.Messages() {
-			n++
 			o, err := bus.DecodeOutput(msg.Subject(), msg.Headers(), msg.Data())
 			if err != nil {
 				t.Fatal(err)
 			}
 			out = append(out, o)
 		}
-		if n == 0 {
-			return out
-		}
 	}
-	t.Fatalf("host %d of run %s: too many messages", idx, run)
+	t.Fatalf("host %d of run %s: %d of %d messages after seq %d", idx, run, len(out), pending, seq)
 	return nil
 }
