@@ -214,6 +214,12 @@ func TestClusterExecutorPausedPastAckWait(t *testing.T) {
 				if sum := logDigest(t, d.Gateways[1].server, id, idx); sum != h.OutputDigest {
 					t.Errorf("%s: the log served has digest %s, the record %s", h.Name, sum, h.OutputDigest)
 				}
+				// The text form reads the index archived beside this attempt's log.
+				text := string(mustCall(t, http.StatusOK, "GET", fmt.Sprintf("%s/api/runs/%s/hosts/%d/log?format=text",
+					d.Gateways[1].URL, id, idx), nil, nil))
+				if !strings.Contains(text, "stdout | start ") || !strings.Contains(text, "stdout | end ") {
+					t.Errorf("%s: the log as text, attempt %d: %q", h.Name, h.Attempt, text)
+				}
 			}
 		}
 	}
