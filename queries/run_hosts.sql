@@ -84,11 +84,21 @@ UPDATE run_hosts SET state = @state, error = @error, finished_at = now()
 WHERE run_id = @run_id AND idx = @idx AND state = 'queued';
 
 -- name: RunHostsLoseExecutor :many
--- The hosts of a dead executor end lost: the command may or may not have
--- finished, so it is never silently run again.
+-- The running hosts of a dead executor end lost: the command may or may
+-- not have finished, so it is never silently run again.
 UPDATE run_hosts SET state = 'lost', finished_at = now(),
     error = 'executor ' || executor_id || ' stopped responding while the host was ' || state
-WHERE executor_id = @executor_id AND state IN ('connecting', 'running')
+WHERE executor_id = @executor_id AND state = 'running'
+RETURNING run_id, idx, name, attempt;
+
+-- name: RunHostsRequeueUnstarted :many
+-- The connecting hosts of a dead executor never started their command (it
+-- starts only once RunHostSetRunning moved the row to running, which this
+-- update forbids from now on): they go back to the queue, to be released
+-- again as their next attempt.
+UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, started_at = NULL,
+    error = 'executor ' || executor_id || ' stopped responding before the command started; queued again'
+WHERE executor_id = @executor_id AND state = 'connecting'
 RETURNING run_id, idx, name, attempt;
 
 -- name: RunHostRequeue :execrows

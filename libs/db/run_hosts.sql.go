@@ -367,7 +367,7 @@ func (q *Queries) RunHostsList(ctx context.Context, runID uuid.UUID) ([]RunHost,
 const runHostsLoseExecutor = `-- name: RunHostsLoseExecutor :many
 UPDATE run_hosts SET state = 'lost', finished_at = now(),
     error = 'executor ' || executor_id || ' stopped responding while the host was ' || state
-WHERE executor_id = $1 AND state IN ('connecting', 'running')
+WHERE executor_id = $1 AND state = 'running'
 RETURNING run_id, idx, name, attempt
 `
 
@@ -378,8 +378,8 @@ type RunHostsLoseExecutorRow struct {
 	Attempt int32
 }
 
-// The hosts of a dead executor end lost: the command may or may not have
-// finished, so it is never silently run again.
+// The running hosts of a dead executor end lost: the command may or may
+// not have finished, so it is never silently run again.
 func (q *Queries) RunHostsLoseExecutor(ctx context.Context, executorID *string) ([]RunHostsLoseExecutorRow, error) {
 	rows, err := q.db.Query(ctx, runHostsLoseExecutor, executorID)
 	if err != nil {
@@ -503,6 +503,49 @@ func (q *Queries) RunHostsReleasedWaiting(ctx context.Context, arg RunHostsRelea
 	for rows.Next() {
 		var i RunHostsReleasedWaitingRow
 		if err := rows.Scan(&i.Idx, &i.Attempt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const runHostsRequeueUnstarted = `-- name: RunHostsRequeueUnstarted :many
+UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, started_at = NULL,
+    error = 'executor ' || executor_id || ' stopped responding before the command started; queued again'
+WHERE executor_id = $1 AND state = 'connecting'
+RETURNING run_id, idx, name, attempt
+`
+
+type RunHostsRequeueUnstartedRow struct {
+	RunID   uuid.UUID
+	Idx     int32
+	Name    string
+	Attempt int32
+}
+
+// The connecting hosts of a dead executor never started their command (it
+// starts only once RunHostSetRunning moved the row to running, which this
+// update forbids from now on): they go back to the queue, to be released
+// again as their next attempt.
+func (q *Queries) RunHostsRequeueUnstarted(ctx context.Context, executorID *string) ([]RunHostsRequeueUnstartedRow, error) {
+	rows, err := q.db.Query(ctx, runHostsRequeueUnstarted, executorID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RunHostsRequeueUnstartedRow{}
+	for rows.Next() {
+		var i RunHostsRequeueUnstartedRow
+		if err := rows.Scan(
+			&i.RunID,
+			&i.Idx,
+			&i.Name,
+			&i.Attempt,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -207,11 +207,25 @@ type LostHost struct {
 	Attempt int
 }
 
-// RunHostsLoseExecutor declares every unfinished host of an executor lost.
+// RunHostsLoseExecutor declares every running host of an executor lost.
 func (s *Store) RunHostsLoseExecutor(ctx context.Context, executor string) ([]LostHost, error) {
 	rows, err := s.q.RunHostsLoseExecutor(ctx, &executor)
 	if err != nil {
 		return nil, wrap(err, "lose hosts")
+	}
+	out := make([]LostHost, len(rows))
+	for i, r := range rows {
+		out[i] = LostHost{RunID: r.RunID, Idx: int(r.Idx), Name: r.Name, Attempt: int(r.Attempt)}
+	}
+	return out, nil
+}
+
+// RunHostsRequeueUnstarted puts every connecting host of an executor back
+// in the queue: none of them started its command.
+func (s *Store) RunHostsRequeueUnstarted(ctx context.Context, executor string) ([]LostHost, error) {
+	rows, err := s.q.RunHostsRequeueUnstarted(ctx, &executor)
+	if err != nil {
+		return nil, wrap(err, "requeue unstarted hosts")
 	}
 	out := make([]LostHost, len(rows))
 	for i, r := range rows {

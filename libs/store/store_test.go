@@ -588,8 +588,20 @@ func TestExecutorTimesUseTheDatabaseClock(t *testing.T) {
 	if err != nil || len(deadIDs) != 1 || deadIDs[0] != "silent" {
 		t.Fatalf("dead executors holding hosts: %v %v", deadIDs, err)
 	}
+	// A connecting host never started its command: it is queued again, not lost.
+	if lost, err := st.RunHostsLoseExecutor(ctx, "silent"); err != nil || len(lost) != 0 {
+		t.Fatalf("a connecting host declared lost: %+v %v", lost, err)
+	}
+	requeued, err := st.RunHostsRequeueUnstarted(ctx, "silent")
+	if err != nil || len(requeued) != 1 || requeued[0].RunID != run.ID || requeued[0].Attempt != 1 {
+		t.Fatalf("requeue the connecting host: %+v %v", requeued, err)
+	}
+	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 2, "silent"); err != nil || !ok {
+		t.Fatalf("claim the next attempt: %v %v", ok, err)
+	}
+	exec(t, st, "UPDATE run_hosts SET state = 'running' WHERE run_id = $1", run.ID)
 	lost, err := st.RunHostsLoseExecutor(ctx, "silent")
-	if err != nil || len(lost) != 1 || lost[0].RunID != run.ID {
+	if err != nil || len(lost) != 1 || lost[0].RunID != run.ID || lost[0].Attempt != 2 {
 		t.Fatalf("lose: %+v %v", lost, err)
 	}
 	if ok, err := st.ExecutorHeartbeat(ctx, "silent"); err != nil || !ok {

@@ -424,11 +424,11 @@ func (t *transcript) archive(ctx context.Context, logs logstore.Store) (string, 
 	if spoolErr != nil {
 		return "", fmt.Errorf("spooling output: %w", spoolErr)
 	}
-	key := logstore.HostLogKey(t.run, t.idx)
+	key := logstore.HostAttemptLogKey(t.run, t.idx, t.attempt)
 	for _, part := range []struct {
 		f   *os.File
 		key string
-	}{{spool, key}, {index, logstore.HostIndexKey(t.run, t.idx)}} {
+	}{{spool, key}, {index, logstore.IndexKeyOf(key)}} {
 		err := keepTrying(ctx, t.log, "archive log", func(ctx context.Context) error {
 			size, err := part.f.Seek(0, io.SeekEnd)
 			if err != nil {

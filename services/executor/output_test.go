@@ -345,3 +345,40 @@ func TestHostControlMessagesContinueTheSequence(t *testing.T) {
 		t.Errorf("done %+v", done)
 	}
 }
+
+// Two attempts of one host archive apart: the one that lost the host (its
+// executor was paused past the dead-after, then resumed) and finishes
+// last must not overwrite the log of the attempt that replaced it.
+func TestAttemptsArchiveApart(t *testing.T) {
+	logs, err := logstore.NewDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := transcriptConfig{pub: &fakeOutput{}, spoolDir: t.TempDir(), log: slog.New(slog.DiscardHandler)}
+	archive := func(attempt int, text string) string {
+		tr := newTranscript(context.Background(), cfg, testRunID, 2, attempt, "web01", 1<<20)
+		_, _ = tr.write(bus.TypeStdout, []byte(text))
+		tr.close()
+		key, err := tr.archive(context.Background(), logs)
+		if err != nil {
+			t.Fatalf("archive attempt %d: %v", attempt, err)
+		}
+		if _, err := logs.Stat(context.Background(), logstore.IndexKeyOf(key)); err != nil {
+			t.Fatalf("index of attempt %d: %v", attempt, err)
+		}
+		return key
+	}
+	second := archive(2, "the attempt that replaced it\n")
+	first := archive(1, "the attempt that lost the host\n")
+	if first != logstore.HostLogKey(testRunID, 2) || second == first {
+		t.Fatalf("keys %q and %q", first, second)
+	}
+	r, err := logs.Get(context.Background(), second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, _ := io.ReadAll(r); string(got) != "the attempt that replaced it\n" {
+		t.Fatalf("the second attempt's log reads %q", got)
+	}
+}

@@ -16,9 +16,10 @@ import (
 )
 
 // reap runs the reaper every ReapInterval, once across all executors per
-// tick. A host held by an executor that stopped heartbeating ends lost
+// tick. A host running on an executor that stopped heartbeating ends lost
 // within DeadAfter + ReapInterval of its last heartbeat (or is requeued when
-// its run asked for retries), and a run that no live executor coordinates
+// its run asked for retries); one still connecting is requeued, since its
+// command never started; and a run that no live executor coordinates
 // is published again, so no run stays running forever.
 //
 // The recovery bound (README, "Executor loss"): when an executor dies, its
@@ -56,6 +57,19 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 		return err
 	}
 	for _, id := range dead {
+		// A host still connecting has not started its command: it is queued
+		// again (the next attempt runs it elsewhere), not lost. Should the dead
+		// executor come back, its claim no longer lets it start the command.
+		requeued, err := e.st.RunHostsRequeueUnstarted(ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, h := range requeued {
+			e.log.Warn("host queued again: its executor stopped responding before the command started",
+				"executor", id, "run", h.RunID, "host", h.Name, "attempt", h.Attempt)
+			e.m.reaped(metrics.ReapHostRequeued)
+			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostQueued, "")
+		}
 		lost, err := e.st.RunHostsLoseExecutor(ctx, id)
 		if err != nil {
 			return err

@@ -354,13 +354,10 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 }
 
 // finish records the outcome: output first, then the row, then the
-// transcript's exit and status, then the event, then the ack. A host is
+// transcript's error, exit and status, then the event, then the ack. A host is
 // acknowledged only once its result is in PostgreSQL.
 func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	oc.err = t.out.maskText(oc.err)
-	if oc.err != "" && oc.state != testum.HostOK {
-		t.out.errorText(oc.err)
-	}
 	stats := t.out.close()
 	logKey, archErr := t.out.archive(hardCtx, t.e.logs)
 	if archErr != nil {
@@ -387,9 +384,14 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 		return
 	}
 	if !recorded {
+		// Nothing of this attempt is announced: the host's record and
+		// transcript now belong to whoever took it over.
 		t.log.Warn("host was no longer this executor's to finish (declared lost meanwhile)", "state", oc.state)
 	} else {
 		t.e.m.hostEnded(oc.state)
+		if oc.err != "" && oc.state != testum.HostOK {
+			t.out.errorText(oc.err)
+		}
 		t.out.exit(oc.state, oc.exit, oc.signal)
 		t.out.closeControl()
 		t.e.publishEvent(bus.Event{RunID: t.run.ID, Kind: bus.EventHost, Idx: t.host.Idx, Host: t.host.Name, State: string(oc.state), ExitCode: oc.exit})

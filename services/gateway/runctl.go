@@ -114,7 +114,7 @@ func (g *Gateway) runHostLog(c *fiber.Ctx) error {
 		return err
 	}
 	var text strings.Builder
-	if err := renderTimestamped(ctx, g.logs, logstore.HostIndexKey(id, idx), raw, &text); err != nil {
+	if err := renderTimestamped(ctx, g.logs, logstore.IndexKeyOf(h.LogKey), raw, &text); err != nil {
 		return err
 	}
 	c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
