@@ -248,16 +248,24 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, r := range rel {
+	for i, r := range rel {
 		if err := c.publishTask(ctx, r); err != nil {
-			// The host stays released and queued; republishMissing retries it.
-			c.log.Warn("publishing a task failed", "idx", r.Idx, "err", err)
+			// These hosts stay released and queued; republishMissing publishes
+			// them. Trying the rest now would only hold the step (and the run
+			// message's in-progress acks) for as long again each.
+			c.log.Warn("publishing tasks failed; they are republished later", "idx", r.Idx, "unpublished", len(rel)-i, "err", err)
+			break
 		}
 	}
 	return false, nil
 }
 
+// publishTask publishes one host task, giving it a third of the ack wait:
+// enough to ride out a stream leader election, short enough that the run
+// message gets its in-progress ack in time.
 func (c *RunCoordinator) publishTask(ctx context.Context, r store.Released) error {
+	ctx, cancel := context.WithTimeout(ctx, max(c.e.ackWait/3, time.Second))
+	defer cancel()
 	return bus.PublishTask(ctx, c.e.pub, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
 }
 
