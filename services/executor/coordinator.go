@@ -316,6 +316,7 @@ func (c *RunCoordinator) finish(ctx context.Context, state testum.RunState, p st
 		return err
 	}
 	if ok {
+		c.e.awaitTranscripts(ctx, run.ID, transcriptsWait)
 		c.e.publishDone(ctx, run)
 		c.log.Info("run finished", "state", state, "hosts", p.Total, "ok", p.OK)
 	}
@@ -332,6 +333,65 @@ func (c *RunCoordinator) handBack(ctx context.Context) {
 		c.log.Warn("releasing the run", "err", err)
 	}
 	_ = c.msg.Nak()
+}
+
+// transcriptsWait bounds how long a finished run's done waits for the
+// last messages of its hosts.
+const transcriptsWait = 30 * time.Second
+
+// awaitTranscripts waits, at most for most, until the transcript of each
+// host's recorded attempt ends with a final status. An executor records a
+// host's result before it publishes the host's exit and final status (a
+// result that was not recorded is never announced), so a run can be final
+// in PostgreSQL while those are still on their way, held up for seconds by
+// a stream leader election: published before them, done would end every
+// WebSocket before the host's end. Hosts ended lost are not waited for:
+// the executor that lost them may still send what it had, never an end.
+func (e *Executor) awaitTranscripts(ctx context.Context, run uuid.UUID, most time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, most)
+	defer cancel()
+	hosts, err := e.st.RunHosts(ctx, run)
+	if err != nil {
+		e.log.Warn("publishing the run's done without checking its hosts' transcripts", "run", run, "err", err)
+		return
+	}
+	ended := map[int]int{} // host index → the attempt whose end is recorded
+	for _, h := range hosts {
+		if h.Attempt > 0 && h.State != testum.HostLost {
+			ended[h.Idx] = h.Attempt
+		}
+	}
+	for {
+		last, err := bus.LastHostMessages(ctx, e.js, run)
+		open := len(ended)
+		if err == nil {
+			open = transcriptsOpen(ended, last)
+		}
+		if open == 0 {
+			return
+		}
+		if !pause(ctx, 200*time.Millisecond) {
+			e.log.Warn("publishing the run's done before every host's transcript ended", "run", run,
+				"hosts_open", open, "waited", most, "err", err)
+			return
+		}
+	}
+}
+
+// transcriptsOpen counts the hosts whose recorded attempt (ended: host
+// index → attempt) has sent messages, the last of which (last: host index
+// → its last message) is not a final status. A host without messages has
+// nothing to end; one whose last message is of another attempt is not
+// this attempt's to end.
+func transcriptsOpen(ended map[int]int, last map[int]bus.OutputMsg) int {
+	open := 0
+	for idx, attempt := range ended {
+		m, ok := last[idx]
+		if ok && m.Attempt == attempt && (m.Type != bus.TypeStatus || !testum.HostState(m.State).Final()) {
+			open++
+		}
+	}
+	return open
 }
 
 // publishDone ends a run's transcript and announces the run's state.
