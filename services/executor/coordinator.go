@@ -309,14 +309,17 @@ func (c *RunCoordinator) announceEnded(ctx context.Context, ended []store.EndedH
 	}
 }
 
-// finish records the run's final state and announces it.
+// finish records the run's final state and announces it, once every
+// host's transcript has ended: a run that reads final (and the gateways'
+// WebSockets end at once for a final run whose stream has nothing newer)
+// has its whole transcript but done in the stream.
 func (c *RunCoordinator) finish(ctx context.Context, state testum.RunState, p store.Progress) error {
+	c.e.awaitTranscripts(ctx, c.run.ID, transcriptsWait)
 	run, ok, err := c.e.st.RunFinish(ctx, c.run.ID, state, c.run.AbortReason)
 	if err != nil {
 		return err
 	}
 	if ok {
-		c.e.awaitTranscripts(ctx, run.ID, transcriptsWait)
 		c.e.publishDone(ctx, run)
 		c.log.Info("run finished", "state", state, "hosts", p.Total, "ok", p.OK)
 	}
@@ -335,24 +338,25 @@ func (c *RunCoordinator) handBack(ctx context.Context) {
 	_ = c.msg.Nak()
 }
 
-// transcriptsWait bounds how long a finished run's done waits for the
-// last messages of its hosts.
+// transcriptsWait bounds how long a run's finish waits for the last
+// messages of its hosts.
 const transcriptsWait = 30 * time.Second
 
 // awaitTranscripts waits, at most for most, until the transcript of each
 // host's recorded attempt ends with a final status. An executor records a
 // host's result before it publishes the host's exit and final status (a
-// result that was not recorded is never announced), so a run can be final
-// in PostgreSQL while those are still on their way, held up for seconds by
-// a stream leader election: published before them, done would end every
-// WebSocket before the host's end. Hosts ended lost are not waited for:
-// the executor that lost them may still send what it had, never an end.
+// result that was not recorded is never announced), so every host of a
+// run can be final in PostgreSQL while those are still on their way, held
+// up for seconds by a stream leader election: a run finished then would
+// end every WebSocket before that host's end. Hosts ended lost are not
+// waited for: the executor that lost them may still send what it had,
+// never an end.
 func (e *Executor) awaitTranscripts(ctx context.Context, run uuid.UUID, most time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, most)
 	defer cancel()
 	hosts, err := e.st.RunHosts(ctx, run)
 	if err != nil {
-		e.log.Warn("publishing the run's done without checking its hosts' transcripts", "run", run, "err", err)
+		e.log.Warn("finishing the run without checking its hosts' transcripts", "run", run, "err", err)
 		return
 	}
 	ended := map[int]int{} // host index → the attempt whose end is recorded
@@ -371,7 +375,7 @@ func (e *Executor) awaitTranscripts(ctx context.Context, run uuid.UUID, most tim
 			return
 		}
 		if !pause(ctx, 200*time.Millisecond) {
-			e.log.Warn("publishing the run's done before every host's transcript ended", "run", run,
+			e.log.Warn("finishing the run before every host's transcript ended", "run", run,
 				"hosts_open", open, "waited", most, "err", err)
 			return
 		}
