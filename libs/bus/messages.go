@@ -3,7 +3,9 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -178,16 +180,50 @@ func DecodeMaxDeliveries(data []byte) (MaxDeliveries, error) {
 	return a, nil
 }
 
+// Publishing across a stream leader election.
+const (
+	electionRetryWait = 100 * time.Millisecond // between tries while the stream has no leader
+	publishTry        = 3 * time.Second        // one try of a message with an id
+	publishTimeout    = 5 * time.Second        // a publish whose ctx has no deadline (the client's default)
+)
+
 // publish publishes m to JetStream, with a message id when id is not empty.
+//
+// While a stream elects a new leader (its old one died) the publish meets
+// one of two things for seconds: "no responders" at once, or no answer at
+// all (a try sent as the leadership moves can go unanswered, and would wait
+// for as long as ctx lets it). The client's default gives up after two
+// "no responders" a quarter second apart. So publish retries "no responders"
+// until ctx ends (a message nobody received), and a message with an id is
+// also tried again after publishTry without an answer: the id makes a try
+// that did reach the stream a duplicate, not a second copy. A message
+// without one is not, as it might then be stored twice. Without a deadline
+// in ctx the whole publish is bounded by publishTimeout.
 func publish(ctx context.Context, js Publisher, m *nats.Msg, id string) error {
-	var opts []jetstream.PublishOpt
-	if id != "" {
-		opts = append(opts, jetstream.WithMsgID(id))
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, publishTimeout)
+		defer cancel()
 	}
-	if _, err := js.PublishMsg(ctx, m, opts...); err != nil {
-		return fmt.Errorf("publish %s: %w", m.Subject, err)
+	opts := []jetstream.PublishOpt{jetstream.WithRetryAttempts(math.MaxInt), jetstream.WithRetryWait(electionRetryWait)}
+	if id == "" {
+		if _, err := js.PublishMsg(ctx, m, opts...); err != nil {
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		return nil
 	}
-	return nil
+	opts = append(opts, jetstream.WithMsgID(id))
+	for {
+		tctx, cancel := context.WithTimeout(ctx, publishTry)
+		_, err := js.PublishMsg(tctx, m, opts...)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+	}
 }
 
 // mustJSON encodes the message types of this package, which cannot fail.

@@ -248,16 +248,24 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, r := range rel {
+	for i, r := range rel {
 		if err := c.publishTask(ctx, r); err != nil {
-			// The host stays released and queued; republishMissing retries it.
-			c.log.Warn("publishing a task failed", "idx", r.Idx, "err", err)
+			// These hosts stay released and queued; republishMissing publishes
+			// them. Trying the rest now would only hold the step (and the run
+			// message's in-progress acks) for as long again each.
+			c.log.Warn("publishing tasks failed; they are republished later", "idx", r.Idx, "unpublished", len(rel)-i, "err", err)
+			break
 		}
 	}
 	return false, nil
 }
 
+// publishTask publishes one host task, giving it a third of the ack wait:
+// enough to ride out a stream leader election, short enough that the run
+// message gets its in-progress ack in time.
 func (c *RunCoordinator) publishTask(ctx context.Context, r store.Released) error {
+	ctx, cancel := context.WithTimeout(ctx, max(c.e.ackWait/3, time.Second))
+	defer cancel()
 	return bus.PublishTask(ctx, c.e.pub, bus.TaskMsg{RunID: c.run.ID, Idx: r.Idx, Attempt: r.Attempt + 1})
 }
 
@@ -301,8 +309,12 @@ func (c *RunCoordinator) announceEnded(ctx context.Context, ended []store.EndedH
 	}
 }
 
-// finish records the run's final state and announces it.
+// finish records the run's final state and announces it, once every
+// host's transcript has ended: a run that reads final (and the gateways'
+// WebSockets end at once for a final run whose stream has nothing newer)
+// has its whole transcript but done in the stream.
 func (c *RunCoordinator) finish(ctx context.Context, state testum.RunState, p store.Progress) error {
+	c.e.awaitTranscripts(ctx, c.run.ID, transcriptsWait)
 	run, ok, err := c.e.st.RunFinish(ctx, c.run.ID, state, c.run.AbortReason)
 	if err != nil {
 		return err
@@ -324,6 +336,66 @@ func (c *RunCoordinator) handBack(ctx context.Context) {
 		c.log.Warn("releasing the run", "err", err)
 	}
 	_ = c.msg.Nak()
+}
+
+// transcriptsWait bounds how long a run's finish waits for the last
+// messages of its hosts.
+const transcriptsWait = 30 * time.Second
+
+// awaitTranscripts waits, at most for most, until the transcript of each
+// host's recorded attempt ends with a final status. An executor records a
+// host's result before it publishes the host's exit and final status (a
+// result that was not recorded is never announced), so every host of a
+// run can be final in PostgreSQL while those are still on their way, held
+// up for seconds by a stream leader election: a run finished then would
+// end every WebSocket before that host's end. Hosts ended lost are not
+// waited for: the executor that lost them may still send what it had,
+// never an end.
+func (e *Executor) awaitTranscripts(ctx context.Context, run uuid.UUID, most time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, most)
+	defer cancel()
+	hosts, err := e.st.RunHosts(ctx, run)
+	if err != nil {
+		e.log.Warn("finishing the run without checking its hosts' transcripts", "run", run, "err", err)
+		return
+	}
+	ended := map[int]int{} // host index → the attempt whose end is recorded
+	for _, h := range hosts {
+		if h.Attempt > 0 && h.State != testum.HostLost {
+			ended[h.Idx] = h.Attempt
+		}
+	}
+	for {
+		last, err := bus.LastHostMessages(ctx, e.js, run)
+		open := len(ended)
+		if err == nil {
+			open = transcriptsOpen(ended, last)
+		}
+		if open == 0 {
+			return
+		}
+		if !pause(ctx, 200*time.Millisecond) {
+			e.log.Warn("finishing the run before every host's transcript ended", "run", run,
+				"hosts_open", open, "waited", most, "err", err)
+			return
+		}
+	}
+}
+
+// transcriptsOpen counts the hosts whose recorded attempt (ended: host
+// index → attempt) has sent messages, the last of which (last: host index
+// → its last message) is not a final status. A host without messages has
+// nothing to end; one whose last message is of another attempt is not
+// this attempt's to end.
+func transcriptsOpen(ended map[int]int, last map[int]bus.OutputMsg) int {
+	open := 0
+	for idx, attempt := range ended {
+		m, ok := last[idx]
+		if ok && m.Attempt == attempt && (m.Type != bus.TypeStatus || !testum.HostState(m.State).Final()) {
+			open++
+		}
+	}
+	return open
 }
 
 // publishDone ends a run's transcript and announces the run's state.
