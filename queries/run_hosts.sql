@@ -95,3 +95,14 @@ RETURNING run_id, idx, name, attempt;
 -- retry_lost: a lost host goes back to the queue for another attempt.
 UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, finished_at = NULL
 WHERE run_id = @run_id AND idx = @idx AND state = 'lost' AND attempt = @attempt;
+
+-- name: RunHostsClaim :many
+-- RunHostClaim for several tasks in one statement: each row is taken only
+-- if it is queued and its attempt matches, exactly as one by one.
+UPDATE run_hosts
+SET state = 'connecting', attempt = c.attempt, executor_id = @executor_id::text, started_at = now(),
+    finished_at = NULL, exit_code = NULL, signal = '', error = '', connect_attempts = NULL
+FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@idxs::int[]) AS idx, unnest(@attempts::int[]) AS attempt) AS c
+WHERE run_hosts.run_id = c.run_id AND run_hosts.idx = c.idx
+  AND run_hosts.state = 'queued' AND run_hosts.attempt + 1 = c.attempt
+RETURNING run_hosts.*;

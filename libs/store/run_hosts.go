@@ -123,6 +123,37 @@ func (s *Store) RunHostClaim(ctx context.Context, run uuid.UUID, idx, attempt in
 	return runHostFromRow(row), true, nil
 }
 
+// Claim is one task's claim on a host: RunHostClaim's arguments.
+type Claim struct {
+	Run     uuid.UUID
+	Idx     int
+	Attempt int
+}
+
+// RunHostsClaim makes several claims for one executor in one statement,
+// each with RunHostClaim's conditions. It returns the hosts taken; a claim
+// whose host is not among them was not claimable. A host named twice is
+// taken once.
+func (s *Store) RunHostsClaim(ctx context.Context, executor string, claims []Claim) ([]testum.RunHost, error) {
+	if len(claims) == 0 {
+		return nil, nil
+	}
+	p := db.RunHostsClaimParams{ExecutorID: executor, RunIds: make([]uuid.UUID, len(claims)),
+		Idxs: make([]int32, len(claims)), Attempts: make([]int32, len(claims))}
+	for i, c := range claims {
+		p.RunIds[i], p.Idxs[i], p.Attempts[i] = c.Run, int32(c.Idx), int32(c.Attempt)
+	}
+	rows, err := s.q.RunHostsClaim(ctx, p)
+	if err != nil {
+		return nil, wrap(err, "claim hosts")
+	}
+	out := make([]testum.RunHost, len(rows))
+	for i, r := range rows {
+		out[i] = runHostFromRow(r)
+	}
+	return out, nil
+}
+
 // RunHostSetRunning moves a claimed host to running. ok=false means the
 // host is no longer this executor's (the reaper declared it lost).
 func (s *Store) RunHostSetRunning(ctx context.Context, run uuid.UUID, idx, attempt int, executor string, platform int64) (bool, error) {

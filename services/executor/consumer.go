@@ -166,7 +166,7 @@ func (e *Executor) handleTask(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	rh, ok, err := e.st.RunHostClaim(ctx, tm.RunID, tm.Idx, tm.Attempt, e.cfg.ID)
+	rh, ok, err := e.claims.do(ctx, tm.RunID, tm.Idx, tm.Attempt)
 	if err != nil {
 		e.log.Warn("claim failed; task handed back", "run", tm.RunID, "idx", tm.Idx, "err", err)
 		_ = msg.NakWithDelay(time.Second)
