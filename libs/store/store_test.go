@@ -847,3 +847,57 @@ func TestRunHostsClaimBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestRunHostsFinishBatch: ends recorded together keep RunHostFinish's
+// fencing (only the claiming executor, only the claimed attempt, only an
+// unfinished host) and each host keeps its own result, nulls included.
+func TestRunHostsFinishBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	var ps []testum.Platform
+	for i := range 4 {
+		ps = append(ps, createPlatform(t, st, fmt.Sprintf("p%d", i), nil))
+	}
+	run := newRun(t, st, ps...)
+	for i, ex := range []string{"ex1", "ex1", "ex1", "ex2"} {
+		if _, ok, err := st.RunHostClaim(ctx, run.ID, i, 1, ex); err != nil || !ok {
+			t.Fatalf("claim %d: %v %v", i, ok, err)
+		}
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 1, 1, "ex1", ps[1].ID); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	three := 3
+	hs, err := st.RunHostsFinish(ctx, "ex1", []store.Finish{
+		{Run: run.ID, Idx: 0, Attempt: 1, Result: store.HostResult{State: testum.HostUnreachable, Error: "refused"}},
+		{Run: run.ID, Idx: 1, Attempt: 1, Result: store.HostResult{State: testum.HostFailed, ExitCode: &three,
+			OutputBytes: 12, Truncated: true, OutputDigest: "d1", LogKey: "k1", ConnectAttempts: 2}},
+		{Run: run.ID, Idx: 2, Attempt: 2, Result: store.HostResult{State: testum.HostOK}}, // not the claimed attempt
+		{Run: run.ID, Idx: 3, Attempt: 1, Result: store.HostResult{State: testum.HostOK}}, // ex2's host
+	})
+	if err != nil || len(hs) != 2 {
+		t.Fatalf("batch finish: %+v %v, want hosts 0 and 1", hs, err)
+	}
+	h0, _ := st.RunHost(ctx, run.ID, 0)
+	h1, _ := st.RunHost(ctx, run.ID, 1)
+	h2, _ := st.RunHost(ctx, run.ID, 2)
+	h3, _ := st.RunHost(ctx, run.ID, 3)
+	if h0.State != testum.HostUnreachable || h0.Error != "refused" || h0.ExitCode != nil || h0.ConnectAttempts != nil || h0.FinishedAt == nil {
+		t.Errorf("host 0: %+v", h0)
+	}
+	if h1.State != testum.HostFailed || h1.ExitCode == nil || *h1.ExitCode != 3 || h1.OutputBytes != 12 || !h1.Truncated ||
+		h1.OutputDigest != "d1" || h1.LogKey != "k1" || h1.ConnectAttempts == nil || *h1.ConnectAttempts != 2 {
+		t.Errorf("host 1: %+v", h1)
+	}
+	if h2.State != testum.HostConnecting || h3.State != testum.HostConnecting {
+		t.Errorf("hosts 2 and 3 finished by a batch that was not theirs to finish: %s %s", h2.State, h3.State)
+	}
+	if hs, err := st.RunHostsFinish(ctx, "ex1", []store.Finish{
+		{Run: run.ID, Idx: 0, Attempt: 1, Result: store.HostResult{State: testum.HostOK}}}); err != nil || len(hs) != 0 {
+		t.Errorf("a finished host finished again: %+v %v", hs, err)
+	}
+	if _, ok, err := st.RunHostFinish(ctx, run.ID, 3, 1, "ex2", store.HostResult{State: testum.HostOK}); err != nil || !ok {
+		t.Errorf("ex2 finishing its own host: %v %v", ok, err)
+	}
+}

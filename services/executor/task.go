@@ -380,7 +380,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	var recorded bool
 	err := keepTrying(hardCtx, t.log, "record host result", func(ctx context.Context) error {
 		var err error
-		_, recorded, err = t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, res)
+		_, recorded, err = t.e.finishes.do(ctx, store.Finish{Run: t.run.ID, Idx: t.host.Idx, Attempt: t.attempt, Result: res})
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -17,11 +18,12 @@ import (
 // first statement until the test lets it go.
 type fakeClaims struct {
 	mu      sync.Mutex
-	taken   map[claimKey]bool
+	taken   map[hostKey]bool
 	calls   [][]store.Claim
 	entered chan struct{}
 	gate    chan struct{}
 	fail    error
+	poison  int // a statement naming this host fails (0: none)
 }
 
 func (f *fakeClaims) claim(_ context.Context, claims []store.Claim) ([]testum.RunHost, error) {
@@ -36,11 +38,16 @@ func (f *fakeClaims) claim(_ context.Context, claims []store.Claim) ([]testum.Ru
 	if f.fail != nil {
 		return nil, f.fail
 	}
+	for _, c := range claims {
+		if f.poison != 0 && c.Idx == f.poison {
+			return nil, errors.New("row refused")
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []testum.RunHost
 	for _, c := range claims {
-		k := claimKey{c.Run, c.Idx, c.Attempt}
+		k := hostKey{c.Run, c.Idx, c.Attempt}
 		if !f.taken[k] {
 			f.taken[k] = true
 			out = append(out, testum.RunHost{RunID: c.Run, Idx: c.Idx, Attempt: c.Attempt})
@@ -54,8 +61,9 @@ func (f *fakeClaims) claim(_ context.Context, claims []store.Claim) ([]testum.Ru
 // caller, a duplicate delivery included; an error reaches every caller of
 // its statement.
 func TestClaimerBatchesWhileInFlight(t *testing.T) {
-	f := &fakeClaims{taken: map[claimKey]bool{}, entered: make(chan struct{}), gate: make(chan struct{})}
-	c := &claimer{claim: f.claim, max: 100}
+	f := &fakeClaims{taken: map[hostKey]bool{}, entered: make(chan struct{}), gate: make(chan struct{})}
+	c := &groupCommit[hostKey, store.Claim, testum.RunHost]{send: f.claim, max: 100, timeout: time.Minute,
+		reqKey: func(c store.Claim) hostKey { return hostKey{c.Run, c.Idx, c.Attempt} }, resKey: rowKey}
 	run := uuid.New()
 	type result struct {
 		idx int
@@ -64,7 +72,7 @@ func TestClaimerBatchesWhileInFlight(t *testing.T) {
 	}
 	results := make(chan result, 12)
 	claim := func(idx int) {
-		_, ok, err := c.do(context.Background(), run, idx, 1)
+		_, ok, err := c.do(context.Background(), store.Claim{Run: run, Idx: idx, Attempt: 1})
 		results <- result{idx, ok, err}
 	}
 	go claim(0)
@@ -106,8 +114,50 @@ func TestClaimerBatchesWhileInFlight(t *testing.T) {
 	}
 
 	f.fail = errors.New("database gone")
-	if _, ok, err := c.do(context.Background(), run, 11, 1); err == nil || ok {
+	if _, ok, err := c.do(context.Background(), store.Claim{Run: run, Idx: 11, Attempt: 1}); err == nil || ok {
 		t.Errorf("claim during a failure: ok %v err %v", ok, err)
+	}
+}
+
+// TestGroupCommitAloneAfterFailure: with alone set, a statement that
+// fails is sent again request by request, so that a row the database
+// refuses fails only its own request.
+func TestGroupCommitAloneAfterFailure(t *testing.T) {
+	f := &fakeClaims{taken: map[hostKey]bool{}, entered: make(chan struct{}), gate: make(chan struct{}), poison: 3}
+	c := &groupCommit[hostKey, store.Claim, testum.RunHost]{send: f.claim, max: 100, timeout: time.Minute, alone: true,
+		reqKey: func(c store.Claim) hostKey { return hostKey{c.Run, c.Idx, c.Attempt} }, resKey: rowKey}
+	run := uuid.New()
+	errs := make([]error, 6)
+	oks := make([]bool, 6)
+	var wg sync.WaitGroup
+	claim := func(idx int) {
+		defer wg.Done()
+		_, oks[idx], errs[idx] = c.do(context.Background(), store.Claim{Run: run, Idx: idx, Attempt: 1})
+	}
+	wg.Add(6)
+	go claim(0)
+	<-f.entered
+	for i := 1; i < 6; i++ {
+		go claim(i)
+	}
+	for i := 0; ; i++ {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n == 5 {
+			break
+		}
+		if i > 1e7 {
+			t.Fatal("requests never queued")
+		}
+		runtime.Gosched()
+	}
+	close(f.gate)
+	wg.Wait()
+	for i := range 6 {
+		if want := i != 3; oks[i] != want || (errs[i] == nil) != want {
+			t.Errorf("request %d: ok %v err %v; want only request 3 to fail", i, oks[i], errs[i])
+		}
 	}
 }
 
