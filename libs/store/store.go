@@ -230,6 +230,13 @@ func wrap(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// Refused reports whether PostgreSQL answered a statement with an error of
+// its own (a value it refused), as opposed to not answering at all.
+func Refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe)
+}
+
 // IsNotFound reports whether err is a not-found error.
 func IsNotFound(err error) bool { return testum.CodeOf(err) == testum.CodeNotFound }
 

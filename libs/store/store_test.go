@@ -897,6 +897,13 @@ func TestRunHostsFinishBatch(t *testing.T) {
 		{Run: run.ID, Idx: 0, Attempt: 1, Result: store.HostResult{State: testum.HostOK}}}); err != nil || len(hs) != 0 {
 		t.Errorf("a finished host finished again: %+v %v", hs, err)
 	}
+	if _, err := st.RunHostsFinish(ctx, "ex2", []store.Finish{
+		{Run: run.ID, Idx: 3, Attempt: 1, Result: store.HostResult{State: "no-such-state"}}}); !store.Refused(err) {
+		t.Errorf("a result the database refuses: %v, want store.Refused", err)
+	}
+	if store.Refused(errors.New("connection refused")) {
+		t.Error("an error that is not the database's answer counts as refused")
+	}
 	if _, ok, err := st.RunHostFinish(ctx, run.ID, 3, 1, "ex2", store.HostResult{State: testum.HostOK}); err != nil || !ok {
 		t.Errorf("ex2 finishing its own host: %v %v", ok, err)
 	}

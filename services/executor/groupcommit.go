@@ -26,9 +26,10 @@ type groupCommit[K comparable, Req, Res any] struct {
 	// timeout bounds each statement: it no longer ends with a caller's
 	// context, and a hung one must not hold the queue behind it.
 	timeout time.Duration
-	// alone sends each request of a failed statement again in one of its
-	// own, so that a row the database refuses fails only its own request.
-	alone bool
+	// alone, when it holds for a statement's error, sends each of its
+	// requests again in one of its own, so that a row the database refuses
+	// fails only its own request (nil: never).
+	alone func(error) bool
 
 	mu      sync.Mutex
 	queue   []*groupReq[Req, Res]
@@ -74,7 +75,7 @@ func (g *groupCommit[K, Req, Res]) flush(ctx context.Context) {
 		batch := append([]*groupReq[Req, Res](nil), g.queue[:n]...)
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
-		if err := g.sendBatch(ctx, batch); err != nil && g.alone && len(batch) > 1 {
+		if err := g.sendBatch(ctx, batch); g.sendAlone(err, batch) {
 			for _, r := range batch {
 				_ = g.sendBatch(ctx, []*groupReq[Req, Res]{r})
 			}
@@ -92,7 +93,7 @@ func (g *groupCommit[K, Req, Res]) sendBatch(ctx context.Context, batch []*group
 	sctx, cancel := context.WithTimeout(ctx, g.timeout)
 	rows, err := g.send(sctx, reqs)
 	cancel()
-	if err != nil && g.alone && len(batch) > 1 {
+	if g.sendAlone(err, batch) {
 		return err
 	}
 	changed := make(map[K]Res, len(rows))
@@ -115,6 +116,10 @@ func (g *groupCommit[K, Req, Res]) sendBatch(ctx context.Context, batch []*group
 
 // groupTimeout bounds one grouped statement, like one try of keepTrying.
 const groupTimeout = 15 * time.Second
+
+func (g *groupCommit[K, Req, Res]) sendAlone(err error, batch []*groupReq[Req, Res]) bool {
+	return err != nil && len(batch) > 1 && g.alone != nil && g.alone(err)
+}
 
 // hostKey names one attempt of a host.
 type hostKey struct {
@@ -139,7 +144,7 @@ func newClaimer(st *store.Store, executor string, most int) *claimer {
 type finisher = groupCommit[hostKey, store.Finish, testum.RunHost]
 
 func newFinisher(st *store.Store, executor string, most int) *finisher {
-	return &finisher{max: most, timeout: groupTimeout, resKey: rowKey, alone: true,
+	return &finisher{max: most, timeout: groupTimeout, resKey: rowKey, alone: store.Refused,
 		reqKey: func(f store.Finish) hostKey { return hostKey{f.Run, f.Idx, f.Attempt} },
 		send: func(ctx context.Context, fs []store.Finish) ([]testum.RunHost, error) {
 			return st.RunHostsFinish(ctx, executor, fs)

@@ -124,7 +124,8 @@ func TestClaimerBatchesWhileInFlight(t *testing.T) {
 // refuses fails only its own request.
 func TestGroupCommitAloneAfterFailure(t *testing.T) {
 	f := &fakeClaims{taken: map[hostKey]bool{}, entered: make(chan struct{}), gate: make(chan struct{}), poison: 3}
-	c := &groupCommit[hostKey, store.Claim, testum.RunHost]{send: f.claim, max: 100, timeout: time.Minute, alone: true,
+	c := &groupCommit[hostKey, store.Claim, testum.RunHost]{send: f.claim, max: 100, timeout: time.Minute,
+		alone:  func(err error) bool { return err.Error() == "row refused" },
 		reqKey: func(c store.Claim) hostKey { return hostKey{c.Run, c.Idx, c.Attempt} }, resKey: rowKey}
 	run := uuid.New()
 	errs := make([]error, 6)
