@@ -84,3 +84,14 @@ FROM platforms WHERE id = @id;
 
 -- name: PlatformNames :many
 SELECT id, name FROM platforms ORDER BY name;
+
+-- name: RunPlatforms :many
+-- The platforms a run's hosts log in to, with every jump host of their
+-- chains, in one query (UNION stops at a loop).
+WITH RECURSIVE chain(id) AS (
+    SELECT platform_id FROM run_hosts WHERE run_id = @run_id AND platform_id IS NOT NULL
+    UNION
+    SELECT p.jump_platform_id FROM platforms p JOIN chain ON p.id = chain.id
+    WHERE p.jump_platform_id IS NOT NULL
+)
+SELECT platforms.* FROM platforms WHERE id IN (SELECT id FROM chain) ORDER BY id;

@@ -105,3 +105,32 @@ RETURNING run_id, idx, name, attempt;
 -- retry_lost: a lost host goes back to the queue for another attempt.
 UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, finished_at = NULL
 WHERE run_id = @run_id AND idx = @idx AND state = 'lost' AND attempt = @attempt;
+
+-- name: RunHostsClaim :many
+-- RunHostClaim for several tasks in one statement: each row is taken only
+-- if it is queued and its attempt matches, exactly as one by one.
+UPDATE run_hosts
+SET state = 'connecting', attempt = c.attempt, executor_id = @executor_id::text, started_at = now(),
+    finished_at = NULL, exit_code = NULL, signal = '', error = '', connect_attempts = NULL
+FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@idxs::int[]) AS idx, unnest(@attempts::int[]) AS attempt) AS c
+WHERE run_hosts.run_id = c.run_id AND run_hosts.idx = c.idx
+  AND run_hosts.state = 'queued' AND run_hosts.attempt + 1 = c.attempt
+RETURNING run_hosts.*;
+
+-- name: RunHostsFinish :many
+-- RunHostFinish for several hosts of one executor in one statement, each
+-- with its own result and RunHostFinish's conditions. An exit code counts
+-- only where has_exit_code is true; a connect_attempts of 0 is none.
+UPDATE run_hosts
+SET state = f.state, exit_code = CASE WHEN f.has_exit_code THEN f.exit_code END, signal = f.signal,
+    error = f.error, output_bytes = f.output_bytes, truncated = f.truncated, output_digest = f.output_digest,
+    log_key = f.log_key, connect_attempts = NULLIF(f.connect_attempts, 0), finished_at = now()
+FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@idxs::int[]) AS idx, unnest(@attempts::int[]) AS attempt,
+             unnest(@states::text[]) AS state, unnest(@exit_codes::int[]) AS exit_code,
+             unnest(@has_exit_codes::bool[]) AS has_exit_code, unnest(@signals::text[]) AS signal,
+             unnest(@errors::text[]) AS error, unnest(@output_bytes::bigint[]) AS output_bytes,
+             unnest(@truncated::bool[]) AS truncated, unnest(@output_digests::text[]) AS output_digest,
+             unnest(@log_keys::text[]) AS log_key, unnest(@connect_attempts::int[]) AS connect_attempts) AS f
+WHERE run_hosts.run_id = f.run_id AND run_hosts.idx = f.idx AND run_hosts.attempt = f.attempt
+  AND run_hosts.executor_id = @executor_id::text AND run_hosts.state IN ('connecting', 'running')
+RETURNING run_hosts.*;

@@ -8,6 +8,8 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const platformAcceptHostKey = `-- name: PlatformAcceptHostKey :execrows
@@ -509,6 +511,59 @@ SELECT id, name, host, port, username, auth_method, credential_id, labels, jump_
 
 func (q *Queries) PlatformsByIDs(ctx context.Context, ids []int64) ([]Platform, error) {
 	rows, err := q.db.Query(ctx, platformsByIDs, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Platform{}
+	for rows.Next() {
+		var i Platform
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Host,
+			&i.Port,
+			&i.Username,
+			&i.AuthMethod,
+			&i.CredentialID,
+			&i.Labels,
+			&i.JumpPlatformID,
+			&i.HostKeyPolicy,
+			&i.HostKey,
+			&i.HostKeyFingerprint,
+			&i.OfferedHostKey,
+			&i.OfferedHostKeyFingerprint,
+			&i.OfferedAt,
+			&i.State,
+			&i.StateDetail,
+			&i.LastContactAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const runPlatforms = `-- name: RunPlatforms :many
+WITH RECURSIVE chain(id) AS (
+    SELECT platform_id FROM run_hosts WHERE run_id = $1 AND platform_id IS NOT NULL
+    UNION
+    SELECT p.jump_platform_id FROM platforms p JOIN chain ON p.id = chain.id
+    WHERE p.jump_platform_id IS NOT NULL
+)
+SELECT platforms.id, platforms.name, platforms.host, platforms.port, platforms.username, platforms.auth_method, platforms.credential_id, platforms.labels, platforms.jump_platform_id, platforms.host_key_policy, platforms.host_key, platforms.host_key_fingerprint, platforms.offered_host_key, platforms.offered_host_key_fingerprint, platforms.offered_at, platforms.state, platforms.state_detail, platforms.last_contact_at, platforms.created_at, platforms.updated_at FROM platforms WHERE id IN (SELECT id FROM chain) ORDER BY id
+`
+
+// The platforms a run's hosts log in to, with every jump host of their
+// chains, in one query (UNION stops at a loop).
+func (q *Queries) RunPlatforms(ctx context.Context, runID uuid.UUID) ([]Platform, error) {
+	rows, err := q.db.Query(ctx, runPlatforms, runID)
 	if err != nil {
 		return nil, err
 	}

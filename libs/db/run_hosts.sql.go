@@ -275,6 +275,70 @@ func (q *Queries) RunHostSetRunning(ctx context.Context, arg RunHostSetRunningPa
 	return result.RowsAffected(), nil
 }
 
+const runHostsClaim = `-- name: RunHostsClaim :many
+UPDATE run_hosts
+SET state = 'connecting', attempt = c.attempt, executor_id = $1::text, started_at = now(),
+    finished_at = NULL, exit_code = NULL, signal = '', error = '', connect_attempts = NULL
+FROM (SELECT unnest($2::uuid[]) AS run_id, unnest($3::int[]) AS idx, unnest($4::int[]) AS attempt) AS c
+WHERE run_hosts.run_id = c.run_id AND run_hosts.idx = c.idx
+  AND run_hosts.state = 'queued' AND run_hosts.attempt + 1 = c.attempt
+RETURNING run_hosts.run_id, run_hosts.idx, run_hosts.platform_id, run_hosts.name, run_hosts.address, run_hosts.state, run_hosts.released_at, run_hosts.attempt, run_hosts.executor_id, run_hosts.exit_code, run_hosts.signal, run_hosts.error, run_hosts.output_bytes, run_hosts.truncated, run_hosts.output_digest, run_hosts.log_key, run_hosts.started_at, run_hosts.finished_at, run_hosts.connect_attempts
+`
+
+type RunHostsClaimParams struct {
+	ExecutorID string
+	RunIds     []uuid.UUID
+	Idxs       []int32
+	Attempts   []int32
+}
+
+// RunHostClaim for several tasks in one statement: each row is taken only
+// if it is queued and its attempt matches, exactly as one by one.
+func (q *Queries) RunHostsClaim(ctx context.Context, arg RunHostsClaimParams) ([]RunHost, error) {
+	rows, err := q.db.Query(ctx, runHostsClaim,
+		arg.ExecutorID,
+		arg.RunIds,
+		arg.Idxs,
+		arg.Attempts,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RunHost{}
+	for rows.Next() {
+		var i RunHost
+		if err := rows.Scan(
+			&i.RunID,
+			&i.Idx,
+			&i.PlatformID,
+			&i.Name,
+			&i.Address,
+			&i.State,
+			&i.ReleasedAt,
+			&i.Attempt,
+			&i.ExecutorID,
+			&i.ExitCode,
+			&i.Signal,
+			&i.Error,
+			&i.OutputBytes,
+			&i.Truncated,
+			&i.OutputDigest,
+			&i.LogKey,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.ConnectAttempts,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const runHostsEndQueued = `-- name: RunHostsEndQueued :many
 UPDATE run_hosts SET state = $1, finished_at = now()
 WHERE run_id = $2 AND state = 'queued'
@@ -302,6 +366,97 @@ func (q *Queries) RunHostsEndQueued(ctx context.Context, arg RunHostsEndQueuedPa
 	for rows.Next() {
 		var i RunHostsEndQueuedRow
 		if err := rows.Scan(&i.Idx, &i.Name); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const runHostsFinish = `-- name: RunHostsFinish :many
+UPDATE run_hosts
+SET state = f.state, exit_code = CASE WHEN f.has_exit_code THEN f.exit_code END, signal = f.signal,
+    error = f.error, output_bytes = f.output_bytes, truncated = f.truncated, output_digest = f.output_digest,
+    log_key = f.log_key, connect_attempts = NULLIF(f.connect_attempts, 0), finished_at = now()
+FROM (SELECT unnest($2::uuid[]) AS run_id, unnest($3::int[]) AS idx, unnest($4::int[]) AS attempt,
+             unnest($5::text[]) AS state, unnest($6::int[]) AS exit_code,
+             unnest($7::bool[]) AS has_exit_code, unnest($8::text[]) AS signal,
+             unnest($9::text[]) AS error, unnest($10::bigint[]) AS output_bytes,
+             unnest($11::bool[]) AS truncated, unnest($12::text[]) AS output_digest,
+             unnest($13::text[]) AS log_key, unnest($14::int[]) AS connect_attempts) AS f
+WHERE run_hosts.run_id = f.run_id AND run_hosts.idx = f.idx AND run_hosts.attempt = f.attempt
+  AND run_hosts.executor_id = $1::text AND run_hosts.state IN ('connecting', 'running')
+RETURNING run_hosts.run_id, run_hosts.idx, run_hosts.platform_id, run_hosts.name, run_hosts.address, run_hosts.state, run_hosts.released_at, run_hosts.attempt, run_hosts.executor_id, run_hosts.exit_code, run_hosts.signal, run_hosts.error, run_hosts.output_bytes, run_hosts.truncated, run_hosts.output_digest, run_hosts.log_key, run_hosts.started_at, run_hosts.finished_at, run_hosts.connect_attempts
+`
+
+type RunHostsFinishParams struct {
+	ExecutorID      string
+	RunIds          []uuid.UUID
+	Idxs            []int32
+	Attempts        []int32
+	States          []string
+	ExitCodes       []int32
+	HasExitCodes    []bool
+	Signals         []string
+	Errors          []string
+	OutputBytes     []int64
+	Truncated       []bool
+	OutputDigests   []string
+	LogKeys         []string
+	ConnectAttempts []int32
+}
+
+// RunHostFinish for several hosts of one executor in one statement, each
+// with its own result and RunHostFinish's conditions. An exit code counts
+// only where has_exit_code is true; a connect_attempts of 0 is none.
+func (q *Queries) RunHostsFinish(ctx context.Context, arg RunHostsFinishParams) ([]RunHost, error) {
+	rows, err := q.db.Query(ctx, runHostsFinish,
+		arg.ExecutorID,
+		arg.RunIds,
+		arg.Idxs,
+		arg.Attempts,
+		arg.States,
+		arg.ExitCodes,
+		arg.HasExitCodes,
+		arg.Signals,
+		arg.Errors,
+		arg.OutputBytes,
+		arg.Truncated,
+		arg.OutputDigests,
+		arg.LogKeys,
+		arg.ConnectAttempts,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RunHost{}
+	for rows.Next() {
+		var i RunHost
+		if err := rows.Scan(
+			&i.RunID,
+			&i.Idx,
+			&i.PlatformID,
+			&i.Name,
+			&i.Address,
+			&i.State,
+			&i.ReleasedAt,
+			&i.Attempt,
+			&i.ExecutorID,
+			&i.ExitCode,
+			&i.Signal,
+			&i.Error,
+			&i.OutputBytes,
+			&i.Truncated,
+			&i.OutputDigest,
+			&i.LogKey,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.ConnectAttempts,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

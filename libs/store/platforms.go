@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/testum/testum/libs/db"
 	"github.com/testum/testum/libs/testum"
 )
@@ -89,6 +91,16 @@ func (s *Store) PlatformsByIDs(ctx context.Context, ids []int64) ([]testum.Platf
 	rows, err := s.q.PlatformsByIDs(ctx, ids)
 	if err != nil {
 		return nil, wrap(err, "platforms")
+	}
+	return platformsFromRows(rows)
+}
+
+// RunPlatforms returns the platforms of a run's hosts and of their jump
+// hosts, in id order, in one query.
+func (s *Store) RunPlatforms(ctx context.Context, run uuid.UUID) ([]testum.Platform, error) {
+	rows, err := s.q.RunPlatforms(ctx, run)
+	if err != nil {
+		return nil, wrap(err, "run platforms")
 	}
 	return platformsFromRows(rows)
 }

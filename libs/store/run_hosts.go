@@ -123,6 +123,37 @@ func (s *Store) RunHostClaim(ctx context.Context, run uuid.UUID, idx, attempt in
 	return runHostFromRow(row), true, nil
 }
 
+// Claim is one task's claim on a host: RunHostClaim's arguments.
+type Claim struct {
+	Run     uuid.UUID
+	Idx     int
+	Attempt int
+}
+
+// RunHostsClaim makes several claims for one executor in one statement,
+// each with RunHostClaim's conditions. It returns the hosts taken; a claim
+// whose host is not among them was not claimable. A host named twice is
+// taken once.
+func (s *Store) RunHostsClaim(ctx context.Context, executor string, claims []Claim) ([]testum.RunHost, error) {
+	if len(claims) == 0 {
+		return nil, nil
+	}
+	p := db.RunHostsClaimParams{ExecutorID: executor, RunIds: make([]uuid.UUID, len(claims)),
+		Idxs: make([]int32, len(claims)), Attempts: make([]int32, len(claims))}
+	for i, c := range claims {
+		p.RunIds[i], p.Idxs[i], p.Attempts[i] = c.Run, int32(c.Idx), int32(c.Attempt)
+	}
+	rows, err := s.q.RunHostsClaim(ctx, p)
+	if err != nil {
+		return nil, wrap(err, "claim hosts")
+	}
+	out := make([]testum.RunHost, len(rows))
+	for i, r := range rows {
+		out[i] = runHostFromRow(r)
+	}
+	return out, nil
+}
+
 // RunHostSetRunning moves a claimed host to running. ok=false means the
 // host is no longer this executor's (the reaper declared it lost).
 func (s *Store) RunHostSetRunning(ctx context.Context, run uuid.UUID, idx, attempt int, executor string, platform int64) (bool, error) {
@@ -171,6 +202,48 @@ func (s *Store) RunHostFinish(ctx context.Context, run uuid.UUID, idx, attempt i
 		return testum.RunHost{}, false, wrap(err, "finish host")
 	}
 	return runHostFromRow(row), true, nil
+}
+
+// Finish is one host's end: RunHostFinish's arguments.
+type Finish struct {
+	Run     uuid.UUID
+	Idx     int
+	Attempt int
+	Result  HostResult
+}
+
+// RunHostsFinish records the ends of several hosts of one executor in one
+// statement, each with RunHostFinish's conditions. It returns the hosts
+// recorded; a host not among them was no longer this executor's to finish.
+func (s *Store) RunHostsFinish(ctx context.Context, executor string, fs []Finish) ([]testum.RunHost, error) {
+	if len(fs) == 0 {
+		return nil, nil
+	}
+	n := len(fs)
+	p := db.RunHostsFinishParams{ExecutorID: executor,
+		RunIds: make([]uuid.UUID, n), Idxs: make([]int32, n), Attempts: make([]int32, n), States: make([]string, n),
+		ExitCodes: make([]int32, n), HasExitCodes: make([]bool, n), Signals: make([]string, n), Errors: make([]string, n),
+		OutputBytes: make([]int64, n), Truncated: make([]bool, n), OutputDigests: make([]string, n),
+		LogKeys: make([]string, n), ConnectAttempts: make([]int32, n)}
+	for i, f := range fs {
+		r := f.Result
+		p.RunIds[i], p.Idxs[i], p.Attempts[i] = f.Run, int32(f.Idx), int32(f.Attempt)
+		p.States[i], p.Signals[i], p.Errors[i] = string(r.State), r.Signal, r.Error
+		if r.ExitCode != nil {
+			p.ExitCodes[i], p.HasExitCodes[i] = int32(*r.ExitCode), true
+		}
+		p.OutputBytes[i], p.Truncated[i], p.OutputDigests[i], p.LogKeys[i] = r.OutputBytes, r.Truncated, r.OutputDigest, r.LogKey
+		p.ConnectAttempts[i] = int32(max(r.ConnectAttempts, 0))
+	}
+	rows, err := s.q.RunHostsFinish(ctx, p)
+	if err != nil {
+		return nil, wrap(err, "finish hosts")
+	}
+	out := make([]testum.RunHost, len(rows))
+	for i, r := range rows {
+		out[i] = runHostFromRow(r)
+	}
+	return out, nil
 }
 
 // EndedHost names a host moved to a final state in bulk.

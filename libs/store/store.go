@@ -286,6 +286,14 @@ func unavailable(err error, what string) error {
 		Err: fmt.Errorf("%s: %w", what, err)}
 }
 
+// Refused reports whether PostgreSQL answered a statement with an error of
+// its own (a value it refused), as opposed to not answering at all (or
+// answering that it is shutting down or starting, which is unreachable).
+func Refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && !unreachable(err)
+}
+
 // IsNotFound reports whether err is a not-found error.
 func IsNotFound(err error) bool { return testum.CodeOf(err) == testum.CodeNotFound }
 

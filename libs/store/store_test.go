@@ -769,3 +769,159 @@ func TestRunAndAuditKeysetPages(t *testing.T) {
 		}
 	}
 }
+
+// TestRunHostsClaimBatch: claims made together keep the one-by-one rules:
+// a host is taken only when queued and for the next attempt, once even if
+// named twice, never by a second executor (in a batch or alone, also when
+// two executors claim the same hosts at once), and what follows is fenced
+// by the executor that took it.
+func TestRunHostsClaimBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	var ps []testum.Platform
+	for i := range 4 {
+		ps = append(ps, createPlatform(t, st, fmt.Sprintf("p%d", i), nil))
+	}
+	run := newRun(t, st, ps...)
+	claimed := func(hs []testum.RunHost) map[int]string {
+		out := map[int]string{}
+		for _, h := range hs {
+			if _, dup := out[h.Idx]; dup {
+				t.Errorf("host %d returned twice", h.Idx)
+			}
+			if h.State != testum.HostConnecting || h.Attempt != 1 {
+				t.Errorf("claimed host %d: %s attempt %d", h.Idx, h.State, h.Attempt)
+			}
+			out[h.Idx] = h.ExecutorID
+		}
+		return out
+	}
+
+	hs, err := st.RunHostsClaim(ctx, "ex1", []store.Claim{
+		{Run: run.ID, Idx: 0, Attempt: 1}, {Run: run.ID, Idx: 0, Attempt: 1}, // a duplicate delivery
+		{Run: run.ID, Idx: 1, Attempt: 2}, // not the next attempt
+		{Run: run.ID, Idx: 2, Attempt: 1},
+		{Run: uuid.New(), Idx: 3, Attempt: 1}, // no such run
+	})
+	if got := claimed(hs); err != nil || len(got) != 2 || got[0] != "ex1" || got[2] != "ex1" {
+		t.Fatalf("batch claim: %v %v, want hosts 0 and 2 for ex1", got, err)
+	}
+	hs, err = st.RunHostsClaim(ctx, "ex2", []store.Claim{
+		{Run: run.ID, Idx: 0, Attempt: 1}, {Run: run.ID, Idx: 2, Attempt: 1}, {Run: run.ID, Idx: 3, Attempt: 1}})
+	if got := claimed(hs); err != nil || len(got) != 1 || got[3] != "ex2" {
+		t.Fatalf("a second executor's batch: %v %v, want only host 3", got, err)
+	}
+	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 1, "ex2"); err != nil || ok {
+		t.Fatalf("a second executor's claim of a batch-claimed host: %v %v", ok, err)
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 0, 1, "ex2", ps[0].ID); err != nil || ok {
+		t.Fatalf("running by the executor that did not claim it: %v %v", ok, err)
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 0, 1, "ex1", ps[0].ID); err != nil || !ok {
+		t.Fatalf("running by its claimer: %v %v", ok, err)
+	}
+	if _, ok, err := st.RunHostFinish(ctx, run.ID, 0, 1, "ex2", store.HostResult{State: testum.HostOK}); err != nil || ok {
+		t.Fatalf("finished by the executor that did not claim it: %v %v", ok, err)
+	}
+	if _, ok, err := st.RunHostFinish(ctx, run.ID, 0, 1, "ex1", store.HostResult{State: testum.HostOK}); err != nil || !ok {
+		t.Fatalf("finished by its claimer: %v %v", ok, err)
+	}
+	if hs, err := st.RunHostsClaim(ctx, "ex1", []store.Claim{{Run: run.ID, Idx: 0, Attempt: 1}}); err != nil || len(hs) != 0 {
+		t.Fatalf("claim of a finished host: %+v %v", hs, err)
+	}
+
+	// Two executors claiming the same hosts at once: each host is taken
+	// by exactly one of them.
+	race := newRun(t, st, ps...)
+	var claims []store.Claim
+	for i := range ps {
+		claims = append(claims, store.Claim{Run: race.ID, Idx: i, Attempt: 1})
+	}
+	var wg sync.WaitGroup
+	got := make([][]testum.RunHost, 2)
+	errs := make([]error, 2)
+	for i, ex := range []string{"ex1", "ex2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = st.RunHostsClaim(ctx, ex, claims)
+		}()
+	}
+	wg.Wait()
+	taken := map[int]int{}
+	for i := range got {
+		if errs[i] != nil {
+			t.Fatalf("concurrent claim: %v", errs[i])
+		}
+		for _, h := range got[i] {
+			taken[h.Idx]++
+		}
+	}
+	for i := range ps {
+		if taken[i] != 1 {
+			t.Errorf("host %d taken %d times by two executors claiming at once", i, taken[i])
+		}
+	}
+}
+
+// TestRunHostsFinishBatch: ends recorded together keep RunHostFinish's
+// fencing (only the claiming executor, only the claimed attempt, only an
+// unfinished host) and each host keeps its own result, nulls included.
+func TestRunHostsFinishBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	var ps []testum.Platform
+	for i := range 4 {
+		ps = append(ps, createPlatform(t, st, fmt.Sprintf("p%d", i), nil))
+	}
+	run := newRun(t, st, ps...)
+	for i, ex := range []string{"ex1", "ex1", "ex1", "ex2"} {
+		if _, ok, err := st.RunHostClaim(ctx, run.ID, i, 1, ex); err != nil || !ok {
+			t.Fatalf("claim %d: %v %v", i, ok, err)
+		}
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 1, 1, "ex1", ps[1].ID); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	three := 3
+	hs, err := st.RunHostsFinish(ctx, "ex1", []store.Finish{
+		{Run: run.ID, Idx: 0, Attempt: 1, Result: store.HostResult{State: testum.HostUnreachable, Error: "refused"}},
+		{Run: run.ID, Idx: 1, Attempt: 1, Result: store.HostResult{State: testum.HostFailed, ExitCode: &three,
+			OutputBytes: 12, Truncated: true, OutputDigest: "d1", LogKey: "k1", ConnectAttempts: 2}},
+		{Run: run.ID, Idx: 2, Attempt: 2, Result: store.HostResult{State: testum.HostOK}}, // not the claimed attempt
+		{Run: run.ID, Idx: 3, Attempt: 1, Result: store.HostResult{State: testum.HostOK}}, // ex2's host
+	})
+	if err != nil || len(hs) != 2 {
+		t.Fatalf("batch finish: %+v %v, want hosts 0 and 1", hs, err)
+	}
+	h0, _ := st.RunHost(ctx, run.ID, 0)
+	h1, _ := st.RunHost(ctx, run.ID, 1)
+	h2, _ := st.RunHost(ctx, run.ID, 2)
+	h3, _ := st.RunHost(ctx, run.ID, 3)
+	if h0.State != testum.HostUnreachable || h0.Error != "refused" || h0.ExitCode != nil || h0.ConnectAttempts != nil || h0.FinishedAt == nil {
+		t.Errorf("host 0: %+v", h0)
+	}
+	if h1.State != testum.HostFailed || h1.ExitCode == nil || *h1.ExitCode != 3 || h1.OutputBytes != 12 || !h1.Truncated ||
+		h1.OutputDigest != "d1" || h1.LogKey != "k1" || h1.ConnectAttempts == nil || *h1.ConnectAttempts != 2 {
+		t.Errorf("host 1: %+v", h1)
+	}
+	if h2.State != testum.HostConnecting || h3.State != testum.HostConnecting {
+		t.Errorf("hosts 2 and 3 finished by a batch that was not theirs to finish: %s %s", h2.State, h3.State)
+	}
+	if hs, err := st.RunHostsFinish(ctx, "ex1", []store.Finish{
+		{Run: run.ID, Idx: 0, Attempt: 1, Result: store.HostResult{State: testum.HostOK}}}); err != nil || len(hs) != 0 {
+		t.Errorf("a finished host finished again: %+v %v", hs, err)
+	}
+	if _, err := st.RunHostsFinish(ctx, "ex2", []store.Finish{
+		{Run: run.ID, Idx: 3, Attempt: 1, Result: store.HostResult{State: "no-such-state"}}}); !store.Refused(err) {
+		t.Errorf("a result the database refuses: %v, want store.Refused", err)
+	}
+	if store.Refused(errors.New("connection refused")) {
+		t.Error("an error that is not the database's answer counts as refused")
+	}
+	if _, ok, err := st.RunHostFinish(ctx, run.ID, 3, 1, "ex2", store.HostResult{State: testum.HostOK}); err != nil || !ok {
+		t.Errorf("ex2 finishing its own host: %v %v", ok, err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/testum/testum/libs/fleet"
 	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
@@ -102,33 +101,4 @@ func newRunCache(max int) *runCache { return &runCache{c: newPerRun[uuid.UUID, t
 
 func (r *runCache) get(ctx context.Context, st *store.Store, id uuid.UUID) (testum.Run, error) {
 	return r.c.get(ctx, id, func(ctx context.Context) (testum.Run, error) { return st.Run(ctx, id) })
-}
-
-// credentialKey names a credential as one run uses it: credentials never
-// change once written (a new secret is a new credential), but keeping them
-// per run means a run never holds another run's secrets in memory.
-type credentialKey struct {
-	run uuid.UUID
-	id  int64
-}
-
-// runSource is what fleet.Target reads for one host of a run: platforms
-// from the store (they change, host keys get pinned), credentials kept for
-// the run.
-type runSource struct {
-	st    *store.Store
-	run   uuid.UUID
-	creds *perRun[credentialKey, store.Secret]
-}
-
-var _ fleet.Source = runSource{}
-
-func (s runSource) Platform(ctx context.Context, id int64) (testum.Platform, error) {
-	return s.st.Platform(ctx, id)
-}
-
-func (s runSource) CredentialOpen(ctx context.Context, id int64) (store.Secret, error) {
-	return s.creds.get(ctx, credentialKey{s.run, id}, func(ctx context.Context) (store.Secret, error) {
-		return s.st.CredentialOpen(ctx, id)
-	})
 }

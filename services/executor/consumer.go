@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/store"
 	"github.com/testum/testum/libs/testum"
 )
 
@@ -166,7 +167,7 @@ func (e *Executor) handleTask(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	rh, ok, err := e.st.RunHostClaim(ctx, tm.RunID, tm.Idx, tm.Attempt, e.cfg.ID)
+	rh, ok, err := e.claims.do(ctx, store.Claim{Run: tm.RunID, Idx: tm.Idx, Attempt: tm.Attempt})
 	if err != nil {
 		e.log.Warn("claim failed; task handed back", "run", tm.RunID, "idx", tm.Idx, "err", err)
 		_ = msg.NakWithDelay(time.Second)

@@ -161,7 +161,9 @@ type Executor struct {
 
 	runs       *runCache
 	secretEnvs *perRun[uuid.UUID, map[string]string] // each run's secret env
-	creds      *perRun[credentialKey, store.Secret]  // the credentials each run's hosts log in with
+	holds      *runHolds                             // each run's platform rows and opened credentials
+	claims     *claimer                              // host claims of tasks fetched together, in one statement
+	finishes   *finisher                             // ends of hosts that finish together, in one statement
 	pool       *connPool                             // connections kept for the next command on the same host
 	signers    *signerCache                          // private keys parsed once per run
 }
@@ -191,10 +193,12 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		coordinating: map[uuid.UUID]struct{}{},
 		runs:         newRunCache(1024),
 		secretEnvs:   newPerRun[uuid.UUID, map[string]string](1024),
-		creds:        newPerRun[credentialKey, store.Secret](1024),
 		pool:         newConnPool(cfg.ConnIdle, cfg.Slots),
 		signers:      newSignerCache(),
 	}
+	e.holds = newRunHolds(deps.Store, e.signers)
+	e.claims = newClaimer(deps.Store, cfg.ID, fetchMax)
+	e.finishes = newFinisher(deps.Store, cfg.ID, fetchMax)
 	e.handshakes = newHandshakeGate(cfg.MaxHandshakes, e.log, time.Now, m.handshakeGauges())
 	for range cfg.Slots {
 		e.slots <- struct{}{}
@@ -271,6 +275,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		hardStop()
 		<-done
 	}
+	e.holds.dropAll()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if serr := e.st.ExecutorStop(stopCtx, e.cfg.ID); serr != nil {

@@ -121,6 +121,17 @@ func (c *signerCache) makeRoom(now time.Time) bool {
 	return len(c.entries) < c.max
 }
 
+// forget drops the keys parsed for a run.
+func (c *signerCache) forget(run uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.entries {
+		if k.run == run {
+			delete(c.entries, k)
+		}
+	}
+}
+
 // size is how many keys are kept.
 func (c *signerCache) size() int {
 	c.mu.Lock()

@@ -30,8 +30,9 @@ type hostTask struct {
 	ctx      context.Context
 	cancelFn context.CancelCauseFunc
 	out      *transcript
-	sudoPass string // the platform's login password, for sudo -S
-	dials    int    // SSH dials made for the host's connection (retries included)
+	hold     *runHold // the run's platform rows and credentials, shared with its other hosts
+	sudoPass string   // the platform's login password, for sudo -S
+	dials    int      // SSH dials made for the host's connection (retries included)
 }
 
 func newHostTask(e *Executor, msg jetstream.Msg, run testum.Run, host testum.RunHost, attempt int) *hostTask {
@@ -61,6 +62,8 @@ type outcome struct {
 func (t *hostTask) execute(hardCtx context.Context) {
 	t.ctx, t.cancelFn = context.WithCancelCause(hardCtx)
 	defer t.cancelFn(nil)
+	t.hold = t.e.holds.take(t.run.ID)
+	defer t.hold.release()
 	t.out = newTranscript(hardCtx, t.e.transcriptConfig(), t.run.ID, t.host.Idx, t.attempt, t.host.Name, t.outputCap())
 	t.e.register(t)
 	defer t.e.unregister(t)
@@ -222,6 +225,7 @@ func (t *hostTask) connect(ctx context.Context, key string, target sshx.Target, 
 	// Every hop's key seen for the first time is pinned on its own
 	// platform, jump hosts included, before the connection is used.
 	pinned, err := fleet.PinFirstContacts(ctx, t.e.st, client.Hops())
+	t.hold.pinned(pinned)
 	for _, h := range pinned {
 		t.log.Info("host key pinned on first contact", "platform", h.ID, "addr", h.Addr, "fingerprint", sshx.Fingerprint(h.HostKey))
 	}
@@ -344,12 +348,11 @@ func (t *hostTask) target(ctx context.Context) (sshx.Target, testum.Platform, er
 	if t.host.PlatformID == nil {
 		return sshx.Target{}, testum.Platform{}, errors.New("the platform of this host was deleted")
 	}
-	p, err := t.e.st.Platform(ctx, *t.host.PlatformID)
+	p, err := t.hold.Platform(ctx, *t.host.PlatformID)
 	if err != nil {
 		return sshx.Target{}, p, fmt.Errorf("reading platform: %w", err)
 	}
-	src := runSource{st: t.e.st, run: t.run.ID, creds: t.e.creds}
-	tgt, err := fleet.Target(ctx, src, p, t.e.cfg.HostKeyPolicy)
+	tgt, err := fleet.Target(ctx, t.hold, p, t.e.cfg.HostKeyPolicy)
 	return tgt, p, err
 }
 
@@ -374,7 +377,7 @@ func (t *hostTask) finish(hardCtx context.Context, oc outcome) {
 	var recorded bool
 	err := keepTrying(hardCtx, t.log, "record host result", func(ctx context.Context) error {
 		var err error
-		_, recorded, err = t.e.st.RunHostFinish(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, res)
+		_, recorded, err = t.e.finishes.do(ctx, store.Finish{Run: t.run.ID, Idx: t.host.Idx, Attempt: t.attempt, Result: res})
 		return err
 	})
 	if err != nil {
