@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/testenv"
+	"github.com/testum/testum/libs/testum"
 )
 
 func tinyBackoff() retry.Backoff { return retry.NewConstant(time.Millisecond) }
@@ -130,4 +132,47 @@ func TestAckWaitComesFromTheConsumers(t *testing.T) {
 	if tasks.CachedInfo().Name != bus.ConsumerExecutors || runs.CachedInfo().Name != bus.ConsumerCoordinators {
 		t.Fatalf("consumers %s and %s", tasks.CachedInfo().Name, runs.CachedInfo().Name)
 	}
+}
+
+// TestWhileUnavailable: the reads before a command starts wait out a
+// database that is down and pass every other answer through at once.
+func TestWhileUnavailable(t *testing.T) {
+	t.Parallel()
+	down := &testum.Error{Code: testum.CodeUnavailable, Message: "the database is unavailable; try again"}
+	t.Run("waits while the database is unavailable", func(t *testing.T) {
+		var calls int
+		err := whileUnavailable(t.Context(), nil, "", func(context.Context) error {
+			if calls++; calls < 3 {
+				return fmt.Errorf("reading platform: %w", down)
+			}
+			return nil
+		})
+		if err != nil || calls != 3 {
+			t.Fatalf("err %v after %d calls, want success after 3", err, calls)
+		}
+	})
+	t.Run("returns any other error at once", func(t *testing.T) {
+		var calls int
+		missing := &testum.Error{Code: testum.CodeNotFound, Message: "platform not found"}
+		err := whileUnavailable(t.Context(), nil, "", func(context.Context) error {
+			calls++
+			return missing
+		})
+		if !errors.Is(err, missing) || calls != 1 {
+			t.Fatalf("err %v after %d calls, want %v after 1", err, calls, missing)
+		}
+	})
+	t.Run("stops when ctx ends", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		var calls int
+		err := whileUnavailable(ctx, nil, "", func(context.Context) error {
+			if calls++; calls == 2 {
+				cancel()
+			}
+			return down
+		})
+		if testum.CodeOf(err) != testum.CodeUnavailable || calls != 2 {
+			t.Fatalf("err %v after %d calls, want unavailable after 2", err, calls)
+		}
+	})
 }

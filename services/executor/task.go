@@ -86,15 +86,27 @@ func (t *hostTask) connectAndRun() outcome {
 	}
 	t.out.status(testum.HostConnecting)
 
-	target, platform, err := t.target(ctx)
+	var (
+		target   sshx.Target
+		platform testum.Platform
+		spec     testum.RunSpec
+		secrets  []string
+	)
+	err := whileUnavailable(ctx, t.log, "read the host's platform", func(ctx context.Context) (err error) {
+		target, platform, err = t.target(ctx)
+		return err
+	})
 	t.sudoPass = target.Password
 	if err != nil {
-		return outcome{state: testum.HostFailed, err: err.Error()}
+		return t.notStarted(ctx, err)
 	}
-	spec, secrets, err := t.spec(ctx, target)
+	err = whileUnavailable(ctx, t.log, "read the run's secret env", func(ctx context.Context) (err error) {
+		spec, secrets, err = t.spec(ctx, target)
+		return err
+	})
 	t.out.maskSecrets(secrets)
 	if err != nil {
-		return outcome{state: testum.HostFailed, err: err.Error()}
+		return t.notStarted(ctx, err)
 	}
 
 	key := targetKey(platform.ID, target)
@@ -115,7 +127,14 @@ func (t *hostTask) connectAndRun() outcome {
 			_ = client.Close()
 		}
 	}()
-	ok, err := t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, platform.ID)
+	var ok bool
+	err = whileUnavailable(ctx, t.log, "mark the host running", func(ctx context.Context) (err error) {
+		ok, err = t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, platform.ID)
+		return err
+	})
+	if err != nil && ctx.Err() != nil {
+		return t.interrupted(ctx, nil)
+	}
 	if err != nil || !ok {
 		// The reaper took the host from us (we looked dead), or the database is
 		// gone: do not start a command nobody would account for.
@@ -423,6 +442,36 @@ func (e *Executor) publishEvent(ev bus.Event) {
 	if err := bus.PublishEvent(e.nc, ev); err != nil {
 		e.log.Debug("publishing event", "run", ev.RunID, "err", err)
 	}
+}
+
+// notStarted is the outcome of a host whose preparation failed before it
+// connected: the run's cancel or deadline if that is what ended it, else
+// failed with the error.
+func (t *hostTask) notStarted(ctx context.Context, err error) outcome {
+	if ctx.Err() != nil {
+		return t.interrupted(ctx, nil)
+	}
+	return outcome{state: testum.HostFailed, err: err.Error()}
+}
+
+// whileUnavailable calls fn until it answers anything but "the database is
+// unavailable" (PostgreSQL down or restarting), or ctx ends. It is for the
+// reads and writes before a command starts: nothing has run yet, so waiting
+// for PostgreSQL costs only time, where giving up would fail a host that
+// did nothing wrong.
+func whileUnavailable(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	var last error
+	err := retryUntil(ctx, dependencyBackoff(), 15*time.Second, log, what, func(ctx context.Context) error {
+		last = fn(ctx)
+		if testum.CodeOf(last) == testum.CodeUnavailable {
+			return last
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return last
 }
 
 // keepTrying calls fn until it succeeds or ctx ends: a database restart must not
