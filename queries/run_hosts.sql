@@ -19,8 +19,13 @@ ORDER BY idx
 LIMIT @lim;
 
 -- name: RunHostsRelease :many
+-- Only the run's coordinator releases its hosts (so do the coordinator's
+-- other statements below: an executor that lost the run to a takeover
+-- changes nothing; a takeover committed while the statement runs is
+-- ordered after it by the hosts' row locks).
 UPDATE run_hosts SET released_at = now()
 WHERE run_id = @run_id AND idx = ANY(@idxs::int[]) AND state = 'queued' AND released_at IS NULL
+  AND EXISTS (SELECT 1 FROM runs r WHERE r.id = @run_id AND r.coordinator_id = @executor_id::text)
 RETURNING idx, attempt;
 
 -- name: RunHostsReleasedWaiting :many
@@ -30,6 +35,7 @@ RETURNING idx, attempt;
 SELECT idx, attempt FROM run_hosts
 WHERE run_id = @run_id AND state = 'queued' AND released_at IS NOT NULL
   AND released_at < now() - @age::interval
+  AND EXISTS (SELECT 1 FROM runs r WHERE r.id = @run_id AND r.coordinator_id = @executor_id::text)
 ORDER BY idx;
 
 -- name: RunHostClaim :one
@@ -61,10 +67,12 @@ WHERE run_id = @run_id AND idx = @idx AND attempt = @attempt AND executor_id = @
 RETURNING *;
 
 -- name: RunHostsEndQueued :many
--- Hosts that never started end in the given state (skipped, canceled).
+-- Hosts that never started end in the given state (skipped, canceled);
+-- attempt 0 means the host was never claimed, so it has no transcript.
 UPDATE run_hosts SET state = @state, finished_at = now()
 WHERE run_id = @run_id AND state = 'queued'
-RETURNING idx, name;
+  AND EXISTS (SELECT 1 FROM runs r WHERE r.id = @run_id AND r.coordinator_id = @executor_id::text)
+RETURNING idx, name, attempt;
 
 -- name: RunProgress :one
 -- What the coordinator decides from: how many hosts wait, are in flight,

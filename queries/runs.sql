@@ -25,8 +25,10 @@ WHERE runs.id = @id
 RETURNING *;
 
 -- name: RunFinish :one
+-- Only the run's coordinator finishes it: one that lost the run to a
+-- takeover (a concurrent takeover is ordered by the row lock) changes nothing.
 UPDATE runs SET state = @state, error = @error, finished_at = now()
-WHERE id = @id AND state IN ('queued', 'running')
+WHERE id = @id AND state IN ('queued', 'running') AND coordinator_id = @executor_id::text
 RETURNING *;
 
 -- name: RunsActiveOrphaned :many
@@ -53,9 +55,11 @@ LIMIT 100;
 -- name: RunRequestCancel :one
 UPDATE runs SET cancel_requested = true WHERE id = @id RETURNING *;
 
--- name: RunAbort :exec
--- No further host of the run starts; the run will end aborted.
-UPDATE runs SET abort_reason = @reason WHERE id = @id AND abort_reason = '';
+-- name: RunAbort :execrows
+-- No further host of the run starts; the run will end aborted. Only its
+-- coordinator records that.
+UPDATE runs SET abort_reason = @reason
+WHERE id = @id AND abort_reason = '' AND coordinator_id = @executor_id::text;
 
 -- name: RunCoordinatorRelease :exec
 UPDATE runs SET coordinator_id = NULL WHERE id = @id AND coordinator_id = @executor_id::text;

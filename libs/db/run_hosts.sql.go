@@ -342,22 +342,26 @@ func (q *Queries) RunHostsClaim(ctx context.Context, arg RunHostsClaimParams) ([
 const runHostsEndQueued = `-- name: RunHostsEndQueued :many
 UPDATE run_hosts SET state = $1, finished_at = now()
 WHERE run_id = $2 AND state = 'queued'
-RETURNING idx, name
+  AND EXISTS (SELECT 1 FROM runs r WHERE r.id = $2 AND r.coordinator_id = $3::text)
+RETURNING idx, name, attempt
 `
 
 type RunHostsEndQueuedParams struct {
-	State string
-	RunID uuid.UUID
+	State      string
+	RunID      uuid.UUID
+	ExecutorID string
 }
 
 type RunHostsEndQueuedRow struct {
-	Idx  int32
-	Name string
+	Idx     int32
+	Name    string
+	Attempt int32
 }
 
-// Hosts that never started end in the given state (skipped, canceled).
+// Hosts that never started end in the given state (skipped, canceled);
+// attempt 0 means the host was never claimed, so it has no transcript.
 func (q *Queries) RunHostsEndQueued(ctx context.Context, arg RunHostsEndQueuedParams) ([]RunHostsEndQueuedRow, error) {
-	rows, err := q.db.Query(ctx, runHostsEndQueued, arg.State, arg.RunID)
+	rows, err := q.db.Query(ctx, runHostsEndQueued, arg.State, arg.RunID, arg.ExecutorID)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +369,7 @@ func (q *Queries) RunHostsEndQueued(ctx context.Context, arg RunHostsEndQueuedPa
 	items := []RunHostsEndQueuedRow{}
 	for rows.Next() {
 		var i RunHostsEndQueuedRow
-		if err := rows.Scan(&i.Idx, &i.Name); err != nil {
+		if err := rows.Scan(&i.Idx, &i.Name, &i.Attempt); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -595,12 +599,14 @@ func (q *Queries) RunHostsNextToRelease(ctx context.Context, arg RunHostsNextToR
 const runHostsRelease = `-- name: RunHostsRelease :many
 UPDATE run_hosts SET released_at = now()
 WHERE run_id = $1 AND idx = ANY($2::int[]) AND state = 'queued' AND released_at IS NULL
+  AND EXISTS (SELECT 1 FROM runs r WHERE r.id = $1 AND r.coordinator_id = $3::text)
 RETURNING idx, attempt
 `
 
 type RunHostsReleaseParams struct {
-	RunID uuid.UUID
-	Idxs  []int32
+	RunID      uuid.UUID
+	Idxs       []int32
+	ExecutorID string
 }
 
 type RunHostsReleaseRow struct {
@@ -608,8 +614,12 @@ type RunHostsReleaseRow struct {
 	Attempt int32
 }
 
+// Only the run's coordinator releases its hosts (so do the coordinator's
+// other statements below: an executor that lost the run to a takeover
+// changes nothing; a takeover committed while the statement runs is
+// ordered after it by the hosts' row locks).
 func (q *Queries) RunHostsRelease(ctx context.Context, arg RunHostsReleaseParams) ([]RunHostsReleaseRow, error) {
-	rows, err := q.db.Query(ctx, runHostsRelease, arg.RunID, arg.Idxs)
+	rows, err := q.db.Query(ctx, runHostsRelease, arg.RunID, arg.Idxs, arg.ExecutorID)
 	if err != nil {
 		return nil, err
 	}
@@ -632,12 +642,14 @@ const runHostsReleasedWaiting = `-- name: RunHostsReleasedWaiting :many
 SELECT idx, attempt FROM run_hosts
 WHERE run_id = $1 AND state = 'queued' AND released_at IS NOT NULL
   AND released_at < now() - $2::interval
+  AND EXISTS (SELECT 1 FROM runs r WHERE r.id = $1 AND r.coordinator_id = $3::text)
 ORDER BY idx
 `
 
 type RunHostsReleasedWaitingParams struct {
-	RunID uuid.UUID
-	Age   pgtype.Interval
+	RunID      uuid.UUID
+	Age        pgtype.Interval
+	ExecutorID string
 }
 
 type RunHostsReleasedWaitingRow struct {
@@ -649,7 +661,7 @@ type RunHostsReleasedWaitingRow struct {
 // republished when a coordinator resumes, in case the message did not
 // survive.
 func (q *Queries) RunHostsReleasedWaiting(ctx context.Context, arg RunHostsReleasedWaitingParams) ([]RunHostsReleasedWaitingRow, error) {
-	rows, err := q.db.Query(ctx, runHostsReleasedWaiting, arg.RunID, arg.Age)
+	rows, err := q.db.Query(ctx, runHostsReleasedWaiting, arg.RunID, arg.Age, arg.ExecutorID)
 	if err != nil {
 		return nil, err
 	}

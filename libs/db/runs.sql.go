@@ -13,19 +13,25 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const runAbort = `-- name: RunAbort :exec
-UPDATE runs SET abort_reason = $1 WHERE id = $2 AND abort_reason = ''
+const runAbort = `-- name: RunAbort :execrows
+UPDATE runs SET abort_reason = $1
+WHERE id = $2 AND abort_reason = '' AND coordinator_id = $3::text
 `
 
 type RunAbortParams struct {
-	Reason string
-	ID     uuid.UUID
+	Reason     string
+	ID         uuid.UUID
+	ExecutorID string
 }
 
-// No further host of the run starts; the run will end aborted.
-func (q *Queries) RunAbort(ctx context.Context, arg RunAbortParams) error {
-	_, err := q.db.Exec(ctx, runAbort, arg.Reason, arg.ID)
-	return err
+// No further host of the run starts; the run will end aborted. Only its
+// coordinator records that.
+func (q *Queries) RunAbort(ctx context.Context, arg RunAbortParams) (int64, error) {
+	result, err := q.db.Exec(ctx, runAbort, arg.Reason, arg.ID, arg.ExecutorID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const runCoordinate = `-- name: RunCoordinate :one
@@ -161,18 +167,26 @@ func (q *Queries) RunCreate(ctx context.Context, arg RunCreateParams) (Run, erro
 
 const runFinish = `-- name: RunFinish :one
 UPDATE runs SET state = $1, error = $2, finished_at = now()
-WHERE id = $3 AND state IN ('queued', 'running')
+WHERE id = $3 AND state IN ('queued', 'running') AND coordinator_id = $4::text
 RETURNING id, state, kind, command, spec, targets, parallelism, timeout_seconds, host_count, created_by, created_by_name, parent_run_id, coordinator_id, cancel_requested, abort_reason, error, created_at, started_at, finished_at
 `
 
 type RunFinishParams struct {
-	State string
-	Error string
-	ID    uuid.UUID
+	State      string
+	Error      string
+	ID         uuid.UUID
+	ExecutorID string
 }
 
+// Only the run's coordinator finishes it: one that lost the run to a
+// takeover (a concurrent takeover is ordered by the row lock) changes nothing.
 func (q *Queries) RunFinish(ctx context.Context, arg RunFinishParams) (Run, error) {
-	row := q.db.QueryRow(ctx, runFinish, arg.State, arg.Error, arg.ID)
+	row := q.db.QueryRow(ctx, runFinish,
+		arg.State,
+		arg.Error,
+		arg.ID,
+		arg.ExecutorID,
+	)
 	var i Run
 	err := row.Scan(
 		&i.ID,

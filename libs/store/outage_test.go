@@ -91,7 +91,7 @@ func TestStoreUnavailableWhilePostgreSQLIsDown(t *testing.T) {
 		"transaction": func() error {
 			return st.InTx(ctx, func(tx *store.Tx) error { _, err := tx.Run(ctx, run.ID); return err })
 		},
-		"several rows": func() error { _, err := st.RunHostsRelease(ctx, run.ID, 1); return err },
+		"several rows": func() error { _, err := st.RunHostsRelease(ctx, run.ID, "ex", 1); return err },
 	}
 	for name, call := range calls {
 		err := call()

@@ -72,8 +72,9 @@ type Released struct {
 	Attempt int // starts so far; the task authorizes Attempt+1
 }
 
-// RunHostsRelease marks up to n waiting hosts released and returns them.
-func (s *Store) RunHostsRelease(ctx context.Context, run uuid.UUID, n int) ([]Released, error) {
+// RunHostsRelease marks up to n waiting hosts released and returns them,
+// if executor coordinates the run (ErrNotCoordinator otherwise).
+func (s *Store) RunHostsRelease(ctx context.Context, run uuid.UUID, executor string, n int) ([]Released, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -83,22 +84,29 @@ func (s *Store) RunHostsRelease(ctx context.Context, run uuid.UUID, n int) ([]Re
 		if err != nil || len(idxs) == 0 {
 			return err
 		}
-		rows, err := tx.q.RunHostsRelease(ctx, db.RunHostsReleaseParams{RunID: run, Idxs: idxs})
+		rows, err := tx.q.RunHostsRelease(ctx, db.RunHostsReleaseParams{RunID: run, Idxs: idxs, ExecutorID: executor})
 		if err != nil {
 			return err
+		}
+		if len(rows) == 0 {
+			return tx.coordinatorCheck(ctx, run, executor)
 		}
 		for _, r := range rows {
 			out = append(out, Released{Idx: int(r.Idx), Attempt: int(r.Attempt)})
 		}
 		return nil
 	})
+	if errors.Is(err, ErrNotCoordinator) {
+		return nil, err
+	}
 	return out, wrap(err, "release hosts")
 }
 
 // RunHostsReleasedWaiting returns the hosts released more than age ago, by
-// the database clock, and not claimed since.
-func (s *Store) RunHostsReleasedWaiting(ctx context.Context, run uuid.UUID, age time.Duration) ([]Released, error) {
-	rows, err := s.q.RunHostsReleasedWaiting(ctx, db.RunHostsReleasedWaitingParams{RunID: run, Age: interval(age)})
+// the database clock, and not claimed since; none when executor no longer
+// coordinates the run.
+func (s *Store) RunHostsReleasedWaiting(ctx context.Context, run uuid.UUID, executor string, age time.Duration) ([]Released, error) {
+	rows, err := s.q.RunHostsReleasedWaiting(ctx, db.RunHostsReleasedWaitingParams{RunID: run, ExecutorID: executor, Age: interval(age)})
 	if err != nil {
 		return nil, wrap(err, "released hosts")
 	}
@@ -248,19 +256,24 @@ func (s *Store) RunHostsFinish(ctx context.Context, executor string, fs []Finish
 
 // EndedHost names a host moved to a final state in bulk.
 type EndedHost struct {
-	Idx  int
-	Name string
+	Idx     int
+	Name    string
+	Attempt int // starts so far: 0 when the host was never claimed
 }
 
-// RunHostsEndQueued moves every still-queued host of a run to state.
-func (s *Store) RunHostsEndQueued(ctx context.Context, run uuid.UUID, state testum.HostState) ([]EndedHost, error) {
-	rows, err := s.q.RunHostsEndQueued(ctx, db.RunHostsEndQueuedParams{RunID: run, State: string(state)})
+// RunHostsEndQueued moves every still-queued host of a run to state, if
+// executor coordinates the run (ErrNotCoordinator otherwise).
+func (s *Store) RunHostsEndQueued(ctx context.Context, run uuid.UUID, executor string, state testum.HostState) ([]EndedHost, error) {
+	rows, err := s.q.RunHostsEndQueued(ctx, db.RunHostsEndQueuedParams{RunID: run, ExecutorID: executor, State: string(state)})
 	if err != nil {
 		return nil, wrap(err, "end queued hosts")
 	}
+	if len(rows) == 0 {
+		return nil, s.coordinatorCheck(ctx, run, executor)
+	}
 	out := make([]EndedHost, len(rows))
 	for i, r := range rows {
-		out[i] = EndedHost{Idx: int(r.Idx), Name: r.Name}
+		out[i] = EndedHost{Idx: int(r.Idx), Name: r.Name, Attempt: int(r.Attempt)}
 	}
 	return out, nil
 }

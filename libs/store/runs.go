@@ -112,12 +112,32 @@ func (s *Store) RunCoordinate(ctx context.Context, run uuid.UUID, executor strin
 	return r, err == nil, err
 }
 
-// RunFinish moves an unfinished run to a final state. ok=false when it was
+// ErrNotCoordinator refuses a coordinator's write for a run that another
+// executor has taken over since (its liveness expired, e.g. while paused):
+// the caller stops coordinating the run.
+var ErrNotCoordinator = &testum.Error{Code: testum.CodeConflict, Message: "the run is coordinated by another executor"}
+
+// coordinatorCheck tells why a coordinator's write changed nothing:
+// ErrNotCoordinator when executor no longer coordinates the run, nil when
+// there was simply nothing to change.
+func (s *Store) coordinatorCheck(ctx context.Context, run uuid.UUID, executor string) error {
+	r, err := s.q.RunGet(ctx, run)
+	if err != nil {
+		return wrap(err, "run "+run.String())
+	}
+	if deref(r.CoordinatorID) != executor {
+		return ErrNotCoordinator
+	}
+	return nil
+}
+
+// RunFinish moves an unfinished run to a final state, if executor
+// coordinates it (ErrNotCoordinator otherwise). ok=false when it was
 // already final.
-func (s *Store) RunFinish(ctx context.Context, run uuid.UUID, state testum.RunState, msg string) (testum.Run, bool, error) {
-	row, err := s.q.RunFinish(ctx, db.RunFinishParams{ID: run, State: string(state), Error: msg})
+func (s *Store) RunFinish(ctx context.Context, run uuid.UUID, executor string, state testum.RunState, msg string) (testum.Run, bool, error) {
+	row, err := s.q.RunFinish(ctx, db.RunFinishParams{ID: run, ExecutorID: executor, State: string(state), Error: msg})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return testum.Run{}, false, nil
+		return testum.Run{}, false, s.coordinatorCheck(ctx, run, executor)
 	}
 	if err != nil {
 		return testum.Run{}, false, wrap(err, "finish run")
@@ -135,9 +155,18 @@ func (s *Store) RunRequestCancel(ctx context.Context, run uuid.UUID) (testum.Run
 	return runFromRow(row)
 }
 
-// RunAbort records why no further host of a run may start.
-func (s *Store) RunAbort(ctx context.Context, run uuid.UUID, reason string) error {
-	return wrap(s.q.RunAbort(ctx, db.RunAbortParams{ID: run, Reason: reason}), "abort run")
+// RunAbort records why no further host of a run may start, if executor
+// coordinates it (ErrNotCoordinator otherwise); a reason recorded already
+// stays.
+func (s *Store) RunAbort(ctx context.Context, run uuid.UUID, executor, reason string) error {
+	n, err := s.q.RunAbort(ctx, db.RunAbortParams{ID: run, ExecutorID: executor, Reason: reason})
+	if err != nil {
+		return wrap(err, "abort run")
+	}
+	if n == 0 {
+		return s.coordinatorCheck(ctx, run, executor)
+	}
+	return nil
 }
 
 // RunCoordinatorRelease gives up coordinating a run (soft stop).

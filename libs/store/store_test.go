@@ -302,11 +302,11 @@ func TestRunTransitions(t *testing.T) {
 		t.Fatalf("a second coordinator while the first is alive: %v %v", ok, err)
 	}
 
-	rel, err := st.RunHostsRelease(ctx, run.ID, 5)
+	rel, err := st.RunHostsRelease(ctx, run.ID, "ex1", 5)
 	if err != nil || len(rel) != 2 || rel[0].Attempt != 0 {
 		t.Fatalf("release: %+v %v", rel, err)
 	}
-	if more, err := st.RunHostsRelease(ctx, run.ID, 5); err != nil || len(more) != 0 {
+	if more, err := st.RunHostsRelease(ctx, run.ID, "ex1", 5); err != nil || len(more) != 0 {
 		t.Fatalf("release again: %+v %v", more, err)
 	}
 	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 2, "ex1"); err != nil || ok {
@@ -347,11 +347,11 @@ func TestRunTransitions(t *testing.T) {
 	if err != nil || pr != (store.Progress{Total: 2, Finished: 2, Failures: 1, OK: 1}) {
 		t.Fatalf("progress: %+v %v", pr, err)
 	}
-	done, ok, err := st.RunFinish(ctx, run.ID, testum.RunFailed, "1 host failed")
+	done, ok, err := st.RunFinish(ctx, run.ID, "ex1", testum.RunFailed, "1 host failed")
 	if err != nil || !ok || done.State != testum.RunFailed || done.FinishedAt == nil {
 		t.Fatalf("run finish: %+v %v %v", done, ok, err)
 	}
-	if _, ok, err := st.RunFinish(ctx, run.ID, testum.RunSucceeded, ""); err != nil || ok {
+	if _, ok, err := st.RunFinish(ctx, run.ID, "ex1", testum.RunSucceeded, ""); err != nil || ok {
 		t.Fatalf("finishing a finished run: %v %v", ok, err)
 	}
 
@@ -455,6 +455,9 @@ func TestMethodsRunInTheTransaction(t *testing.T) {
 	st := open(t, nil)
 	p := createPlatform(t, st, "a", nil)
 	run := newRun(t, st, p)
+	if _, ok, err := st.RunCoordinate(ctx, run.ID, "ex1", time.Minute); err != nil || !ok {
+		t.Fatalf("coordinate: %v %v", ok, err)
+	}
 	errRollback := errors.New("roll back")
 	err := st.InTx(ctx, func(tx *store.Tx) error {
 		u, err := tx.UserCreate(ctx, "carol", "admin", "h", nil)
@@ -474,7 +477,7 @@ func TestMethodsRunInTheTransaction(t *testing.T) {
 			return err
 		}
 		// RunHostsRelease opens its own transaction: a savepoint here.
-		if rel, err := tx.RunHostsRelease(ctx, run.ID, 1); err != nil || len(rel) != 1 {
+		if rel, err := tx.RunHostsRelease(ctx, run.ID, "ex1", 1); err != nil || len(rel) != 1 {
 			t.Errorf("release inside a transaction: %+v %v", rel, err)
 		}
 		return errRollback
@@ -571,14 +574,14 @@ func TestExecutorTimesUseTheDatabaseClock(t *testing.T) {
 		t.Fatalf("a run a live executor coordinates is orphaned: %v %v", ids, err)
 	}
 
-	if _, err := st.RunHostsRelease(ctx, run.ID, 1); err != nil {
+	if _, err := st.RunHostsRelease(ctx, run.ID, "live", 1); err != nil {
 		t.Fatal(err)
 	}
-	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, time.Minute); err != nil || len(w) != 0 {
+	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, "live", time.Minute); err != nil || len(w) != 0 {
 		t.Fatalf("a host released just now waits longer than a minute: %v %v", w, err)
 	}
 	exec(t, st, "UPDATE run_hosts SET released_at = now() - interval '2 minutes' WHERE run_id = $1", run.ID)
-	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, time.Minute); err != nil || len(w) != 1 {
+	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, "live", time.Minute); err != nil || len(w) != 1 {
 		t.Fatalf("a host released two minutes ago: %v %v", w, err)
 	}
 	if _, ok, err := st.RunHostClaim(ctx, run.ID, 0, 1, "silent"); err != nil || !ok {
@@ -685,6 +688,100 @@ func TestSessionAndLoginTimesUseTheDatabaseClock(t *testing.T) {
 // Keyset pages (before_id) walk the same order as offset pages, ties in
 // time included, and the total counts the whole filter on every page, the
 // one past the end too.
+// Once another executor took a run over (the first one went silent, e.g.
+// paused), every write the first one makes as the run's coordinator is
+// refused and changes nothing; the new coordinator's go through.
+func TestCoordinatorWritesAreFenced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// Silence counts from long before a server that may have started
+	// seconds ago.
+	st := open(t, func(c *store.Config) { c.HeardSince = func() time.Time { return time.Unix(0, 0) } })
+	p1, p2, p3 := createPlatform(t, st, "a", nil), createPlatform(t, st, "b", nil), createPlatform(t, st, "c", nil)
+	run := newRun(t, st, p1, p2, p3)
+	for _, ex := range []string{"old", "new"} {
+		if err := st.ExecutorRegister(ctx, ex, "host", 1, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const dead = 30 * time.Second
+	if _, ok, err := st.RunCoordinate(ctx, run.ID, "old", dead); err != nil || !ok {
+		t.Fatalf("coordinate: %v %v", ok, err)
+	}
+	if rel, err := st.RunHostsRelease(ctx, run.ID, "old", 1); err != nil || len(rel) != 1 {
+		t.Fatalf("release by the coordinator: %+v %v", rel, err)
+	}
+	exec(t, st, "UPDATE run_hosts SET released_at = now() - interval '2 minutes' WHERE run_id = $1 AND released_at IS NOT NULL", run.ID)
+	exec(t, st, "UPDATE executors SET heartbeat_at = now() - interval '1 hour' WHERE id = 'old'")
+	if _, ok, err := st.RunCoordinate(ctx, run.ID, "new", dead); err != nil || !ok {
+		t.Fatalf("taking over from a silent coordinator: %v %v", ok, err)
+	}
+	before, err := st.RunHosts(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if rel, err := st.RunHostsRelease(ctx, run.ID, "old", 5); !errors.Is(err, store.ErrNotCoordinator) || len(rel) != 0 {
+		t.Errorf("release by the old coordinator: %+v %v, want ErrNotCoordinator", rel, err)
+	}
+	if ended, err := st.RunHostsEndQueued(ctx, run.ID, "old", testum.HostCanceled); !errors.Is(err, store.ErrNotCoordinator) || len(ended) != 0 {
+		t.Errorf("cancel of queued hosts by the old coordinator: %+v %v, want ErrNotCoordinator", ended, err)
+	}
+	if err := st.RunAbort(ctx, run.ID, "old", "too many failures"); !errors.Is(err, store.ErrNotCoordinator) {
+		t.Errorf("abort by the old coordinator: %v, want ErrNotCoordinator", err)
+	}
+	if _, ok, err := st.RunFinish(ctx, run.ID, "old", testum.RunSucceeded, ""); !errors.Is(err, store.ErrNotCoordinator) || ok {
+		t.Errorf("finish by the old coordinator: %v %v, want ErrNotCoordinator", ok, err)
+	}
+	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, "old", time.Minute); err != nil || len(w) != 0 {
+		t.Errorf("hosts to republish for the old coordinator: %+v %v, want none", w, err)
+	}
+	after, err := st.RunHosts(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range before {
+		if after[i].State != before[i].State || !timesEqual(after[i].ReleasedAt, before[i].ReleasedAt) {
+			t.Errorf("host %d changed by the old coordinator: %+v, was %+v", i, after[i], before[i])
+		}
+	}
+	if r, err := st.Run(ctx, run.ID); err != nil || r.State != testum.RunRunning || r.AbortReason != "" || r.CoordinatorID != "new" {
+		t.Errorf("run after the old coordinator's writes: %+v %v", r, err)
+	}
+
+	if w, err := st.RunHostsReleasedWaiting(ctx, run.ID, "new", time.Minute); err != nil || len(w) != 1 {
+		t.Errorf("hosts to republish for the new coordinator: %+v %v, want 1", w, err)
+	}
+	if rel, err := st.RunHostsRelease(ctx, run.ID, "new", 1); err != nil || len(rel) != 1 {
+		t.Errorf("release by the new coordinator: %+v %v", rel, err)
+	}
+	if err := st.RunAbort(ctx, run.ID, "new", "too many failures"); err != nil {
+		t.Errorf("abort by the new coordinator: %v", err)
+	}
+	if err := st.RunAbort(ctx, run.ID, "new", "again"); err != nil {
+		t.Errorf("abort recorded already: %v", err)
+	}
+	if ended, err := st.RunHostsEndQueued(ctx, run.ID, "new", testum.HostSkipped); err != nil || len(ended) != 3 || ended[0].Attempt != 0 {
+		t.Errorf("skip of queued hosts by the new coordinator: %+v %v", ended, err)
+	}
+	if ended, err := st.RunHostsEndQueued(ctx, run.ID, "new", testum.HostSkipped); err != nil || len(ended) != 0 {
+		t.Errorf("skip with no host queued: %+v %v", ended, err)
+	}
+	if r, ok, err := st.RunFinish(ctx, run.ID, "new", testum.RunAborted, "too many failures"); err != nil || !ok || r.State != testum.RunAborted {
+		t.Errorf("finish by the new coordinator: %+v %v %v", r, ok, err)
+	}
+	if _, ok, err := st.RunFinish(ctx, run.ID, "new", testum.RunAborted, ""); err != nil || ok {
+		t.Errorf("finishing a finished run: %v %v", ok, err)
+	}
+}
+
+func timesEqual(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
+}
+
 func TestRunAndAuditKeysetPages(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -35,6 +36,7 @@ type RunCoordinator struct {
 	wake        chan struct{}
 	plan        fanoutPlan
 	lastRecheck time.Time
+	lost        bool // another executor took the run over: nothing more is done for it
 }
 
 // coordinate takes a run message: it becomes the run's coordinator, waiting
@@ -189,8 +191,8 @@ func (c *RunCoordinator) loop(ctx, hardCtx context.Context) {
 	}
 }
 
-// step looks at the run once and does what is due. It reports whether the
-// run is finished.
+// step looks at the run once and does what is due. It reports whether
+// this executor is done with the run: it finished, or it was taken over.
 func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	st := c.e.st
 	run, err := st.Run(ctx, c.run.ID)
@@ -199,10 +201,7 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	}
 	c.run = run
 	if run.CoordinatorID != c.e.cfg.ID {
-		// Taken over while this executor looked dead: the message is the new
-		// coordinator's to keep or acknowledge, so it is left alone.
-		c.log.Info("another executor took over the run", "coordinator", run.CoordinatorID)
-		return true, nil
+		return c.lose(run.CoordinatorID), nil
 	}
 	if run.State.Final() {
 		_ = c.msg.Ack()
@@ -212,18 +211,48 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return c.advance(ctx, run, p, resumed)
+}
+
+// lose stops coordinating a run another executor took over while this one
+// looked dead (paused, cut off): the message is the new coordinator's to
+// keep or acknowledge, so it is left alone. It says so once.
+func (c *RunCoordinator) lose(holder string) bool {
+	if !c.lost {
+		c.lost = true
+		args := []any{}
+		if holder != "" {
+			args = append(args, "coordinator", holder)
+		}
+		c.log.Info("another executor took over the run; this one stops coordinating it", args...)
+	}
+	return true
+}
+
+// advance does what the plan says is due for run at progress p, both as
+// read at the start of the step: they may be stale by now (the executor
+// paused), so every write is fenced by the run's coordinator_id in the
+// store, and what is published follows only from writes that took effect.
+// A write refused that way ends the coordination.
+func (c *RunCoordinator) advance(ctx context.Context, run testum.Run, p store.Progress, resumed bool) (done bool, err error) {
+	defer func() {
+		if errors.Is(err, store.ErrNotCoordinator) {
+			done, err = c.lose(""), nil
+		}
+	}()
+	st, me := c.e.st, c.e.cfg.ID
 	next := c.plan.next(run, p, time.Now())
 	if next.finish != "" {
 		return true, c.finish(ctx, next.finish, p)
 	}
 	if next.abort != "" {
-		if err := st.RunAbort(ctx, run.ID, next.abort); err != nil {
+		if err := st.RunAbort(ctx, run.ID, me, next.abort); err != nil {
 			return false, err
 		}
 		c.log.Info("run stops releasing hosts", "reason", next.abort)
 	}
 	if next.endQueued != "" {
-		ended, err := st.RunHostsEndQueued(ctx, run.ID, next.endQueued)
+		ended, err := st.RunHostsEndQueued(ctx, run.ID, me, next.endQueued)
 		if err != nil {
 			return false, err
 		}
@@ -244,7 +273,7 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	if next.release <= 0 {
 		return false, nil
 	}
-	rel, err := st.RunHostsRelease(ctx, run.ID, next.release)
+	rel, err := st.RunHostsRelease(ctx, run.ID, me, next.release)
 	if err != nil {
 		return false, err
 	}
@@ -277,7 +306,7 @@ func (c *RunCoordinator) republishMissing(ctx context.Context, resumed bool) err
 	if resumed {
 		age = 0
 	}
-	waiting, err := c.e.st.RunHostsReleasedWaiting(ctx, c.run.ID, age)
+	waiting, err := c.e.st.RunHostsReleasedWaiting(ctx, c.run.ID, c.e.cfg.ID, age)
 	if err != nil || len(waiting) == 0 {
 		return err
 	}
@@ -305,7 +334,7 @@ func (c *RunCoordinator) republishMissing(ctx context.Context, resumed bool) err
 // starting (skipped, canceled), so live viewers see them.
 func (c *RunCoordinator) announceEnded(ctx context.Context, ended []store.EndedHost, state testum.HostState) {
 	for _, h := range ended {
-		c.e.publishHostControl(ctx, c.run.ID, h.Idx, h.Name, state, "")
+		c.e.publishHostControl(ctx, c.run.ID, h.Idx, h.Attempt, h.Name, state, "")
 	}
 }
 
@@ -315,7 +344,7 @@ func (c *RunCoordinator) announceEnded(ctx context.Context, ended []store.EndedH
 // has its whole transcript but done in the stream.
 func (c *RunCoordinator) finish(ctx context.Context, state testum.RunState, p store.Progress) error {
 	c.e.awaitTranscripts(ctx, c.run.ID, transcriptsWait)
-	run, ok, err := c.e.st.RunFinish(ctx, c.run.ID, state, c.run.AbortReason)
+	run, ok, err := c.e.st.RunFinish(ctx, c.run.ID, c.e.cfg.ID, state, c.run.AbortReason)
 	if err != nil {
 		return err
 	}
@@ -415,15 +444,14 @@ func doneMsg(run testum.Run, at time.Time) bus.OutputMsg {
 
 // publishHostControl publishes a status (and error) message for a host this
 // executor does not run (reaper, skipped, canceled), continuing the host's
-// per-host sequence from the last message on its subject.
-func (e *Executor) publishHostControl(ctx context.Context, run uuid.UUID, idx int, name string, state testum.HostState, errText string) {
+// per-host sequence. attempt is the host's starts so far: a host never
+// claimed (0) has published nothing, so its sequence starts at 0 without a
+// look at the stream; any other continues from the last message on its
+// subject.
+func (e *Executor) publishHostControl(ctx context.Context, run uuid.UUID, idx, attempt int, name string, state testum.HostState, errText string) {
 	seq := 0
-	if stream, err := e.js.Stream(ctx, bus.StreamOutput); err == nil {
-		if last, err := stream.GetLastMsgForSubject(ctx, bus.OutputSubject(run, idx)); err == nil {
-			if m, err := bus.DecodeOutput(last.Subject, last.Header, last.Data); err == nil {
-				seq = m.Seq
-			}
-		}
+	if attempt > 0 {
+		seq = e.lastSeq(ctx, run, idx)
 	}
 	for _, m := range hostControlMsgs(run, idx, name, state, errText, seq, time.Now()) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -434,6 +462,24 @@ func (e *Executor) publishHostControl(ctx context.Context, run uuid.UUID, idx in
 	}
 	e.publishEvent(bus.Event{RunID: run, Kind: bus.EventHost, Idx: idx, Host: name, State: string(state)})
 	e.m.hostEnded(state)
+}
+
+// lastOutputSeq is the sequence of the last message on a host's output
+// subject, 0 when there is none (or it cannot be read).
+func (e *Executor) lastOutputSeq(ctx context.Context, run uuid.UUID, idx int) int {
+	stream, err := e.js.Stream(ctx, bus.StreamOutput)
+	if err != nil {
+		return 0
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, bus.OutputSubject(run, idx))
+	if err != nil {
+		return 0
+	}
+	m, err := bus.DecodeOutput(last.Subject, last.Header, last.Data)
+	if err != nil {
+		return 0
+	}
+	return m.Seq
 }
 
 // hostControlMsgs are the messages that announce a host's state (after its

@@ -149,6 +149,9 @@ type Executor struct {
 	ackWait time.Duration
 
 	output outputPublisher // transcript messages: the output stream
+	// lastSeq reads the last sequence on a host's output subject: a stream
+	// lookup (a test counts them).
+	lastSeq func(ctx context.Context, run uuid.UUID, idx int) int
 
 	slots      chan struct{}  // a token per free session slot
 	handshakes *handshakeGate // the adaptive bound of SSH handshakes in flight
@@ -203,6 +206,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	for range cfg.Slots {
 		e.slots <- struct{}{}
 	}
+	e.lastSeq = e.lastOutputSeq
 	return e, nil
 }
 

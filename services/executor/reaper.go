@@ -68,7 +68,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 			e.log.Warn("host queued again: its executor stopped responding before the command started",
 				"executor", id, "run", h.RunID, "host", h.Name, "attempt", h.Attempt)
 			e.m.reaped(metrics.ReapHostRequeued)
-			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostQueued, "")
+			e.publishHostControl(ctx, h.RunID, h.Idx, h.Attempt, h.Name, testum.HostQueued, "")
 		}
 		lost, err := e.st.RunHostsLoseExecutor(ctx, id)
 		if err != nil {
@@ -78,7 +78,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 			e.log.Warn("host lost with its executor", "executor", id, "run", h.RunID, "host", h.Name, "attempt", h.Attempt)
 			e.m.reaped(metrics.ReapHostLost)
 			msg := fmt.Sprintf("executor %s stopped responding; the command may or may not have finished", id)
-			e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostLost, msg)
+			e.publishHostControl(ctx, h.RunID, h.Idx, h.Attempt, h.Name, testum.HostLost, msg)
 			run, err := e.runs.get(ctx, e.st, h.RunID)
 			if err == nil && retriesLost(run) {
 				if ok, err := e.st.RunHostRequeue(ctx, h.RunID, h.Idx, h.Attempt); err != nil {
@@ -86,7 +86,7 @@ func (e *Executor) reapOnce(ctx context.Context) error {
 				} else if ok {
 					e.log.Info("lost host requeued for another attempt (retry_lost)", "run", h.RunID, "host", h.Name)
 					e.m.reaped(metrics.ReapHostRequeued)
-					e.publishHostControl(ctx, h.RunID, h.Idx, h.Name, testum.HostQueued, "")
+					e.publishHostControl(ctx, h.RunID, h.Idx, h.Attempt, h.Name, testum.HostQueued, "")
 				}
 			}
 		}
@@ -182,8 +182,12 @@ func (e *Executor) onMaxDeliveries(ctx context.Context, m *nats.Msg) {
 			msg := "the task could not be delivered to an executor (delivery limit reached)"
 			if ok, err := e.st.RunHostEndUnstarted(ctx, tm.RunID, tm.Idx, testum.HostLost, msg); err == nil && ok {
 				e.m.reaped(metrics.ReapTaskUndeliverable)
-				h, _ := e.st.RunHost(ctx, tm.RunID, tm.Idx)
-				e.publishHostControl(ctx, tm.RunID, tm.Idx, h.Name, testum.HostLost, msg)
+				// A host that cannot be read keeps the lookup (tm.Attempt >= 1).
+				h := testum.RunHost{Attempt: tm.Attempt}
+				if got, err := e.st.RunHost(ctx, tm.RunID, tm.Idx); err == nil {
+					h = got
+				}
+				e.publishHostControl(ctx, tm.RunID, tm.Idx, h.Attempt, h.Name, testum.HostLost, msg)
 			}
 		}
 	case bus.StreamRuns:
