@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,8 +22,6 @@ import (
 	"github.com/testum/testum/libs/testenv"
 	"github.com/testum/testum/libs/testum"
 )
-
-func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 // plainSealer keeps secrets as they are: the executor's tests are about who
 // opens them how often, not about encryption.
