@@ -394,11 +394,15 @@ func (e *Executor) awaitTranscripts(ctx context.Context, run uuid.UUID, most tim
 			ended[h.Idx] = h.Attempt
 		}
 	}
-	for {
+	for i := 1; ; i++ {
 		last, err := bus.LastHostMessages(ctx, e.js, run)
 		open := len(ended)
 		if err == nil {
-			open = transcriptsOpen(ended, last)
+			idxs := openTranscripts(ended, last)
+			open = len(idxs)
+			if open > 0 && i%orphanCheckEvery == 0 {
+				open -= e.endOrphanedTranscripts(ctx, run, hosts, idxs, ended)
+			}
 		}
 		if open == 0 {
 			return
@@ -417,14 +421,56 @@ func (e *Executor) awaitTranscripts(ctx context.Context, run uuid.UUID, most tim
 // nothing to end; one whose last message is of another attempt is not
 // this attempt's to end.
 func transcriptsOpen(ended map[int]int, last map[int]bus.OutputMsg) int {
-	open := 0
+	return len(openTranscripts(ended, last))
+}
+
+// openTranscripts are the indexes of the hosts transcriptsOpen counts.
+func openTranscripts(ended map[int]int, last map[int]bus.OutputMsg) []int {
+	var open []int
 	for idx, attempt := range ended {
 		m, ok := last[idx]
 		if ok && m.Attempt == attempt && (m.Type != bus.TypeStatus || !testum.HostState(m.State).Final()) {
-			open++
+			open = append(open, idx)
 		}
 	}
 	return open
+}
+
+// orphanCheckEvery is how many of awaitTranscripts' looks (200 ms apart)
+// pass between two checks for hosts whose executor died.
+const orphanCheckEvery = 5
+
+// endOrphanedTranscripts ends, on their executor's behalf, the open
+// transcripts (open: host indexes) of hosts whose executor is no longer
+// alive: it died between recording the host's result and announcing it,
+// and nobody else would end them. It removes them from ended and returns
+// how many it ended.
+func (e *Executor) endOrphanedTranscripts(ctx context.Context, run uuid.UUID, hosts []testum.RunHost, open []int, ended map[int]int) int {
+	online, err := e.st.ExecutorsOnline(ctx, e.cfg.DeadAfter)
+	if err != nil {
+		return 0
+	}
+	alive := make(map[string]bool, len(online))
+	for _, x := range online {
+		alive[x.ID] = true
+	}
+	byIdx := make(map[int]testum.RunHost, len(hosts))
+	for _, h := range hosts {
+		byIdx[h.Idx] = h
+	}
+	n := 0
+	for _, idx := range open {
+		h, ok := byIdx[idx]
+		if !ok || alive[h.ExecutorID] {
+			continue
+		}
+		e.log.Info("ending the transcript of a host whose executor died after recording its result",
+			"run", run, "idx", idx, "executor", h.ExecutorID, "state", h.State)
+		e.publishHostControl(ctx, run, idx, h.Attempt, h.Name, h.State, "")
+		delete(ended, idx)
+		n++
+	}
+	return n
 }
 
 // publishDone ends a run's transcript and announces the run's state.

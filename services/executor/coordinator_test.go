@@ -369,3 +369,51 @@ func TestCancelOfHostsNeverStartedLooksNothingUp(t *testing.T) {
 		t.Fatalf("hosts after the cancel: %v", err)
 	}
 }
+
+// A run's finish waits for its hosts' transcripts to end, but not for a
+// host whose executor died between recording its result and announcing
+// it: the coordinator ends that transcript on the dead executor's behalf
+// (a final status continuing the host's sequence) and goes on.
+func TestFinishEndsTheTranscriptOfADeadExecutorsHost(t *testing.T) {
+	t.Parallel()
+	f := newCoordFixture(t)
+	e := f.executor(t, "ex-live", slog.New(slog.DiscardHandler))
+	dead := f.executor(t, "ex-dead", slog.New(slog.DiscardHandler))
+	run := f.run(t, 2, 2)
+	f.finishHost(t, run.ID, 0, dead.cfg.ID)
+	f.finishHost(t, run.ID, 1, e.cfg.ID)
+	ctx := t.Context()
+	zero := 0
+	for _, m := range []bus.OutputMsg{
+		{Run: run.ID, Idx: 0, Type: bus.TypeStdout, Host: "web000", Seq: 1, Attempt: 1, Data: []byte("hi\n")},
+		{Run: run.ID, Idx: 1, Type: bus.TypeStdout, Host: "web001", Seq: 1, Attempt: 1, Data: []byte("hi\n")},
+		{Run: run.ID, Idx: 1, Type: bus.TypeExit, Host: "web001", Seq: 2, Attempt: 1, State: "ok", ExitCode: &zero, Data: []byte("0")},
+		{Run: run.ID, Idx: 1, Type: bus.TypeStatus, Host: "web001", Seq: 3, Attempt: 1, State: "ok", Data: []byte("ok")},
+	} {
+		m.At = time.Now()
+		if err := e.output.PublishOutput(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Host 0's executor dies with its exit and status unpublished.
+	if _, err := f.st.Pool().Exec(ctx, "UPDATE executors SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", dead.cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { e.awaitTranscripts(ctx, run.ID, 10*time.Minute); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the finish still waits for the transcript of a host whose executor died")
+	}
+	last, err := bus.LastHostMessages(ctx, f.js, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := last[0]; m.Type != bus.TypeStatus || m.State != "ok" || m.Seq != 2 || m.Attempt != 0 {
+		t.Errorf("host 0's transcript ends with %+v, want its ok status at seq 2 on behalf of no attempt", m)
+	}
+	if m := last[1]; m.Seq != 3 || m.Attempt != 1 {
+		t.Errorf("host 1's transcript (its executor alive, ended) changed: %+v", m)
+	}
+}
