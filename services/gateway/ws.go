@@ -157,9 +157,6 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The client may only close or ping; reading also notices a vanished peer.
-	// The reader must be gone before wsTask returns: fasthttp reuses the
-	// connection's buffers once the handler is done.
 	// Pings are answered by the sender, the socket's only writer of frames
 	// other than close; one pending is enough.
 	pings := make(chan string, 1)
@@ -170,6 +167,9 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 		}
 		return nil
 	})
+	// The client may only close or ping; reading also notices a vanished peer.
+	// The reader must be gone before wsTask returns: fasthttp reuses the
+	// connection's buffers once the handler is done.
 	readerDone := make(chan struct{})
 	defer func() {
 		_ = conn.SetReadDeadline(time.Now())
@@ -244,11 +244,13 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	defer g.wsHub.remove(w)
 	recheck := time.NewTicker(g.cfg.WSRecheck)
 	defer recheck.Stop()
-	if finished, _ := conn.Locals(wsFinishedKey).(bool); finished {
-		signal(w.final) // a finished run may have no done left in the stream
-	}
 	s := wsSender{g: g, conn: conn, binary: binaryMode}
 	last := since
+	// A run finished long ago may have nothing left in the stream, done
+	// included: end at once rather than at the first re-check.
+	if finished, _ := conn.Locals(wsFinishedKey).(bool); finished && s.runEnded(ctx, run, last, wsDoneGrace) {
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
