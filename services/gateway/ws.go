@@ -157,6 +157,19 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Registered for the broadcasts first, then the session checked once
+	// more: a session that ended after the request's own check and before
+	// the registration was announced to nobody.
+	var session uuid.UUID
+	if p != nil {
+		session = p.SessionID
+	}
+	w := g.wsHub.add(session, run)
+	defer g.wsHub.remove(w)
+	if !g.wsStillAllowed(ctx, p) {
+		g.wsClose(conn, websocket.ClosePolicyViolation, "session ended")
+		return
+	}
 	// Pings are answered by the sender, the socket's only writer of frames
 	// other than close; one pending is enough.
 	pings := make(chan string, 1)
@@ -236,12 +249,6 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	// published meanwhile, a process that dies between its commit and its
 	// publish sends nothing, and a socket registers after its run's
 	// broadcast went out. The slow re-check from PostgreSQL bounds all that.
-	var session uuid.UUID
-	if p != nil {
-		session = p.SessionID
-	}
-	w := g.wsHub.add(session, run)
-	defer g.wsHub.remove(w)
 	recheck := time.NewTicker(g.cfg.WSRecheck)
 	defer recheck.Stop()
 	s := wsSender{g: g, conn: conn, binary: binaryMode}
