@@ -78,6 +78,10 @@ type Config struct {
 	SessionMax  time.Duration // and this long after login whatever happens (default 24h)
 	Now         func() time.Time
 	Logger      *slog.Logger
+	// Ended, if set, is told the ids of sessions that ended, once the
+	// change is committed (the gateway broadcasts them to close the
+	// sessions' WebSockets on every gateway).
+	Ended func(sessions []uuid.UUID)
 }
 
 // CheckAndSetDefaults fills zero fields.

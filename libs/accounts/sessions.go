@@ -30,8 +30,10 @@ func (s *Service) Login(ctx context.Context, from Client, username, password str
 		s.auditAlone(ctx, failed(auth.Actor{IP: from.IP}.Entry("auth.login", username, map[string]any{"reason": "wrong username or master key"})))
 		return testum.User{}, auth.Issued{}, testum.Errorf(testum.CodeUnauthorized, "wrong username or master key")
 	}
+	var ended []uuid.UUID
 	iss, err := s.openSession(ctx, u.ID, from, func(tx Tx) error {
 		if replacing != uuid.Nil {
+			ended = []uuid.UUID{replacing}
 			if _, err := tx.SessionEnd(ctx, replacing, "replaced by a new login"); err != nil {
 				return err
 			}
@@ -42,6 +44,7 @@ func (s *Service) Login(ctx context.Context, from Client, username, password str
 		by := auth.Actor{UserID: u.ID, Username: u.Username, IP: from.IP}
 		return tx.Audit(ctx, by.Entry("auth.login", u.Username, nil))
 	})
+	s.announce(err, ended)
 	if err != nil {
 		return testum.User{}, auth.Issued{}, err
 	}
@@ -78,12 +81,14 @@ func (s *Service) openSession(ctx context.Context, userID int64, from Client, fn
 
 // Logout ends the actor's session.
 func (s *Service) Logout(ctx context.Context, by auth.Actor, session uuid.UUID) error {
-	return s.st.InTx(ctx, func(tx Tx) error {
+	err := s.st.InTx(ctx, func(tx Tx) error {
 		if _, err := tx.SessionEnd(ctx, session, "logout"); err != nil {
 			return err
 		}
 		return tx.Audit(ctx, by.Entry("auth.logout", by.Username, nil))
 	})
+	s.announce(err, []uuid.UUID{session})
+	return err
 }
 
 // RotateKey replaces the actor's own master key with a new generated one,
@@ -102,6 +107,7 @@ func (s *Service) RotateKey(ctx context.Context, by auth.Actor, from Client, cur
 	if err != nil {
 		return "", auth.Issued{}, err
 	}
+	var ended []uuid.UUID
 	iss, err := s.openSession(ctx, by.UserID, from, func(tx Tx) error {
 		if err := tx.UserSetKey(ctx, by.UserID, newHash); err != nil {
 			return err
@@ -110,8 +116,10 @@ func (s *Service) RotateKey(ctx context.Context, by auth.Actor, from Client, cur
 		if err != nil {
 			return err
 		}
+		ended = ids
 		return tx.Audit(ctx, by.Entry("user.master_key", by.Username, map[string]any{"sessions_ended": len(ids)}))
 	})
+	s.announce(err, ended)
 	if err != nil {
 		return "", auth.Issued{}, err
 	}
@@ -120,7 +128,7 @@ func (s *Service) RotateKey(ctx context.Context, by auth.Actor, from Client, cur
 
 // EndSession ends another session (a super_admin's action).
 func (s *Service) EndSession(ctx context.Context, by auth.Actor, id uuid.UUID) error {
-	return s.st.InTx(ctx, func(tx Tx) error {
+	err := s.st.InTx(ctx, func(tx Tx) error {
 		sess, err := tx.SessionGet(ctx, id)
 		if err != nil {
 			return err
@@ -130,6 +138,8 @@ func (s *Service) EndSession(ctx context.Context, by auth.Actor, id uuid.UUID) e
 		}
 		return tx.Audit(ctx, by.Entry("session.end", sess.Username, map[string]any{"session_id": id.String()}))
 	})
+	s.announce(err, []uuid.UUID{id})
+	return err
 }
 
 // failedLoginsKept is how long failed logins are remembered for the rate
@@ -154,5 +164,14 @@ func (s *Service) SweepSessions(ctx context.Context) (bool, error) {
 	if len(ended) > 0 {
 		s.log.Info("sessions expired", "count", len(ended))
 	}
+	s.announce(nil, ended)
 	return ran, nil
+}
+
+// announce tells cfg.Ended which sessions a committed transaction (err
+// nil) ended.
+func (s *Service) announce(err error, ended []uuid.UUID) {
+	if err == nil && len(ended) > 0 && s.cfg.Ended != nil {
+		s.cfg.Ended(ended)
+	}
 }

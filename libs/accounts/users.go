@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	retry "github.com/sethvargo/go-retry"
 
 	"github.com/testum/testum/libs/auth"
@@ -100,6 +101,7 @@ func guardSuperAdmins(ctx context.Context, tx Tx, by auth.Actor, target testum.U
 // DeleteUser deletes user id and ends its sessions.
 func (s *Service) DeleteUser(ctx context.Context, by auth.Actor, id int64) (testum.User, error) {
 	var u testum.User
+	var ended []uuid.UUID
 	err := s.st.InTx(ctx, func(tx Tx) error {
 		var err error
 		if u, err = tx.UserGet(ctx, id); err != nil {
@@ -108,7 +110,7 @@ func (s *Service) DeleteUser(ctx context.Context, by auth.Actor, id int64) (test
 		if err := guardSuperAdmins(ctx, tx, by, u, "delete"); err != nil {
 			return err
 		}
-		if _, err = tx.SessionsEndForUser(ctx, id, "user deleted"); err != nil {
+		if ended, err = tx.SessionsEndForUser(ctx, id, "user deleted"); err != nil {
 			return err
 		}
 		if err := tx.UserDelete(ctx, id); err != nil {
@@ -116,6 +118,7 @@ func (s *Service) DeleteUser(ctx context.Context, by auth.Actor, id int64) (test
 		}
 		return tx.Audit(ctx, by.Entry("user.delete", u.Username, map[string]any{"id": id, "role": u.Role}))
 	})
+	s.announce(err, ended)
 	return u, err
 }
 
@@ -136,6 +139,7 @@ func (s *Service) SetRole(ctx context.Context, by auth.Actor, id int64, role aut
 		return testum.User{}, err
 	}
 	var out testum.User
+	var ended []uuid.UUID
 	err := s.st.InTx(ctx, func(tx Tx) error {
 		u, err := tx.UserGet(ctx, id)
 		if err != nil {
@@ -150,12 +154,13 @@ func (s *Service) SetRole(ctx context.Context, by auth.Actor, id int64, role aut
 			return err
 		}
 		if string(role) != u.Role {
-			if _, err = tx.SessionsEndForUser(ctx, id, "role changed"); err != nil {
+			if ended, err = tx.SessionsEndForUser(ctx, id, "role changed"); err != nil {
 				return err
 			}
 		}
 		return tx.Audit(ctx, by.Entry("user.role", u.Username, map[string]any{"from": u.Role, "to": string(role)}))
 	})
+	s.announce(err, ended)
 	return out, err
 }
 
@@ -167,6 +172,7 @@ func (s *Service) ResetKey(ctx context.Context, by auth.Actor, id int64) (testum
 		return testum.User{}, "", err
 	}
 	var u testum.User
+	var ended []uuid.UUID
 	err = s.st.InTx(ctx, func(tx Tx) error {
 		if u, err = tx.UserGet(ctx, id); err != nil {
 			return err
@@ -174,11 +180,12 @@ func (s *Service) ResetKey(ctx context.Context, by auth.Actor, id int64) (testum
 		if err := tx.UserSetKey(ctx, id, hash); err != nil {
 			return err
 		}
-		if _, err = tx.SessionsEndForUser(ctx, id, "master key reset"); err != nil {
+		if ended, err = tx.SessionsEndForUser(ctx, id, "master key reset"); err != nil {
 			return err
 		}
 		return tx.Audit(ctx, by.Entry("user.reset_key", u.Username, map[string]any{"id": id}))
 	})
+	s.announce(err, ended)
 	if err != nil {
 		return testum.User{}, "", err
 	}

@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -337,3 +338,36 @@ func FuzzDecodeTask(f *testing.F) {
 		}
 	})
 }
+
+// The broadcasts to gateways: the run-final subject names its run (and
+// only a canonical one), the sessions-ended body its sessions.
+func TestBroadcastsRoundTrip(t *testing.T) {
+	var pub recorder
+	if err := PublishRunFinal(&pub, testRun); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ParseRunFinalSubject(pub.msgs[0].Subject); err != nil || got != testRun {
+		t.Errorf("run final %q: %v, %v", pub.msgs[0].Subject, got, err)
+	}
+	for _, bad := range []string{"testum.bcast.final.x", "testum.bcast.final." + strings.ToUpper(testRun.String()), CancelSubject(testRun)} {
+		if _, err := ParseRunFinalSubject(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	ids := []uuid.UUID{testRun, uuid.MustParse("00000000-0000-4000-8000-000000000001")}
+	if err := PublishSessionsEnded(&pub, nil); err != nil || len(pub.msgs) != 1 {
+		t.Fatalf("nothing ended, yet published: %v", err)
+	}
+	if err := PublishSessionsEnded(&pub, ids); err != nil {
+		t.Fatal(err)
+	}
+	m := pub.msgs[1]
+	if got, err := DecodeSessionsEnded(m.Data); m.Subject != SessionsEndedSubject || err != nil || !reflect.DeepEqual(got.Sessions, ids) {
+		t.Errorf("sessions ended on %s: %+v, %v", m.Subject, got, err)
+	}
+}
+
+// recorder is a CorePublisher that keeps what it was given.
+type recorder struct{ msgs []*nats.Msg }
+
+func (r *recorder) PublishMsg(m *nats.Msg) error { r.msgs = append(r.msgs, m); return nil }

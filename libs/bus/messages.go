@@ -234,3 +234,42 @@ func mustJSON(v any) []byte {
 	}
 	return data
 }
+
+// SessionsEnded is the body of a SessionsEndedSubject broadcast: the ended
+// sessions' ids (never a token).
+type SessionsEnded struct {
+	Sessions []uuid.UUID `json:"sessions"`
+}
+
+// PublishSessionsEnded broadcasts that sessions ended. It is at most once:
+// a listener that was disconnected misses it, so listeners also re-check.
+func PublishSessionsEnded(nc CorePublisher, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	m := &nats.Msg{Subject: SessionsEndedSubject, Data: mustJSON(SessionsEnded{Sessions: ids})}
+	if err := nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("publish %s: %w", m.Subject, err)
+	}
+	return nil
+}
+
+// DecodeSessionsEnded reads a SessionsEndedSubject broadcast.
+func DecodeSessionsEnded(data []byte) (SessionsEnded, error) {
+	var s SessionsEnded
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("sessions ended: %w", err)
+	}
+	return s, nil
+}
+
+// PublishRunFinal broadcasts that a run is final; the subject says it all.
+// Publish it after the run's done is in the transcript stream, so that a
+// listener that then finds nothing more to send may end.
+func PublishRunFinal(nc CorePublisher, run uuid.UUID) error {
+	m := &nats.Msg{Subject: RunFinalSubject(run)}
+	if err := nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("publish %s: %w", m.Subject, err)
+	}
+	return nil
+}

@@ -138,3 +138,31 @@ func parseIndex(s string) (int, error) {
 	}
 	return idx, nil
 }
+
+// Broadcast subjects (core NATS) that tell every gateway's WebSockets what
+// they would otherwise poll PostgreSQL for.
+const (
+	// SessionsEndedSubject announces sessions that ended: logout,
+	// revocation, a rotated or reset key, a deleted or demoted user, expiry.
+	SessionsEndedSubject = "testum.bcast.sessions"
+	subjRunFinal         = "testum.bcast.final."
+	// RunFinalAll matches every run-final broadcast.
+	RunFinalAll = subjRunFinal + "*"
+)
+
+// RunFinalSubject announces that a run reached its final state, after its
+// transcript's done was stored.
+func RunFinalSubject(run uuid.UUID) string { return subjRunFinal + run.String() }
+
+// ParseRunFinalSubject returns the run of a run-final subject.
+func ParseRunFinalSubject(subj string) (uuid.UUID, error) {
+	rest, ok := strings.CutPrefix(subj, subjRunFinal)
+	if !ok {
+		return uuid.Nil, fmt.Errorf("not a run-final subject: %q", subj)
+	}
+	run, err := parseRunToken(rest)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("run-final subject %q: %w", subj, err)
+	}
+	return run, nil
+}

@@ -481,6 +481,9 @@ func (e *Executor) publishDone(ctx context.Context, run testum.Run) {
 		e.log.Warn("publishing run done", "run", run.ID, "err", err)
 	}
 	e.publishEvent(bus.Event{RunID: run.ID, Kind: bus.EventRun, State: string(run.State)})
+	if err := bus.PublishRunFinal(e.nc, run.ID); err != nil {
+		e.log.Debug("announcing the run's end to WebSockets; they re-check", "run", run.ID, "err", err)
+	}
 }
 
 // doneMsg ends a run's transcript.

@@ -55,7 +55,11 @@ type Config struct {
 	TrustedProxies []string      // addresses whose X-Forwarded-For is believed
 	AllowedOrigins []string      // WebSocket origins besides the gateway's own host
 	MetricsToken   string        // a bearer token that may read /metrics (TESTUM_METRICS_TOKEN); empty: sessions only
-	Now            func() time.Time
+	// WSRecheck is how often an open WebSocket re-reads its session and run
+	// from PostgreSQL (default 30s). Broadcasts on NATS close it promptly;
+	// this bounds how long a missed broadcast keeps it open.
+	WSRecheck time.Duration
+	Now       func() time.Time
 
 	Logger *slog.Logger
 }
@@ -88,6 +92,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.SessionSweep == 0 {
 		c.SessionSweep = 5 * time.Minute
+	}
+	if c.WSRecheck == 0 {
+		c.WSRecheck = 30 * time.Second
 	}
 	if c.LoginWindow == 0 {
 		c.LoginWindow = time.Minute
@@ -147,6 +154,7 @@ type Gateway struct {
 	spec  []byte  // the OpenAPI document, as JSON
 
 	wsOpen wsSessions // WebSockets open per session (ws.go)
+	wsHub  wsHub      // the open WebSockets, told of broadcasts (wshub.go)
 
 	m        *metrics.Metrics // metrics.go
 	scrape   fiber.Handler    // serves m
@@ -190,7 +198,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.accounts, err = accounts.New(accounts.Config{Tokens: tokens, SessionIdle: cfg.SessionIdle, SessionMax: cfg.SessionMax,
-		Now: cfg.Now, Logger: g.log}, accounts.Postgres(deps.Store))
+		Now: cfg.Now, Logger: g.log, Ended: g.sessionsEnded}, accounts.Postgres(deps.Store))
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +239,11 @@ func (g *Gateway) App() *fiber.App { return g.app }
 
 // Serve serves HTTP on ln until ctx ends, then shuts down gracefully.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	stopHub, err := g.listenBroadcasts()
+	if err != nil {
+		return err
+	}
+	defer stopHub()
 	errc := make(chan error, 1)
 	go func() { errc <- g.app.Listener(ln) }()
 	sweepCtx, stopSweep := context.WithCancel(ctx)

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -25,12 +25,22 @@ import (
 )
 
 const (
-	wsRunKey   = "testum.ws.run"
-	wsSinceKey = "testum.ws.since"
-	// wsCheckEvery is how often an open WebSocket re-checks that its run is
-	// still going (and, with sessions, that the session is still valid).
-	wsCheckEvery = 2 * time.Second
-	wsWriteWait  = 10 * time.Second
+	wsRunKey      = "testum.ws.run"
+	wsSinceKey    = "testum.ws.since"
+	wsBinaryKey   = "testum.ws.binary"
+	wsFinishedKey = "testum.ws.finished"
+	// wsDoneGrace is how long after a run's final state was committed its
+	// done may still be on its way to the transcript stream (the executor
+	// publishes it next, within a 10 s deadline). A re-check that finds the
+	// run final and nothing more to send ends the socket only past it; a
+	// run-final broadcast comes after done, so it needs none.
+	wsDoneGrace = 10 * time.Second
+	wsWriteWait = 10 * time.Second
+	// wsBatchMsgs and wsBatchBytes bound how many pending messages one
+	// write takes: each is its own frame, and they reach the socket in one
+	// system call.
+	wsBatchMsgs  = 64
+	wsBatchBytes = 256 << 10
 	wsReadLimit  = 4 << 10 // bytes of one client message
 	wsPerSession = 32      // WebSockets one session may hold open on one gateway
 	// wsConsumerIdle is how long the server keeps a socket's transcript
@@ -90,7 +100,8 @@ func (g *Gateway) wsUpgrade(c *fiber.Ctx) error {
 	if err != nil {
 		return testum.NotFound("task %q not found", c.Params("id"))
 	}
-	if _, err := g.st.Run(c.UserContext(), id); err != nil {
+	r, err := g.st.Run(c.UserContext(), id)
+	if err != nil {
 		if testum.CodeOf(err) == testum.CodeNotFound {
 			return testum.NotFound("task %s not found", id)
 		}
@@ -105,8 +116,18 @@ func (g *Gateway) wsUpgrade(c *fiber.Ctx) error {
 			break
 		}
 	}
+	var binaryMode bool
+	switch enc := c.Query("encoding"); enc {
+	case "", "json":
+	case "binary":
+		binaryMode = true
+	default:
+		return testum.Invalid("encoding %q: want json or binary", enc)
+	}
 	c.Locals(wsRunKey, id)
 	c.Locals(wsSinceKey, since)
+	c.Locals(wsBinaryKey, binaryMode)
+	c.Locals(wsFinishedKey, r.State.Final() && r.FinishedAt != nil)
 	return c.Next()
 }
 
@@ -117,6 +138,7 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 	run := conn.Locals(wsRunKey).(uuid.UUID)
 	since := conn.Locals(wsSinceKey).(uint64)
 	p, _ := conn.Locals(principalKey).(*Principal)
+	binaryMode, _ := conn.Locals(wsBinaryKey).(bool)
 	log := g.log.With("run", run)
 	defer g.wsCounted()()
 
@@ -135,6 +157,29 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Registered for the broadcasts first, then the session checked once
+	// more: a session that ended after the request's own check and before
+	// the registration was announced to nobody.
+	var session uuid.UUID
+	if p != nil {
+		session = p.SessionID
+	}
+	w := g.wsHub.add(session, run)
+	defer g.wsHub.remove(w)
+	if !g.wsStillAllowed(ctx, p) {
+		g.wsClose(conn, websocket.ClosePolicyViolation, "session ended")
+		return
+	}
+	// Pings are answered by the sender, the socket's only writer of frames
+	// other than close; one pending is enough.
+	pings := make(chan string, 1)
+	conn.SetPingHandler(func(data string) error {
+		select {
+		case pings <- data:
+		default:
+		}
+		return nil
+	})
 	// The client may only close or ping; reading also notices a vanished peer.
 	// The reader must be gone before wsTask returns: fasthttp reuses the
 	// connection's buffers once the handler is done.
@@ -199,44 +244,133 @@ func (g *Gateway) wsTask(conn *websocket.Conn) {
 		}
 	}()
 
-	check := time.NewTicker(wsCheckEvery)
-	defer check.Stop()
+	// Sessions and runs end by broadcast (wshub.go). The broadcasts are core
+	// NATS, at most once: a gateway reconnecting to NATS misses what was
+	// published meanwhile, a process that dies between its commit and its
+	// publish sends nothing, and a socket registers after its run's
+	// broadcast went out. The slow re-check from PostgreSQL bounds all that.
+	recheck := time.NewTicker(g.cfg.WSRecheck)
+	defer recheck.Stop()
+	s := wsSender{g: g, conn: conn, binary: binaryMode}
 	last := since
+	// A run finished long ago may have nothing left in the stream, done
+	// included: end at once rather than at the first re-check.
+	if finished, _ := conn.Locals(wsFinishedKey).(bool); finished && s.runEnded(ctx, run, last, wsDoneGrace) {
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case data := <-pings:
+			if err := s.flush(appendFrame(nil, wsOpPong, []byte(data))); err != nil {
+				return
+			}
 		case m, ok := <-msgs:
 			if !ok {
 				return
 			}
-			out, seq, err := wsMessage(m)
-			last = seq
+			done, err := s.batch(m, msgs, &last, log)
 			if err != nil {
-				log.Warn("websocket: malformed transcript message skipped", "err", err)
-				continue
-			}
-			if err := g.wsWrite(conn, out); err != nil {
 				return
 			}
-			if out.Type == apiclient.WSMessageType(bus.TypeDone) {
+			if done {
 				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
 				return
 			}
-		case <-check.C:
+		case <-w.ended:
+			g.wsClose(conn, websocket.ClosePolicyViolation, "session ended")
+			return
+		case <-w.final:
+			if s.runEnded(ctx, run, last, 0) {
+				return
+			}
+		case <-recheck.C:
 			if !g.wsStillAllowed(ctx, p) {
 				g.wsClose(conn, websocket.ClosePolicyViolation, "session ended")
 				return
 			}
-			// A finished run whose "done" is gone from the stream (expired):
-			// end once everything that remains was sent.
-			if done, state := g.wsRunEnded(ctx, run, last); done {
-				_ = g.wsWrite(conn, wsDone(last, state))
-				g.wsClose(conn, websocket.CloseNormalClosure, "run finished")
+			if s.runEnded(ctx, run, last, wsDoneGrace) {
 				return
 			}
 		}
 	}
+}
+
+// wsSender writes one socket's frames. It is the only writer of data
+// frames, and answers pings itself, so that its writes of several frames
+// at once need no lock shared with the websocket library.
+type wsSender struct {
+	g       *Gateway
+	conn    *websocket.Conn
+	binary  bool
+	buf     []byte
+	scratch bytes.Buffer
+}
+
+// batch writes m and whatever else is already pending in msgs, up to
+// wsBatchMsgs and wsBatchBytes, as one frame each in one write; last is
+// advanced past what was sent. It reports whether the run's done was among
+// them (nothing after it is sent).
+func (s *wsSender) batch(m jetstream.Msg, msgs <-chan jetstream.Msg, last *uint64, log *slog.Logger) (bool, error) {
+	b := s.buf[:0]
+	done := false
+	for n := 0; ; n++ {
+		o, seq, err := wsDecode(m)
+		*last = seq
+		if err != nil {
+			log.Warn("websocket: malformed transcript message skipped", "err", err)
+		} else if s.binary && wsBinType(o.Type) != 0 {
+			b = appendBinaryFrame(b, o, seq)
+		} else if b, err = appendJSONFrame(b, &s.scratch, wsRender(o, seq)); err != nil {
+			return false, err
+		}
+		if err == nil && o.Type == bus.TypeDone {
+			done = true
+			break
+		}
+		if n+1 >= wsBatchMsgs || len(b) >= wsBatchBytes {
+			break
+		}
+		var ok bool
+		select {
+		case m, ok = <-msgs:
+		default:
+		}
+		if !ok {
+			break // nothing more pending (or the fetcher ended: the next receive says so)
+		}
+	}
+	s.buf = b
+	if len(b) == 0 {
+		return done, nil
+	}
+	return done, s.flush(b)
+}
+
+// flush writes frames already encoded. Concurrent writes of a net.Conn do
+// not interleave, so a close frame the library writes meanwhile lands
+// between two of these writes.
+func (s *wsSender) flush(frames []byte) error {
+	nc := s.conn.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(wsWriteWait))
+	_, err := nc.Write(frames)
+	return err
+}
+
+// runEnded ends the socket if its run is final past grace and nothing of
+// its transcript is left to send, with a done of its own (the stream's is
+// gone), and reports whether it did.
+func (s *wsSender) runEnded(ctx context.Context, run uuid.UUID, last uint64, grace time.Duration) bool {
+	done, state := s.g.wsRunEnded(ctx, run, last, grace)
+	if !done {
+		return false
+	}
+	if b, err := appendJSONFrame(s.buf[:0], &s.scratch, wsDone(last, state)); err == nil {
+		_ = s.flush(b)
+	}
+	s.g.wsClose(s.conn, websocket.CloseNormalClosure, "run finished")
+	return true
 }
 
 // wsDropConsumer deletes a socket's transcript consumer once the socket is
@@ -261,9 +395,9 @@ func (g *Gateway) wsDropConsumer(cons jetstream.Consumer) {
 // pending count cannot tell: it leaves out what the client library has
 // fetched but this socket has not sent yet, and its cached copy is the one
 // from when the consumer was made.)
-func (g *Gateway) wsRunEnded(ctx context.Context, run uuid.UUID, last uint64) (bool, string) {
+func (g *Gateway) wsRunEnded(ctx context.Context, run uuid.UUID, last uint64, grace time.Duration) (bool, string) {
 	r, err := g.st.Run(ctx, run)
-	if err != nil || !r.State.Final() || r.FinishedAt == nil || time.Since(*r.FinishedAt) < 2*wsCheckEvery {
+	if err != nil || !r.State.Final() || r.FinishedAt == nil || time.Since(*r.FinishedAt) < grace {
 		return false, ""
 	}
 	stream, err := g.js.Stream(ctx, bus.StreamOutput)
@@ -281,8 +415,8 @@ func (g *Gateway) wsRunEnded(ctx context.Context, run uuid.UUID, last uint64) (b
 }
 
 // wsStillAllowed re-checks the caller's session on an open WebSocket:
-// logout, expiry, a rotated key, a deleted or demoted user close it within
-// wsCheckEvery. Watching does not count as activity.
+// logout, expiry, a rotated key, a deleted or demoted user close it at the
+// latest at its next re-check. Watching does not count as activity.
 func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
 	if p == nil {
 		return false
@@ -294,18 +428,14 @@ func (g *Gateway) wsStillAllowed(ctx context.Context, p *Principal) bool {
 	return auth.Allowed(auth.Role(s.Role), auth.ActionRunWatch)
 }
 
-// wsMessage renders a transcript message for the WebSocket, with its
-// stream sequence.
-func wsMessage(m jetstream.Msg) (apiclient.WSMessage, uint64, error) {
+// wsDecode reads a transcript message, with its stream sequence.
+func wsDecode(m jetstream.Msg) (bus.OutputMsg, uint64, error) {
 	var seq uint64
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
 	o, err := bus.DecodeOutput(m.Subject(), m.Headers(), m.Data())
-	if err != nil {
-		return apiclient.WSMessage{}, seq, err
-	}
-	return wsRender(o, seq), seq, nil
+	return o, seq, err
 }
 
 // wsRender is the WebSocket message of a transcript message.
@@ -341,24 +471,6 @@ func mostlyEscaped(data []byte) bool {
 	}
 	return escaped*5 > len(data)/3
 }
-
-// wsWrite sends one message as JSON text. HTML escaping is off: it would
-// write every <, > and & of the output as six bytes, for no reader that
-// needs it.
-func (g *Gateway) wsWrite(conn *websocket.Conn, m apiclient.WSMessage) error {
-	buf := wsBufs.Get().(*bytes.Buffer)
-	defer wsBufs.Put(buf)
-	buf.Reset()
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(m); err != nil {
-		return err
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
-	return conn.WriteMessage(websocket.TextMessage, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-}
-
-var wsBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (g *Gateway) wsClose(conn *websocket.Conn, code int, text string) {
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))

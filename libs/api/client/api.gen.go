@@ -471,6 +471,24 @@ func (e SessionListParamsAll) Valid() bool {
 	}
 }
 
+// Defines values for WsTaskParamsEncoding.
+const (
+	Binary WsTaskParamsEncoding = "binary"
+	Json   WsTaskParamsEncoding = "json"
+)
+
+// Valid indicates whether the value is a known member of the WsTaskParamsEncoding enum.
+func (e WsTaskParamsEncoding) Valid() bool {
+	switch e {
+	case Binary:
+		return true
+	case Json:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for WsTaskParamsUpgrade.
 const (
 	Websocket WsTaskParamsUpgrade = "websocket"
@@ -1290,6 +1308,9 @@ type UserListParams struct {
 
 // WsTaskParams defines parameters for WsTask.
 type WsTaskParams struct {
+	// Encoding json (the default) or binary: stdout and stderr as binary frames.
+	Encoding *WsTaskParamsEncoding `form:"encoding,omitempty" json:"encoding,omitempty"`
+
 	// Since The last seq received (after, seq and last_seq are aliases).
 	Since   *uint64             `form:"since,omitempty" json:"since,omitempty"`
 	After   *uint64             `form:"after,omitempty" json:"after,omitempty"`
@@ -1297,6 +1318,9 @@ type WsTaskParams struct {
 	LastSeq *uint64             `form:"last_seq,omitempty" json:"last_seq,omitempty"`
 	Upgrade WsTaskParamsUpgrade `json:"Upgrade"`
 }
+
+// WsTaskParamsEncoding defines parameters for WsTask.
+type WsTaskParamsEncoding string
 
 // WsTaskParamsUpgrade defines parameters for WsTask.
 type WsTaskParamsUpgrade string
@@ -2089,6 +2113,16 @@ type ClientInterface interface {
 	// `seq` is the run-wide cursor: a client that reconnects with
 	// `?since=<the last seq it saw>` gets everything after it, with no gap
 	// and no duplicate.
+	//
+	// With `?encoding=binary` each `stdout` and `stderr` message is one
+	// binary frame instead: a 25-byte header, then the output's raw bytes
+	// (never base64). The header, integers big-endian: byte 0 the type
+	// (1 stdout, 2 stderr); bytes 1-4 the host's `idx` (uint32); bytes 5-8
+	// the `attempt` (uint32); bytes 9-16 `seq` (uint64, the cursor `since`
+	// takes); bytes 17-24 `host_seq` (uint64). Every other message
+	// (`status`, `exit`, `error`, `done`, which name the host of an idx)
+	// stays a JSON text frame as above. Several messages may arrive in one
+	// TCP write, each still its own frame.
 	//
 	// Corresponds with GET /ws/tasks/{id} (the `WsTask` operationId).
 	WsTask(ctx context.Context, id openapi_types.UUID, params *WsTaskParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -3245,6 +3279,16 @@ func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 // `seq` is the run-wide cursor: a client that reconnects with
 // `?since=<the last seq it saw>` gets everything after it, with no gap
 // and no duplicate.
+//
+// With `?encoding=binary` each `stdout` and `stderr` message is one
+// binary frame instead: a 25-byte header, then the output's raw bytes
+// (never base64). The header, integers big-endian: byte 0 the type
+// (1 stdout, 2 stderr); bytes 1-4 the host's `idx` (uint32); bytes 5-8
+// the `attempt` (uint32); bytes 9-16 `seq` (uint64, the cursor `since`
+// takes); bytes 17-24 `host_seq` (uint64). Every other message
+// (`status`, `exit`, `error`, `done`, which name the host of an idx)
+// stays a JSON text frame as above. Several messages may arrive in one
+// TCP write, each still its own frame.
 //
 // Corresponds with GET /ws/tasks/{id} (the `WsTask` operationId).
 func (c *Client) WsTask(ctx context.Context, id openapi_types.UUID, params *WsTaskParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -5604,6 +5648,18 @@ func NewWsTaskRequest(server string, id openapi_types.UUID, params *WsTaskParams
 		// per the OpenAPI spec (e.g. "color=blue,black,brown").
 		var rawQueryFragments []string
 
+		if params.Encoding != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "encoding", *params.Encoding, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Since != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "since", *params.Since, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "uint64"}); err != nil {
@@ -6254,6 +6310,16 @@ type ClientWithResponsesInterface interface {
 	// `seq` is the run-wide cursor: a client that reconnects with
 	// `?since=<the last seq it saw>` gets everything after it, with no gap
 	// and no duplicate.
+	//
+	// With `?encoding=binary` each `stdout` and `stderr` message is one
+	// binary frame instead: a 25-byte header, then the output's raw bytes
+	// (never base64). The header, integers big-endian: byte 0 the type
+	// (1 stdout, 2 stderr); bytes 1-4 the host's `idx` (uint32); bytes 5-8
+	// the `attempt` (uint32); bytes 9-16 `seq` (uint64, the cursor `since`
+	// takes); bytes 17-24 `host_seq` (uint64). Every other message
+	// (`status`, `exit`, `error`, `done`, which name the host of an idx)
+	// stays a JSON text frame as above. Several messages may arrive in one
+	// TCP write, each still its own frame.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -10819,6 +10885,16 @@ func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors
 // `seq` is the run-wide cursor: a client that reconnects with
 // `?since=<the last seq it saw>` gets everything after it, with no gap
 // and no duplicate.
+//
+// With `?encoding=binary` each `stdout` and `stderr` message is one
+// binary frame instead: a 25-byte header, then the output's raw bytes
+// (never base64). The header, integers big-endian: byte 0 the type
+// (1 stdout, 2 stderr); bytes 1-4 the host's `idx` (uint32); bytes 5-8
+// the `attempt` (uint32); bytes 9-16 `seq` (uint64, the cursor `since`
+// takes); bytes 17-24 `host_seq` (uint64). Every other message
+// (`status`, `exit`, `error`, `done`, which name the host of an idx)
+// stays a JSON text frame as above. Several messages may arrive in one
+// TCP write, each still its own frame.
 //
 // Returns a wrapper object for the known response body format(s).
 //

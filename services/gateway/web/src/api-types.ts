@@ -797,6 +797,16 @@ export interface paths {
          *     `seq` is the run-wide cursor: a client that reconnects with
          *     `?since=<the last seq it saw>` gets everything after it, with no gap
          *     and no duplicate.
+         *
+         *     With `?encoding=binary` each `stdout` and `stderr` message is one
+         *     binary frame instead: a 25-byte header, then the output's raw bytes
+         *     (never base64). The header, integers big-endian: byte 0 the type
+         *     (1 stdout, 2 stderr); bytes 1-4 the host's `idx` (uint32); bytes 5-8
+         *     the `attempt` (uint32); bytes 9-16 `seq` (uint64, the cursor `since`
+         *     takes); bytes 17-24 `host_seq` (uint64). Every other message
+         *     (`status`, `exit`, `error`, `done`, which name the host of an idx)
+         *     stays a JSON text frame as above. Several messages may arrive in one
+         *     TCP write, each still its own frame.
          */
         get: operations["wsTask"];
         put?: never;
@@ -2890,6 +2900,8 @@ export interface operations {
     wsTask: {
         parameters: {
             query?: {
+                /** @description json (the default) or binary: stdout and stderr as binary frames. */
+                encoding?: "json" | "binary";
                 /** @description The last seq received (after, seq and last_seq are aliases). */
                 since?: number;
                 after?: number;
