@@ -224,8 +224,15 @@ func TestWebSocketRunFinalBroadcast(t *testing.T) {
 	p := newPublisher(t, e, run)
 	live(t, p, ws, 1)
 	id := uuid.MustParse(run)
-	if _, _, err := a.st.RunFinish(t.Context(), id, "canceled", ""); err != nil {
+	// The run is finished as its coordinator finishes it.
+	if err := a.st.ExecutorRegister(t.Context(), "ex-ws", "host", 1, 1); err != nil {
 		t.Fatal(err)
+	}
+	if _, ok, err := a.st.RunCoordinate(t.Context(), id, "ex-ws", time.Minute); err != nil || !ok {
+		t.Fatalf("coordinate the run: %v %v", ok, err)
+	}
+	if _, ok, err := a.st.RunFinish(t.Context(), id, "ex-ws", "canceled", ""); err != nil || !ok {
+		t.Fatalf("finish the run: %v %v", ok, err)
 	}
 	nc, err := e.ns.Connect()
 	if err != nil {
