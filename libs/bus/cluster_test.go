@@ -55,15 +55,7 @@ func wantReplicas(t *testing.T, got map[string]streamState, n int) {
 func TestReplicasOnASingleServer(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if r, err := Replicas(ctx, js, 0); err != nil || r != 1 {

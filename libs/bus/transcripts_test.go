@@ -4,8 +4,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/testenv"
 )
@@ -15,15 +13,7 @@ import (
 func TestLastHostMessages(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.JetStream(t)
 	ctx := t.Context()
 	if err := EnsureStreams(ctx, js, StreamsConfig{}); err != nil {
 		t.Fatal(err)

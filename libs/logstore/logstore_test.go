@@ -13,9 +13,6 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/logstore/logstoretest"
 	"github.com/testum/testum/libs/testenv"
@@ -97,15 +94,7 @@ func TestS3(t *testing.T) {
 func TestNATS(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.JetStream(t)
 	var buckets atomic.Int64
 	logstoretest.Run(t, func(t *testing.T) logstore.Store {
 		s, err := logstore.NewNATS(t.Context(), js, logstore.NATSConfig{Bucket: fmt.Sprintf("LOGS_%d", buckets.Add(1)), Replicas: 1})

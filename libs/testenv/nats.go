@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATSServer is a nats-server with JetStream on loopback.
@@ -62,4 +64,20 @@ func (n *NATSServer) Restart(t testing.TB) {
 	if err := n.start(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// JetStream connects a client to the server, closed when the test ends,
+// and returns it with its JetStream context.
+func (n *NATSServer) JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(n.URL)
+	if err != nil {
+		t.Fatalf("testenv: nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("testenv: jetstream: %v", err)
+	}
+	return nc, js
 }

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	retry "github.com/sethvargo/go-retry"
 
 	"github.com/testum/testum/libs/bus"
@@ -108,15 +106,7 @@ func TestTranscriptPublishGivesUp(t *testing.T) {
 func TestAckWaitComesFromTheConsumers(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.JetStream(t)
 	const wait = 7 * time.Second
 	if err := bus.EnsureStreams(t.Context(), js, bus.StreamsConfig{AckWait: wait}); err != nil {
 		t.Fatal(err)

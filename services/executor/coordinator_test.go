@@ -20,15 +20,6 @@ import (
 	"github.com/testum/testum/libs/testum"
 )
 
-// coordSealer keeps secrets as they are: these tests are about runs.
-type coordSealer struct{}
-
-func (coordSealer) CurrentKeyID() string             { return "plain" }
-func (coordSealer) Seal(p, _ []byte) ([]byte, error) { return append([]byte{}, p...), nil }
-func (coordSealer) Open(ciphertext, _ []byte) ([]byte, error) {
-	return append([]byte{}, ciphertext...), nil
-}
-
 // coordMsg stands for a run's JetStream message held by a coordinator and
 // counts what the coordinator answers on it.
 type coordMsg struct {
@@ -62,22 +53,14 @@ func newCoordFixture(t *testing.T) *coordFixture {
 	// Silence counts from long before a server that may have started
 	// seconds ago, so that an executor's heartbeat moved back an hour is
 	// an hour of silence.
-	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 4, Sealer: coordSealer{},
+	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 4, Sealer: plainSealer{},
 		HeardSince: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
 	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := srv.JetStream(t)
 	if err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/logstore"
 	"github.com/testum/testum/libs/secrets"
@@ -96,15 +93,7 @@ func TestOpenLogStoreNATS(t *testing.T) {
 	if err := c.load("executor", nil, func(string) string { return "" }, io.Discard, roleGroups["executor"]...); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := srv.JetStream(t)
 	if err := bus.EnsureStreams(t.Context(), js, c.streamsConfig()); err != nil {
 		t.Fatal(err)
 	}
