@@ -17,6 +17,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/accounts"
@@ -141,11 +142,7 @@ func (e *env) start(mod func(*gateway.Config)) *gw {
 	if _, _, err := acc.BootstrapAdmin(ctx, rootName, rootKey); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := e.ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := e.connect(t)
 	ls, err := logstore.NewDisk(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -468,4 +465,25 @@ func dialWS(t *testing.T, g *gw, token, run string) *wsPeer {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// connect is a client of the env's NATS server, closed when the test ends.
+func (e *env) connect(t *testing.T) *nats.Conn {
+	t.Helper()
+	nc, err := e.ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// jetStream is a JetStream client of the env's NATS server.
+func (e *env) jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(e.connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -114,15 +114,7 @@ type publisher struct {
 
 func newPublisher(t *testing.T, e *env, run string) *publisher {
 	t.Helper()
-	nc, err := e.ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := e.jetStream(t)
 	return &publisher{t: t, js: js, run: uuid.MustParse(run)}
 }
 
@@ -234,11 +226,7 @@ func TestWebSocketRunFinalBroadcast(t *testing.T) {
 	if _, ok, err := a.st.RunFinish(t.Context(), id, "ex-ws", "canceled", ""); err != nil || !ok {
 		t.Fatalf("finish the run: %v %v", ok, err)
 	}
-	nc, err := e.ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := e.connect(t)
 	if err := bus.PublishRunFinal(nc, id); err != nil {
 		t.Fatal(err)
 	}

@@ -21,15 +21,7 @@ func TestWebSocketConsumersEndWithTheSocket(t *testing.T) {
 	g := e.start(nil)
 	root := g.as(t, apiclient.SuperAdmin)
 	run := queuedRun(t, root)
-	nc, err := e.ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := e.jetStream(t)
 	consumers := func() int {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -84,15 +76,7 @@ func TestWebSocketConsumersGoWhenIdle(t *testing.T) {
 	g := e.start(nil)
 	root := g.as(t, apiclient.SuperAdmin)
 	run := queuedRun(t, root)
-	nc, err := e.ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := e.jetStream(t)
 	dialWS(t, g, root.token, run)
 	var infos []*jetstream.ConsumerInfo
 	for attempt := 0; len(infos) == 0; attempt++ {
@@ -134,11 +118,7 @@ func TestWebSocketPullsAskForFrequentHeartbeats(t *testing.T) {
 	g := e.start(nil)
 	root := g.as(t, apiclient.SuperAdmin)
 	run := queuedRun(t, root)
-	nc, err := e.ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := e.connect(t)
 	pulls, err := nc.SubscribeSync("$JS.API.CONSUMER.MSG.NEXT." + bus.StreamOutput + ".>")
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/bus"
@@ -225,8 +224,8 @@ func TestClusterExecutorPausedPastAckWait(t *testing.T) {
 	}
 
 	// SIGCONT: the stopped executor finds every host it held taken over.
-	js := deploymentJetStream(t, d)
-	resumeSeq := outputLastSeq(t, js)
+	js := d.JetStream(t)
+	resumeSeq := outputState(t, js).LastSeq
 	beat := heartbeatAt(t, d, paused.ID)
 	paused.proc.Resume(t)
 	const gaveUp = "host was no longer this executor's to finish"
@@ -378,37 +377,6 @@ func (d *deployment) proxiedPlatform(t *testing.T, name string, i int) (*gatedPr
 	id := d.Gateways[0].createPlatform(t, map[string]any{"name": name, "host": ip, "port": port,
 		"username": d.SSHD.PasswordUser.Name, "auth_method": "password", "password": d.SSHD.PasswordUser.Password})
 	return p, id
-}
-
-// deploymentJetStream is a JetStream client of the deployment's cluster.
-func deploymentJetStream(t *testing.T, d *deployment) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(d.NATS.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
-// outputLastSeq is the output stream's last sequence.
-func outputLastSeq(t *testing.T, js jetstream.JetStream) uint64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, bus.StreamOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
 }
 
 // outputSince reads a host's transcript messages after stream sequence seq.

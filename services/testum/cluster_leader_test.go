@@ -175,10 +175,7 @@ func waitNewStreamLeader(t *testing.T, d *deployment, stream string, old int) in
 // transcript's ordered consumers are the gateways' own, R1, and left out.)
 func waitWorkStreamsCurrent(t *testing.T, d *deployment) {
 	t.Helper()
-	js, err := jetstream.New(d.NATS.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := d.JetStream(t)
 	current := func(what string, ci *jetstream.ClusterInfo) error {
 		if ci == nil || ci.Leader == "" {
 			return fmt.Errorf("%s has no leader", what)

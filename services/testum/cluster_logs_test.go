@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	apiclient "github.com/testum/testum/libs/api/client"
 	"github.com/testum/testum/libs/logstore"
 )
@@ -33,10 +31,7 @@ const logRequestLimit = 2 * time.Minute
 func TestClusterLogsServedByEveryGateway(t *testing.T) {
 	t.Parallel()
 	d := startDeployment(t, 2, 2, map[string]string{"TESTUM_EXECUTOR_SLOTS": "2"})
-	js, err := jetstream.New(d.NATS.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := d.JetStream(t)
 	bucketStream := "OBJ_" + logstore.DefaultNATSBucket
 	if s, err := js.Stream(t.Context(), bucketStream); err != nil {
 		t.Fatalf("log bucket: %v", err)

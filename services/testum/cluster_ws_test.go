@@ -101,10 +101,7 @@ func firstDiff(got, want []string) string {
 func (d *deployment) waitStreamsCurrent(t *testing.T) {
 	t.Helper()
 	d.NATS.WaitJetStream(t)
-	js, err := jetstream.New(d.NATS.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := d.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	names := js.StreamNames(ctx)
@@ -120,28 +117,12 @@ func (d *deployment) waitStreamsCurrent(t *testing.T) {
 	}
 }
 
-// outputConsumers is how many consumers the transcript stream has.
-func (d *deployment) outputConsumers(t *testing.T, js jetstream.JetStream) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, bus.StreamOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Consumers
-}
-
 // waitOutputConsumers polls until the transcript stream has want consumers.
 func (d *deployment) waitOutputConsumers(t *testing.T, js jetstream.JetStream, want int) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		n := d.outputConsumers(t, js)
+		n := outputState(t, js).Consumers
 		if n == want {
 			return
 		}
@@ -158,10 +139,7 @@ func (d *deployment) waitOutputConsumers(t *testing.T, js jetstream.JetStream, w
 // follower got each message, by stream seq. Reported, not asserted.
 func (d *deployment) lags(t *testing.T, msgs []apiclient.WSMessage, arrived map[uint64]time.Time) (publish, relay time.Duration) {
 	t.Helper()
-	js, err := jetstream.New(d.NATS.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := d.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	s, err := js.Stream(ctx, bus.StreamOutput)
@@ -276,11 +254,8 @@ func TestWebSocketResumesOnTheOtherGatewayAfterKill(t *testing.T) {
 	d := startDeployment(t, 2, 1, nil)
 	m := newMarkers(t, d.SSHD)
 	ids := d.Fleet(t, "gk", 4, 940)
-	js, err := jetstream.New(d.NATS.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := d.outputConsumers(t, js)
+	js := d.JetStream(t)
+	base := outputState(t, js).Consumers
 	id := tickingRun(t, d.Gateways[1], m, ids)
 
 	const beforeKill = 30

@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/testum/testum/libs/api/apitest"
 	apiclient "github.com/testum/testum/libs/api/client"
+	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/pgcluster"
 	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
@@ -129,6 +131,34 @@ func (d *deployment) StartExecutor(t *testing.T) *executorProc {
 func (d *deployment) Fleet(t *testing.T, prefix string, n, base int) []int64 {
 	t.Helper()
 	return d.Gateways[0].fleet(t, d.SSHD, prefix, n, base, nil)
+}
+
+// JetStream is a JetStream client of the deployment's cluster, closed when
+// the test ends.
+func (d *deployment) JetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(d.NATS.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// outputState is the transcript stream's state: its consumers, its last
+// sequence.
+func outputState(t *testing.T, js jetstream.JetStream) jetstream.StreamState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, bus.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
 }
 
 // Bound is the README's recovery bound for the deployment's settings:
