@@ -55,27 +55,36 @@ type NATS struct {
 var _ Store = (*NATS)(nil)
 
 // NewNATS opens the bucket, creating it (file storage, cfg.Replicas) if it
-// does not exist.
+// does not exist. Like a lookup, each request is retried while it finds no
+// answer (a cluster that is still electing its leaders, a node that died):
+// creating is idempotent, and a bucket another process made meanwhile is
+// opened.
 func NewNATS(ctx context.Context, js jetstream.JetStream, cfg NATSConfig) (*NATS, error) {
 	bucket := cfg.Bucket
 	if bucket == "" {
 		bucket = DefaultNATSBucket
 	}
-	obs, err := js.ObjectStore(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      bucket,
-			Description: "testum: the full log of every run host",
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another process was faster
-			obs, err = js.ObjectStore(ctx, bucket)
+	var obs jetstream.ObjectStore
+	cancel, err := lookup(ctx, func(ctx context.Context) error {
+		var err error
+		obs, err = js.ObjectStore(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+				Bucket:      bucket,
+				Description: "testum: the full log of every run host",
+				Storage:     jetstream.FileStorage,
+				Replicas:    cfg.Replicas,
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) { // another process was faster
+				obs, err = js.ObjectStore(ctx, bucket)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("logstore: object store %s: %w", bucket, err)
 	}
+	cancel()
 	return &NATS{obs: obs, bucket: bucket}, nil
 }
 
