@@ -322,7 +322,7 @@ func (s *wsSender) batch(m jetstream.Msg, msgs <-chan jetstream.Msg, last *uint6
 			log.Warn("websocket: malformed transcript message skipped", "err", err)
 		} else if s.binary && wsBinType(o.Type) != 0 {
 			b = appendBinaryFrame(b, o, seq)
-		} else if b, err = appendJSONFrame(b, &s.scratch, wsRender(o, seq)); err != nil {
+		} else if b, err = appendTranscriptFrame(b, &s.scratch, o, seq); err != nil {
 			return false, err
 		}
 		if err == nil && o.Type == bus.TypeDone {
@@ -440,6 +440,19 @@ func wsDecode(m jetstream.Msg) (bus.OutputMsg, uint64, error) {
 
 // wsRender is the WebSocket message of a transcript message.
 func wsRender(o bus.OutputMsg, seq uint64) apiclient.WSMessage {
+	m := wsRenderHead(o, seq)
+	if m.Encoding != nil {
+		m.Payload = base64.StdEncoding.EncodeToString(o.Data)
+	} else {
+		m.Payload = string(o.Data)
+	}
+	return m
+}
+
+// wsRenderHead is wsRender's message with its payload left empty; its
+// encoding says how the payload is to be written: as text when the bytes
+// are UTF-8 and JSON would not grow them more than base64 does.
+func wsRenderHead(o bus.OutputMsg, seq uint64) apiclient.WSMessage {
 	out := apiclient.WSMessage{
 		Type: apiclient.WSMessageType(o.Type), Host: opt(o.Host), Seq: seq, HostSeq: opt(o.Seq), Attempt: opt(o.Attempt),
 		State: opt(o.State), ExitCode: o.ExitCode, Signal: opt(o.Signal), At: opt(o.AtText()),
@@ -448,11 +461,9 @@ func wsRender(o bus.OutputMsg, seq uint64) apiclient.WSMessage {
 		idx := o.Idx
 		out.Idx = &idx
 	}
-	if utf8.Valid(o.Data) && !mostlyEscaped(o.Data) {
-		out.Payload = string(o.Data)
-	} else {
+	if mostlyEscaped(o.Data) || !utf8.Valid(o.Data) {
 		enc := apiclient.Base64
-		out.Payload, out.Encoding = base64.StdEncoding.EncodeToString(o.Data), &enc
+		out.Encoding = &enc
 	}
 	return out
 }
@@ -463,13 +474,15 @@ func wsRender(o bus.OutputMsg, seq uint64) apiclient.WSMessage {
 // socket six times over. ESC is left out of the count: coloured output
 // stays readable text, at a few bytes more.
 func mostlyEscaped(data []byte) bool {
-	escaped := 0
+	escaped, limit := 0, len(data)/3
 	for _, c := range data {
 		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != 0x1b {
-			escaped++
+			if escaped++; escaped*5 > limit {
+				return true // the rest cannot change it: binary output is told after a few bytes
+			}
 		}
 	}
-	return escaped*5 > len(data)/3
+	return false
 }
 
 func (g *Gateway) wsClose(conn *websocket.Conn, code int, text string) {

@@ -177,11 +177,7 @@ func TestBench(t *testing.T) {
 		e.warm.waitRun(t, runID) // its connection is back in the pool
 	}
 	t.Log("first byte: done")
-	var cpuProfile string
-	if *benchProfile != "" {
-		cpuProfile = filepath.Join(*benchProfile, "streaming.cpu.pprof")
-	}
-	st := e.streaming(t, hosts[0], e.ids[0], reps, cpuProfile)
+	st := e.streaming(t, hosts[0], e.ids[0], reps, *benchProfile)
 	t.Log("streaming: done")
 	pr := e.processes(t, memSessions, scaleN, reps)
 	t.Log("executor processes: done")
@@ -235,8 +231,6 @@ func TestBench(t *testing.T) {
 			}
 		}
 	}
-	streamMBs := float64(streamBytes) / median(st.testum).Seconds() / 1e6
-	sshMBs := float64(streamBytes) / median(st.ssh).Seconds() / 1e6
 	fbRatio := median(fb).Seconds() / median(fbSSH).Seconds()
 	perSessKiB := pr.perSession() / 1024
 	yes := func(ok bool) string {
@@ -253,8 +247,7 @@ func TestBench(t *testing.T) {
 	}), yes(peerBeat))
 	fmt.Fprintf(&b, "| repeat run faster than the floor | %.2f s vs %.2f s | %s |\n", median(repeat).Seconds(), median(repeatFloor).Seconds(),
 		yes(median(repeat) < median(repeatFloor)))
-	fmt.Fprintf(&b, "| streaming ≥ 50%% of plain ssh | %.0f MB/s vs %.0f MB/s (%.0f%%) | %s |\n", streamMBs, sshMBs, 100*streamMBs/sshMBs,
-		yes(streamMBs >= sshMBs/2))
+	b.WriteString(st.targetRows(yes))
 	fmt.Fprintf(&b, "| first byte ≤ 1.3× plain ssh | %.2f× (median %.0f ms vs %.0f ms) | %s |\n", fbRatio, ms(median(fb)), ms(median(fbSSH)),
 		yes(fbRatio <= 1.3))
 	fmt.Fprintf(&b, "| ≤ 100 KiB executor memory per session | %.0f KiB (%d sessions) | %s |\n\n", perSessKiB, pr.sessions, yes(perSessKiB <= 100))
@@ -296,29 +289,7 @@ func TestBench(t *testing.T) {
 		"(ratio of medians %.2f×). Both open a new connection each time (testum with reuse off). "+
 		"On a kept connection (the defaults, a run on the host moments before) testum's first byte is median %.0f ms, p95 %.0f ms.\n\n",
 		ms(median(fb)), ms(p95(fb)), ms(median(fbSSH)), ms(p95(fbSSH)), fbRatio, ms(median(fbWarm)), ms(p95(fbWarm)))
-	enc := "as text: NUL bytes are valid UTF-8, so they are not base64-encoded, and JSON escapes each as `\\u0000`"
-	if st.payloadB64 {
-		enc = "partly base64-encoded"
-	}
-	fmt.Fprintf(&b, "## Streaming\n\nOne host writes %d MB of NUL bytes (`head -c %d /dev/zero`), %d time(s), interleaved. "+
-		"testum: POST /api/runs → a WebSocket client of `/ws/tasks/{run}` has counted every stdout payload byte and seen `done`: "+
-		"median %.2f s, **%.0f MB/s**, %.1f s of CPU in the test process (serve with its embedded NATS, and the client). "+
-		"Plain `ssh host 'head -c %d /dev/zero' > /dev/null`: median %.2f s, **%.0f MB/s**, %.1f s of CPU in the ssh client. "+
-		"Ratio %.0f%%. The payload arrived %s: %.0f MB of WebSocket messages for %d MB of output (%.1f×). "+
-		"In testum the host ran %.2f s from start to finish (by then the executor had read, spooled and published to JetStream "+
-		"every byte: %.0f MB/s); the executor, the gateway, NATS and the client share this process and its CPU. "+
-		"The client counts the `\\u0000` escapes itself: decoding them with encoding/json cost it more CPU than the whole relay "+
-		"(pprof of a first version: 10.2 s of 16.3 s in `json.Unmarshal`).\n\n",
-		streamBytes/1_000_000, streamBytes, reps, median(st.testum).Seconds(), streamMBs, median(st.testumCPU).Seconds(),
-		streamBytes, median(st.ssh).Seconds(), sshMBs, median(st.sshCPU).Seconds(),
-		100*streamMBs/sshMBs, enc, float64(st.wireBytes)/1e6, streamBytes/1_000_000, float64(st.wireBytes)/streamBytes,
-		median(st.hostSecs).Seconds(), float64(streamBytes)/median(st.hostSecs).Seconds()/1e6)
-	if st.resumes > 0 {
-		fmt.Fprintf(&b, "In %d of %d run(s) the gateway sent `done` before the whole output: the run had finished (the executor is "+
-			"faster than the WebSocket relay) and `wsRunEnded` in services/gateway/ws.go judged nothing pending from "+
-			"`cons.CachedInfo().NumPending`, which is the ordered consumer's info from when it was created, not the current backlog. "+
-			"The client then resumed with `?since=<last seq>` and got the rest; the time above includes that.\n\n", st.resumes, reps)
-	}
+	b.WriteString(st.markdown())
 	fmt.Fprintf(&b, "## Executor memory\n\nA `testum executor` process (separate from its `testum gateway`, one NATS server, one PostgreSQL) "+
 		"holds %d concurrent sessions (`sleep`, one per host; every host `running` in the API and every `sleep` present on the sshd "+
 		"side after %.1f s). Its peak RSS (VmHWM, reset just before) was %.1f MiB over an idle RSS of %.1f MiB (after a warm-up run): "+
