@@ -380,3 +380,111 @@ func chunkBytes(i int) []byte {
 	}
 	return data
 }
+
+// Binary mode with several hosts writing interleaved, in chunks of
+// bus.MaxChunk and small ones, stdout and stderr: each host's streams
+// arrive byte for byte, and a resume after a stderr frame of one host
+// sends exactly what came after it, every host's.
+func TestWebSocketBinaryModeHosts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(noRecheck)
+	root := g.as(t, apiclient.SuperAdmin)
+	run := queuedRun(t, root)
+	p := newPublisher(t, e, run)
+	type key struct {
+		idx uint32
+		typ byte
+	}
+	const hosts, perHost = 3, 12
+	type sent struct {
+		k    key
+		data []byte
+	}
+	var all []sent
+	seqs := make([]int, hosts)
+	for i := range perHost {
+		for h := range hosts {
+			size := 100 + i*7
+			if i%3 == 0 {
+				size = bus.MaxChunk
+			}
+			data := make([]byte, size)
+			for j := range data {
+				data[j] = byte(i*131 + h*17 + j*7)
+			}
+			typ, code := bus.TypeStdout, byte(1)
+			if (i+h)%4 == 0 {
+				typ, code = bus.TypeStderr, 2
+			}
+			seqs[h]++
+			p.publish(bus.OutputMsg{Idx: h, Type: typ, Host: "h" + strconv.Itoa(h), Seq: seqs[h], Attempt: 1, At: time.Now(), Data: data})
+			all = append(all, sent{key{uint32(h), code}, data})
+		}
+	}
+	p.publish(bus.OutputMsg{Idx: bus.RunLevel, Type: bus.TypeDone, State: "succeeded", At: time.Now(), Data: []byte("succeeded")})
+
+	type frame struct {
+		k    key
+		seq  uint64
+		data []byte
+	}
+	read := func(query string) []frame {
+		t.Helper()
+		ws := wsDial(t, g, root.token, run, query)
+		var got []frame
+		for range len(all) + 2 { // bounded: every message and done
+			f := ws.next()
+			if f.kind == websocket.TextMessage {
+				var m apiclient.WSMessage
+				if err := json.Unmarshal(f.data, &m); err != nil || m.Type != "done" {
+					t.Fatalf("%s: text frame %.200q, want done only", query, f.data)
+				}
+				return got
+			}
+			if len(f.data) < 25 {
+				t.Fatalf("binary frame of %d bytes", len(f.data))
+			}
+			got = append(got, frame{key{binary.BigEndian.Uint32(f.data[1:]), f.data[0]}, binary.BigEndian.Uint64(f.data[9:]), f.data[25:]})
+		}
+		t.Fatalf("%s: no done after %d frames", query, len(all)+2)
+		return nil
+	}
+	check := func(what string, got []frame, want []sent) {
+		t.Helper()
+		streams := func(n int, k func(int) key, d func(int) []byte) map[key][]byte {
+			m := map[key][]byte{}
+			for i := range n {
+				m[k(i)] = append(m[k(i)], d(i)...)
+			}
+			return m
+		}
+		g := streams(len(got), func(i int) key { return got[i].k }, func(i int) []byte { return got[i].data })
+		w := streams(len(want), func(i int) key { return want[i].k }, func(i int) []byte { return want[i].data })
+		if len(got) != len(want) || len(g) != len(w) {
+			t.Fatalf("%s: %d frames in %d streams, want %d in %d", what, len(got), len(g), len(want), len(w))
+		}
+		for k, data := range w {
+			if !bytes.Equal(g[k], data) {
+				t.Fatalf("%s: host %d type %d: %d bytes, want %d, identical", what, k.idx, k.typ, len(g[k]), len(data))
+			}
+		}
+	}
+	first := read("encoding=binary")
+	check("whole", first, all)
+	cut := -1
+	for i := len(first) / 2; i < len(first); i++ {
+		if first[i].k.typ == 2 {
+			cut = i
+			break
+		}
+	}
+	if cut < 0 {
+		t.Fatal("no stderr frame in the second half")
+	}
+	rest := read("encoding=binary&since=" + strconv.FormatUint(first[cut].seq, 10))
+	check("resumed", rest, all[cut+1:])
+	if rest[0].seq != first[cut+1].seq {
+		t.Fatalf("resumed at seq %d, want %d", rest[0].seq, first[cut+1].seq)
+	}
+}
