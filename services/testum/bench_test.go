@@ -181,6 +181,9 @@ func TestBench(t *testing.T) {
 	t.Log("streaming: done")
 	pr := e.processes(t, memSessions, scaleN, reps)
 	t.Log("executor processes: done")
+	// Watchers and API latency (bench_watch_test.go).
+	watched := e.watch(t, watchHosts(), reps)
+	t.Log("watchers and API latency: done")
 	measured := time.Since(measureStart)
 	loadAfter := loadAverage()
 
@@ -320,6 +323,7 @@ func TestBench(t *testing.T) {
 	if kept := keptSection(*benchOut, soakHeading); kept != "" {
 		b.WriteString("\n" + kept)
 	}
+	b.WriteString(watched.markdown())
 	if err := os.WriteFile(*benchOut, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
