@@ -41,21 +41,7 @@ func (r procResult) perSession() float64 {
 // warms it up), then holds `sessions` concurrent sessions while its RSS is
 // watched; then a second executor joins and the scale-out run is repeated.
 func (e *benchEnv) processes(t *testing.T, sessions, scaleN, reps int) procResult {
-	nats := testenv.NATS(t)
-	fernet, err := secrets.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
-		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": nats.URL, "FERNET_KEY": fernet,
-		"SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
-		"TESTUM_LOG_LEVEL": "error", "TESTUM_LISTEN": "127.0.0.1:0",
-		"TESTUM_EXECUTOR_SLOTS": "1024", "TESTUM_MAX_HANDSHAKES": "64", "TESTUM_CONNECT_TIMEOUT": "30s",
-		// Reuse off: a joining executor has no kept connections, which would
-		// make the comparison about the pool rather than about scale-out.
-		"TESTUM_CONN_IDLE": "0",
-		"ADMIN_USERNAME":   testAdmin, "ADMIN_PASSWORD": testAdminKey,
-	}
+	env := splitRolesEnv(t, "1024")
 	gw := startProcess(t, env, "gateway")
 	s := &server{URL: gw.waitURL(t)}
 	s.login(t)
@@ -180,4 +166,26 @@ func countProcesses(argv ...string) int {
 		}
 	}
 	return n
+}
+
+// splitRolesEnv is the environment of a gateway and executors run as
+// separate processes on a NATS server and a database of their own, with
+// slots executor slots each. Connection reuse is off: every run pays every
+// handshake, as the fan-out figures and the peers do, and a joining
+// executor has no kept connections to favour it.
+func splitRolesEnv(t *testing.T, slots string) map[string]string {
+	t.Helper()
+	nats := testenv.NATS(t)
+	fernet, err := secrets.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{
+		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": nats.URL, "FERNET_KEY": fernet,
+		"SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
+		"TESTUM_LOG_LEVEL": "error", "TESTUM_LISTEN": "127.0.0.1:0",
+		"TESTUM_EXECUTOR_SLOTS": slots, "TESTUM_MAX_HANDSHAKES": "64", "TESTUM_CONNECT_TIMEOUT": "30s",
+		"TESTUM_CONN_IDLE": "0",
+		"ADMIN_USERNAME":   testAdmin, "ADMIN_PASSWORD": testAdminKey,
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -57,21 +56,7 @@ func TestBenchScaleout(t *testing.T) {
 	}
 	loadBefore := loadAverage()
 	sshd := testenv.StartSSHD(t)
-	nats := testenv.NATS(t)
-	fernet, err := secrets.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
-		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": nats.URL, "FERNET_KEY": fernet,
-		"SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
-		"TESTUM_LOG_LEVEL": "error", "TESTUM_LISTEN": "127.0.0.1:0",
-		"TESTUM_EXECUTOR_SLOTS": fmt.Sprint(scaleSlots), "TESTUM_MAX_HANDSHAKES": "64", "TESTUM_CONNECT_TIMEOUT": "30s",
-		// Reuse off: every run pays every handshake, whichever executor
-		// takes a host, so the rounds compare like with like.
-		"TESTUM_CONN_IDLE": "0",
-		"ADMIN_USERNAME":   testAdmin, "ADMIN_PASSWORD": testAdminKey,
-	}
+	env := splitRolesEnv(t, fmt.Sprint(scaleSlots))
 	gw := startProcess(t, env, "gateway")
 	s := &server{URL: gw.waitURL(t)}
 	s.login(t)

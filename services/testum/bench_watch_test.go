@@ -26,7 +26,6 @@ import (
 	"github.com/fasthttp/websocket"
 
 	apiclient "github.com/testum/testum/libs/api/client"
-	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -129,20 +128,7 @@ func TestWatchBench(t *testing.T) {
 // every byte; then the API latency during a run of loadCmd and on the
 // idle gateway.
 func (e *benchEnv) watch(t *testing.T, n, reps int) watchResult {
-	nats := testenv.NATS(t)
-	fernet, err := secrets.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
-		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": nats.URL, "FERNET_KEY": fernet,
-		"SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
-		"TESTUM_LOG_LEVEL": "error", "TESTUM_LISTEN": "127.0.0.1:0",
-		"TESTUM_EXECUTOR_SLOTS": "1024", "TESTUM_MAX_HANDSHAKES": "64", "TESTUM_CONNECT_TIMEOUT": "30s",
-		// Reuse off, as in the fan-out figures: every run pays its handshakes.
-		"TESTUM_CONN_IDLE": "0",
-		"ADMIN_USERNAME":   testAdmin, "ADMIN_PASSWORD": testAdminKey,
-	}
+	env := splitRolesEnv(t, "1024")
 	gw := startProcess(t, env, "gateway")
 	s := &server{URL: gw.waitURL(t)}
 	s.login(t)
@@ -181,6 +167,7 @@ func (e *benchEnv) watch(t *testing.T, n, reps int) watchResult {
 	client := &http.Client{Timeout: waitLimit, Transport: &http.Transport{MaxIdleConnsPerHost: loadInFlight}}
 	defer client.CloseIdleConnections()
 	getURL := s.URL + "/api/runs/" + runID
+	var err error
 	r.busy, _, err = steadyGets(client, getURL, 0)
 	r.loadWall, r.loadCPU = time.Since(start), procCPU(t, gwPID)-cpu0
 	if err != nil {
