@@ -32,7 +32,7 @@ func TestExecutorSilenceCountsFromTheServerStart(t *testing.T) {
 	}
 	exec(t, st, "UPDATE executors SET heartbeat_at = now() - interval '2 hours' WHERE id = 'silent'")
 	var up time.Duration
-	if err := st.Pool().QueryRow(ctx, "SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8 * 1e9").Scan(&up); err != nil {
+	if err := st.Pool().QueryRow(ctx, "SELECT (extract(epoch FROM now() - pg_postmaster_start_time()) * 1e9)::bigint").Scan(&up); err != nil {
 		t.Fatal(err)
 	}
 	if up >= time.Hour {
