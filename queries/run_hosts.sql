@@ -47,15 +47,24 @@ SET state = 'connecting', attempt = @attempt, executor_id = @executor_id::text, 
 WHERE run_id = @run_id AND idx = @idx AND state = 'queued' AND attempt + 1 = @attempt
 RETURNING *;
 
--- name: RunHostSetRunning :execrows
--- The host's platform is recorded as reached in the same round trip: one
--- statement less on every host's way to its command.
-WITH contact AS (
+-- name: RunHostsSetRunning :many
+-- Claimed hosts of one executor move to running, several in one statement,
+-- each only if it is still this executor's attempt and connecting. The
+-- hosts' platforms are recorded as reached in the same round trip (they
+-- were reached, whether or not the host is still ours), their rows locked
+-- in id order first: two executors marking hosts of the same platforms
+-- at once wait for each other instead of deadlocking.
+WITH locked AS MATERIALIZED (
+    SELECT id FROM platforms WHERE id = ANY(@platform_ids::bigint[]) ORDER BY id FOR UPDATE
+), contact AS (
     UPDATE platforms SET state = 'reachable', state_detail = '', last_contact_at = now()
-    WHERE id = @platform_id
+    FROM locked WHERE platforms.id = locked.id
 )
 UPDATE run_hosts SET state = 'running'
-WHERE run_id = @run_id AND idx = @idx AND attempt = @attempt AND executor_id = @executor_id::text AND state = 'connecting';
+FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@idxs::int[]) AS idx, unnest(@attempts::int[]) AS attempt) AS r
+WHERE run_hosts.run_id = r.run_id AND run_hosts.idx = r.idx AND run_hosts.attempt = r.attempt
+  AND run_hosts.executor_id = @executor_id::text AND run_hosts.state = 'connecting'
+RETURNING run_hosts.run_id, run_hosts.idx, run_hosts.attempt;
 
 -- name: RunHostFinish :one
 UPDATE run_hosts
@@ -101,7 +110,7 @@ RETURNING run_id, idx, name, attempt;
 
 -- name: RunHostsRequeueUnstarted :many
 -- The connecting hosts of a dead executor never started their command (it
--- starts only once RunHostSetRunning moved the row to running, which this
+-- starts only once RunHostsSetRunning moved the row to running, which this
 -- update forbids from now on): they go back to the queue, to be released
 -- again as their next attempt.
 UPDATE run_hosts SET state = 'queued', released_at = NULL, executor_id = NULL, started_at = NULL,

@@ -242,39 +242,6 @@ func (q *Queries) RunHostRequeue(ctx context.Context, arg RunHostRequeueParams) 
 	return result.RowsAffected(), nil
 }
 
-const runHostSetRunning = `-- name: RunHostSetRunning :execrows
-WITH contact AS (
-    UPDATE platforms SET state = 'reachable', state_detail = '', last_contact_at = now()
-    WHERE id = $5
-)
-UPDATE run_hosts SET state = 'running'
-WHERE run_id = $1 AND idx = $2 AND attempt = $3 AND executor_id = $4::text AND state = 'connecting'
-`
-
-type RunHostSetRunningParams struct {
-	RunID      uuid.UUID
-	Idx        int32
-	Attempt    int32
-	ExecutorID string
-	PlatformID int64
-}
-
-// The host's platform is recorded as reached in the same round trip: one
-// statement less on every host's way to its command.
-func (q *Queries) RunHostSetRunning(ctx context.Context, arg RunHostSetRunningParams) (int64, error) {
-	result, err := q.db.Exec(ctx, runHostSetRunning,
-		arg.RunID,
-		arg.Idx,
-		arg.Attempt,
-		arg.ExecutorID,
-		arg.PlatformID,
-	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
 const runHostsClaim = `-- name: RunHostsClaim :many
 UPDATE run_hosts
 SET state = 'connecting', attempt = c.attempt, executor_id = $1::text, started_at = now(),
@@ -695,7 +662,7 @@ type RunHostsRequeueUnstartedRow struct {
 }
 
 // The connecting hosts of a dead executor never started their command (it
-// starts only once RunHostSetRunning moved the row to running, which this
+// starts only once RunHostsSetRunning moved the row to running, which this
 // update forbids from now on): they go back to the queue, to be released
 // again as their next attempt.
 func (q *Queries) RunHostsRequeueUnstarted(ctx context.Context, executorID *string) ([]RunHostsRequeueUnstartedRow, error) {
@@ -713,6 +680,66 @@ func (q *Queries) RunHostsRequeueUnstarted(ctx context.Context, executorID *stri
 			&i.Name,
 			&i.Attempt,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const runHostsSetRunning = `-- name: RunHostsSetRunning :many
+WITH locked AS MATERIALIZED (
+    SELECT id FROM platforms WHERE id = ANY($5::bigint[]) ORDER BY id FOR UPDATE
+), contact AS (
+    UPDATE platforms SET state = 'reachable', state_detail = '', last_contact_at = now()
+    FROM locked WHERE platforms.id = locked.id
+)
+UPDATE run_hosts SET state = 'running'
+FROM (SELECT unnest($2::uuid[]) AS run_id, unnest($3::int[]) AS idx, unnest($4::int[]) AS attempt) AS r
+WHERE run_hosts.run_id = r.run_id AND run_hosts.idx = r.idx AND run_hosts.attempt = r.attempt
+  AND run_hosts.executor_id = $1::text AND run_hosts.state = 'connecting'
+RETURNING run_hosts.run_id, run_hosts.idx, run_hosts.attempt
+`
+
+type RunHostsSetRunningParams struct {
+	ExecutorID  string
+	RunIds      []uuid.UUID
+	Idxs        []int32
+	Attempts    []int32
+	PlatformIds []int64
+}
+
+type RunHostsSetRunningRow struct {
+	RunID   uuid.UUID
+	Idx     int32
+	Attempt int32
+}
+
+// Claimed hosts of one executor move to running, several in one statement,
+// each only if it is still this executor's attempt and connecting. The
+// hosts' platforms are recorded as reached in the same round trip (they
+// were reached, whether or not the host is still ours), their rows locked
+// in id order first: two executors marking hosts of the same platforms
+// at once wait for each other instead of deadlocking.
+func (q *Queries) RunHostsSetRunning(ctx context.Context, arg RunHostsSetRunningParams) ([]RunHostsSetRunningRow, error) {
+	rows, err := q.db.Query(ctx, runHostsSetRunning,
+		arg.ExecutorID,
+		arg.RunIds,
+		arg.Idxs,
+		arg.Attempts,
+		arg.PlatformIds,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RunHostsSetRunningRow{}
+	for rows.Next() {
+		var i RunHostsSetRunningRow
+		if err := rows.Scan(&i.RunID, &i.Idx, &i.Attempt); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -162,11 +162,60 @@ func (s *Store) RunHostsClaim(ctx context.Context, executor string, claims []Cla
 	return out, nil
 }
 
-// RunHostSetRunning moves a claimed host to running. ok=false means the
-// host is no longer this executor's (the reaper declared it lost).
+// RunHostSetRunning moves a claimed host to running and records its
+// platform as reached. ok=false means the host is no longer this
+// executor's (the reaper declared it lost).
 func (s *Store) RunHostSetRunning(ctx context.Context, run uuid.UUID, idx, attempt int, executor string, platform int64) (bool, error) {
-	n, err := s.q.RunHostSetRunning(ctx, db.RunHostSetRunningParams{RunID: run, Idx: int32(idx), Attempt: int32(attempt), ExecutorID: executor, PlatformID: platform})
-	return n == 1, wrap(err, "host running")
+	hs, err := s.RunHostsSetRunning(ctx, executor, []Running{{Run: run, Idx: idx, Attempt: attempt, Platform: platform}})
+	return len(hs) == 1, err
+}
+
+// Running is one host reached by its executor: RunHostSetRunning's
+// arguments.
+type Running struct {
+	Run      uuid.UUID
+	Idx      int
+	Attempt  int
+	Platform int64 // recorded as reached
+}
+
+// RunHostsSetRunning moves several claimed hosts of one executor to running
+// in one statement, each with RunHostSetRunning's conditions, and records
+// their platforms as reached. It returns the hosts moved; a host not among
+// them is no longer this executor's.
+func (s *Store) RunHostsSetRunning(ctx context.Context, executor string, hosts []Running) ([]Running, error) {
+	if len(hosts) == 0 {
+		return nil, nil
+	}
+	p := db.RunHostsSetRunningParams{ExecutorID: executor, RunIds: make([]uuid.UUID, len(hosts)),
+		Idxs: make([]int32, len(hosts)), Attempts: make([]int32, len(hosts)), PlatformIds: make([]int64, 0, len(hosts))}
+	seen := make(map[int64]bool, len(hosts))
+	for i, h := range hosts {
+		p.RunIds[i], p.Idxs[i], p.Attempts[i] = h.Run, int32(h.Idx), int32(h.Attempt)
+		if !seen[h.Platform] {
+			seen[h.Platform] = true
+			p.PlatformIds = append(p.PlatformIds, h.Platform)
+		}
+	}
+	rows, err := s.q.RunHostsSetRunning(ctx, p)
+	if err != nil {
+		return nil, wrap(err, "hosts running")
+	}
+	platform := make(map[hostAttempt]int64, len(hosts))
+	for _, h := range hosts {
+		platform[hostAttempt{h.Run, h.Idx, h.Attempt}] = h.Platform
+	}
+	out := make([]Running, len(rows))
+	for i, r := range rows {
+		k := hostAttempt{r.RunID, int(r.Idx), int(r.Attempt)}
+		out[i] = Running{Run: r.RunID, Idx: k.idx, Attempt: k.attempt, Platform: platform[k]}
+	}
+	return out, nil
+}
+
+type hostAttempt struct {
+	run          uuid.UUID
+	idx, attempt int
 }
 
 // HostResult is how a host ended.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1020,5 +1021,123 @@ func TestRunHostsFinishBatch(t *testing.T) {
 	}
 	if _, ok, err := st.RunHostFinish(ctx, run.ID, 3, 1, "ex2", store.HostResult{State: testum.HostOK}); err != nil || !ok {
 		t.Errorf("ex2 finishing its own host: %v %v", ok, err)
+	}
+}
+
+// TestRunHostsSetRunningBatch: hosts reached together move to running in
+// one statement with RunHostSetRunning's fencing, each on its own: only the
+// claiming executor's connecting attempt moves (not a host requeued and
+// claimed again by another executor meanwhile, not another executor's
+// host, not a host named twice twice), and every platform named is
+// recorded as reached, that of a host no longer ours too, as one by one.
+// Two executors marking hosts of the same platforms at once, in opposite
+// orders, both succeed.
+func TestRunHostsSetRunningBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, nil)
+	var ps []testum.Platform
+	for i := range 4 {
+		ps = append(ps, createPlatform(t, st, fmt.Sprintf("p%d", i), nil))
+	}
+	// Hosts 0 and 1 share platform 0.
+	run := newRun(t, st, ps[0], ps[0], ps[1], ps[2], ps[3])
+	for _, ex := range []string{"ex1", "ex2", "ex-old"} {
+		if err := st.ExecutorRegister(ctx, ex, "host", 1, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ex := range []string{"ex1", "ex1", "ex1", "ex-old", "ex2"} {
+		if _, ok, err := st.RunHostClaim(ctx, run.ID, i, 1, ex); err != nil || !ok {
+			t.Fatalf("claim %d: %v %v", i, ok, err)
+		}
+	}
+	// Host 3 was ex-old's; its executor died before the command started and
+	// ex1 still holds a stale attempt of it: requeued, then claimed anew by ex2.
+	if hs, err := st.RunHostsRequeueUnstarted(ctx, "ex-old"); err != nil || len(hs) != 1 {
+		t.Fatalf("requeue: %+v %v", hs, err)
+	}
+	if _, ok, err := st.RunHostClaim(ctx, run.ID, 3, 2, "ex2"); err != nil || !ok {
+		t.Fatalf("claim of host 3 again: %v %v", ok, err)
+	}
+	for _, p := range ps {
+		if err := st.PlatformRecordContact(ctx, p.ID, testum.PlatformState(testum.HostUnreachable), "down"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	moved, err := st.RunHostsSetRunning(ctx, "ex1", []store.Running{
+		{Run: run.ID, Idx: 0, Attempt: 1, Platform: ps[0].ID},
+		{Run: run.ID, Idx: 1, Attempt: 1, Platform: ps[0].ID},
+		{Run: run.ID, Idx: 1, Attempt: 1, Platform: ps[0].ID}, // delivered twice
+		{Run: run.ID, Idx: 2, Attempt: 2, Platform: ps[1].ID}, // not the claimed attempt
+		{Run: run.ID, Idx: 3, Attempt: 1, Platform: ps[2].ID}, // requeued and taken by ex2 meanwhile
+		{Run: run.ID, Idx: 4, Attempt: 1, Platform: ps[3].ID}, // ex2's host
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]int{}
+	for _, r := range moved {
+		got[r.Idx]++
+		if r.Run != run.ID || r.Attempt != 1 || r.Platform != ps[0].ID {
+			t.Errorf("moved %+v", r)
+		}
+	}
+	if len(moved) != 2 || got[0] != 1 || got[1] != 1 {
+		t.Fatalf("moved %+v, want hosts 0 and 1 once each", moved)
+	}
+	hs, err := st.RunHosts(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []testum.HostState{testum.HostRunning, testum.HostRunning, testum.HostConnecting, testum.HostConnecting, testum.HostConnecting} {
+		if hs[i].State != want {
+			t.Errorf("host %d: %s, want %s", i, hs[i].State, want)
+		}
+	}
+	if hs[3].ExecutorID != "ex2" || hs[3].Attempt != 2 {
+		t.Errorf("host 3 after a stale attempt was marked: %+v", hs[3])
+	}
+	for _, p := range ps {
+		got, err := st.Platform(ctx, p.ID)
+		if err != nil || got.State != "reachable" || got.StateDetail != "" || got.LastContactAt == nil {
+			t.Errorf("platform %s after the batch: %s %q %v %v", p.Name, got.State, got.StateDetail, got.LastContactAt, err)
+		}
+	}
+	if ok, err := st.RunHostSetRunning(ctx, run.ID, 3, 2, "ex2", ps[2].ID); err != nil || !ok {
+		t.Errorf("host 3 running by its new claimer: %v %v", ok, err)
+	}
+	if hs, err := st.RunHostsSetRunning(ctx, "ex1", nil); err != nil || len(hs) != 0 {
+		t.Errorf("an empty batch: %+v %v", hs, err)
+	}
+
+	// Two executors, hosts over the same platforms, in opposite orders.
+	var many []testum.Platform
+	for range 3 {
+		many = append(many, ps...)
+	}
+	for round := range 5 {
+		race := newRun(t, st, append(append([]testum.Platform{}, many...), many...)...)
+		batches := map[string][]store.Running{}
+		for i := range 2 * len(many) {
+			ex := []string{"ex1", "ex2"}[i/len(many)]
+			if _, ok, err := st.RunHostClaim(ctx, race.ID, i, 1, ex); err != nil || !ok {
+				t.Fatalf("round %d claim %d: %v %v", round, i, ok, err)
+			}
+			batches[ex] = append(batches[ex], store.Running{Run: race.ID, Idx: i, Attempt: 1, Platform: many[i%len(many)].ID})
+		}
+		slices.Reverse(batches["ex2"])
+		var wg sync.WaitGroup
+		for ex, b := range batches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if moved, err := st.RunHostsSetRunning(ctx, ex, b); err != nil || len(moved) != len(b) {
+					t.Errorf("round %d: %s marked %d of %d hosts: %v", round, ex, len(moved), len(b), err)
+				}
+			}()
+		}
+		wg.Wait()
 	}
 }

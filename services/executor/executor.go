@@ -166,6 +166,7 @@ type Executor struct {
 	secretEnvs *perRun[uuid.UUID, map[string]string] // each run's secret env
 	holds      *runHolds                             // each run's platform rows and opened credentials
 	claims     *claimer                              // host claims of tasks fetched together, in one statement
+	runnings   *runner                               // hosts reached together marked running, in one statement
 	finishes   *finisher                             // ends of hosts that finish together, in one statement
 	pool       *connPool                             // connections kept for the next command on the same host
 	signers    *signerCache                          // private keys parsed once per run
@@ -201,6 +202,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	}
 	e.holds = newRunHolds(deps.Store, e.signers)
 	e.claims = newClaimer(deps.Store, cfg.ID, fetchMax)
+	e.runnings = newRunner(deps.Store, cfg.ID, fetchMax)
 	e.finishes = newFinisher(deps.Store, cfg.ID, fetchMax)
 	e.handshakes = newHandshakeGate(cfg.MaxHandshakes, e.log, time.Now, m.handshakeGauges())
 	for range cfg.Slots {

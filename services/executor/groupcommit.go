@@ -13,11 +13,12 @@ import (
 
 // groupCommit makes the statements of hosts that arrive together one
 // statement: a fetch hands over up to fetchMax tasks at once, and hosts of
-// a fan-out end in bursts; each would otherwise wait for a round trip of
-// its own. The first request goes alone; those that arrive while a
-// statement is in flight go together in the next one, so a lone request
-// waits for nothing. send returns the rows it changed, matched to their
-// requests by key; a request whose row is not among them changed nothing.
+// a fan-out connect and end in bursts; each would otherwise wait for a
+// round trip of its own. The first request goes alone; those that arrive
+// while a statement is in flight go together in the next one, so a lone
+// request waits for nothing. send returns the rows it changed, matched to
+// their requests by key; a request whose row is not among them changed
+// nothing.
 type groupCommit[K comparable, Req, Res any] struct {
 	send   func(ctx context.Context, reqs []Req) ([]Res, error)
 	reqKey func(Req) K
@@ -137,6 +138,17 @@ func newClaimer(st *store.Store, executor string, most int) *claimer {
 		reqKey: func(c store.Claim) hostKey { return hostKey{c.Run, c.Idx, c.Attempt} },
 		send: func(ctx context.Context, claims []store.Claim) ([]testum.RunHost, error) {
 			return st.RunHostsClaim(ctx, executor, claims)
+		}}
+}
+
+// runner marks hosts reached together running in one statement.
+type runner = groupCommit[hostKey, store.Running, store.Running]
+
+func newRunner(st *store.Store, executor string, most int) *runner {
+	key := func(r store.Running) hostKey { return hostKey{r.Run, r.Idx, r.Attempt} }
+	return &runner{max: most, timeout: groupTimeout, reqKey: key, resKey: key, alone: store.Refused,
+		send: func(ctx context.Context, hs []store.Running) ([]store.Running, error) {
+			return st.RunHostsSetRunning(ctx, executor, hs)
 		}}
 }
 

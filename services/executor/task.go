@@ -129,7 +129,7 @@ func (t *hostTask) connectAndRun() outcome {
 	}()
 	var ok bool
 	err = whileUnavailable(ctx, t.log, "mark the host running", func(ctx context.Context) (err error) {
-		ok, err = t.e.st.RunHostSetRunning(ctx, t.run.ID, t.host.Idx, t.attempt, t.e.cfg.ID, platform.ID)
+		_, ok, err = t.e.runnings.do(ctx, store.Running{Run: t.run.ID, Idx: t.host.Idx, Attempt: t.attempt, Platform: platform.ID})
 		return err
 	})
 	if err != nil && ctx.Err() != nil {
