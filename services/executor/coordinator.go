@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/testum/testum/libs/bus"
 	"github.com/testum/testum/libs/store"
@@ -277,16 +279,44 @@ func (c *RunCoordinator) advance(ctx context.Context, run testum.Run, p store.Pr
 	if err != nil {
 		return false, err
 	}
-	for i, r := range rel {
-		if err := c.publishTask(ctx, r); err != nil {
-			// These hosts stay released and queued; republishMissing publishes
-			// them. Trying the rest now would only hold the step (and the run
-			// message's in-progress acks) for as long again each.
-			c.log.Warn("publishing tasks failed; they are republished later", "idx", r.Idx, "unpublished", len(rel)-i, "err", err)
-			break
-		}
+	if n, err := c.publishTasks(ctx, rel); err != nil {
+		c.log.Warn("publishing tasks failed; they are republished later", "unacknowledged", len(rel)-n, "err", err)
 	}
 	return false, nil
+}
+
+// publishInFlight is how many of a release's tasks are published at once:
+// each waits for its JetStream acknowledgement, and one after the other a
+// release of hundreds of hosts would take as many round trips.
+const publishInFlight = 64
+
+// publishTasks publishes the tasks of released hosts, up to
+// publishInFlight at once, and returns how many were acknowledged. At the
+// first failure it starts no more and ends those in flight: the hosts
+// stay released and queued, and republishMissing publishes them. Trying
+// the rest now would only hold the step (and the run message's in-progress
+// acks) for as long again.
+func (c *RunCoordinator) publishTasks(ctx context.Context, rel []store.Released) (int, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(publishInFlight)
+	var published atomic.Int64
+	for _, r := range rel {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if gctx.Err() != nil {
+				return nil // one failed while this waited for its turn
+			}
+			if err := c.publishTask(gctx, r); err != nil {
+				return fmt.Errorf("task of host %d: %w", r.Idx, err)
+			}
+			published.Add(1)
+			return nil
+		})
+	}
+	err := g.Wait()
+	return int(published.Load()), err
 }
 
 // publishTask publishes one host task, giving it a third of the ack wait:

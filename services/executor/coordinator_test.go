@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -398,5 +399,199 @@ func TestFinishEndsTheTranscriptOfADeadExecutorsHost(t *testing.T) {
 	}
 	if m := last[1]; m.Seq != 3 || m.Attempt != 1 {
 		t.Errorf("host 1's transcript (its executor alive, ended) changed: %+v", m)
+	}
+}
+
+// gatedPublisher stands between a coordinator and JetStream: decide says,
+// for each task publish, whether it goes through (nil), fails with an
+// error, or waits for its context to end (errBlock); acked, if set, hears
+// of each publish that went through. It counts the publishes in flight.
+type gatedPublisher struct {
+	js       bus.Publisher
+	decide   func(ctx context.Context, subject string) error
+	acked    func(subject string)
+	inFlight atomic.Int64
+	most     atomic.Int64
+}
+
+var errBlock = errors.New("block until canceled")
+
+func (p *gatedPublisher) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for {
+		most := p.most.Load()
+		if n <= most || p.most.CompareAndSwap(most, n) {
+			break
+		}
+	}
+	switch err := p.decide(ctx, m.Subject); {
+	case errors.Is(err, errBlock):
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case err != nil:
+		return nil, err
+	}
+	ack, err := p.js.PublishMsg(ctx, m, opts...)
+	if err == nil && p.acked != nil {
+		p.acked(m.Subject)
+	}
+	return ack, err
+}
+
+// taskSubjects maps the task subjects of a run's n hosts to their index.
+func taskSubjects(run uuid.UUID, n int) map[string]int {
+	out := make(map[string]int, n)
+	for i := range n {
+		out[bus.TaskSubject(run, i)] = i
+	}
+	return out
+}
+
+// tasksInStream reports which of a run's n hosts have a task in the stream.
+func (f *coordFixture) tasksInStream(t *testing.T, run uuid.UUID, n int) []int {
+	t.Helper()
+	s, err := f.js.Stream(t.Context(), bus.StreamTasks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []int
+	for i := range n {
+		_, err := s.GetLastMsgForSubject(t.Context(), bus.TaskSubject(run, i))
+		switch {
+		case err == nil:
+			in = append(in, i)
+		case !bus.IsNotFound(err):
+			t.Fatal(err)
+		}
+	}
+	return in
+}
+
+// A release of 100 hosts is published publishInFlight tasks at a time:
+// the first publishInFlight are all in flight at once (each waits for the
+// others before it goes through, which one after the other would never
+// happen), never more, and every task arrives once.
+func TestCoordinatorPublishesAReleaseConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	f := newCoordFixture(t)
+	e := f.executor(t, "ex-a", slog.New(slog.DiscardHandler))
+	e.ackWait = 3 * time.Minute // each publish may wait a minute for the others (a hang guard)
+	const n = 100
+	run := f.run(t, n, n)
+	subjects := taskSubjects(run.ID, n)
+	all := make(chan struct{})
+	var entered atomic.Int64
+	gate := &gatedPublisher{js: e.pub, decide: func(ctx context.Context, subject string) error {
+		if idx, ok := subjects[subject]; !ok || idx >= publishInFlight {
+			return nil
+		}
+		if entered.Add(1) == publishInFlight {
+			close(all)
+		}
+		select {
+		case <-all:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("the first %d tasks were never in flight together: %w", publishInFlight, ctx.Err())
+		}
+	}}
+	e.pub = gate
+	c, _ := f.coordinator(t, e, run.ID)
+	var logBuf testenv.LogBuffer
+	c.log = slog.New(slog.NewTextHandler(&logBuf, nil))
+	if done, err := c.step(ctx, false); err != nil || done {
+		t.Fatalf("step: %v %v", done, err)
+	}
+	if lines := logBuf.Lines("publishing tasks failed"); len(lines) != 0 {
+		t.Fatalf("publishing failed:\n%s", logBuf.String())
+	}
+	if most := gate.most.Load(); most != publishInFlight {
+		t.Errorf("at most %d tasks in flight, want %d", most, publishInFlight)
+	}
+	if in := f.tasksInStream(t, run.ID, n); len(in) != n {
+		t.Errorf("%d of %d tasks in the stream: %v", len(in), n, in)
+	}
+	if got := f.streamMsgs(t, bus.StreamTasks); got != n {
+		t.Errorf("%d task messages, want %d", got, n)
+	}
+}
+
+// A publish that fails stops the release's publishing: the tasks in flight
+// end, no more start, and republishMissing later publishes every task that
+// did not arrive, each once.
+func TestCoordinatorFailedPublishLeavesTheRestForRepublish(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	f := newCoordFixture(t)
+	e := f.executor(t, "ex-a", slog.New(slog.DiscardHandler))
+	e.ackWait = 3 * time.Minute
+	const n, through, failing = 100, 9, 10
+	run := f.run(t, n, n)
+	subjects := taskSubjects(run.ID, n)
+	var broken atomic.Bool
+	broken.Store(true)
+	var afterFailure, acked atomic.Int64
+	throughAcked := make(chan struct{})
+	gate := &gatedPublisher{js: e.pub, decide: func(ctx context.Context, subject string) error {
+		idx := subjects[subject]
+		switch {
+		case !broken.Load() || idx < through:
+			return nil
+		case idx == failing:
+			// Once the first ones are acknowledged: those in flight when it
+			// fails may or may not have reached the stream.
+			select {
+			case <-throughAcked:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return errors.New("stream unavailable")
+		default:
+			afterFailure.Add(1)
+			return errBlock // in flight until the failure ends it
+		}
+	}, acked: func(subject string) {
+		if subjects[subject] < through && acked.Add(1) == through {
+			close(throughAcked)
+		}
+	}}
+	e.pub = gate
+	c, _ := f.coordinator(t, e, run.ID)
+	var logBuf testenv.LogBuffer
+	c.log = slog.New(slog.NewTextHandler(&logBuf, nil))
+	if done, err := c.step(ctx, false); err != nil || done {
+		t.Fatalf("step: %v %v", done, err)
+	}
+	if lines := logBuf.Lines("publishing tasks failed"); len(lines) != 1 || !strings.Contains(lines[0], fmt.Sprintf("unacknowledged=%d", n-through)) {
+		t.Errorf("the failure was not reported with %d tasks unacknowledged:\n%s", n-through, logBuf.String())
+	}
+	if in := f.tasksInStream(t, run.ID, n); len(in) != through {
+		t.Errorf("tasks in the stream after the failure: %v, want hosts 0 to %d", in, through-1)
+	}
+	if started := afterFailure.Load(); started > publishInFlight-1 {
+		t.Errorf("%d publishes besides the failed one, want those in flight with it at most (%d): none starts after it",
+			started, publishInFlight-1)
+	}
+	hs, err := f.st.RunHosts(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.State != testum.HostQueued || h.ReleasedAt == nil {
+			t.Fatalf("host %d after the failed publish: %s released %v", h.Idx, h.State, h.ReleasedAt != nil)
+		}
+	}
+
+	broken.Store(false)
+	if err := c.republishMissing(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if in := f.tasksInStream(t, run.ID, n); len(in) != n {
+		t.Errorf("%d of %d tasks in the stream after republishing: %v", len(in), n, in)
+	}
+	if got := f.streamMsgs(t, bus.StreamTasks); got != n {
+		t.Errorf("%d task messages after republishing, want %d", got, n)
 	}
 }
