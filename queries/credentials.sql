@@ -36,3 +36,6 @@ UPDATE credentials SET secret = @secret, passphrase = @passphrase, key_id = @key
 
 -- name: CredentialByName :one
 SELECT * FROM credentials WHERE name = @name;
+
+-- name: CredentialsGetMany :many
+SELECT * FROM credentials WHERE id = ANY(@ids::bigint[]) ORDER BY id;

@@ -271,3 +271,39 @@ func (q *Queries) CredentialsAll(ctx context.Context) ([]CredentialsAllRow, erro
 	}
 	return items, nil
 }
+
+const credentialsGetMany = `-- name: CredentialsGetMany :many
+SELECT id, name, kind, secret, passphrase, key_id, public_key, fingerprint, owner_platform, created_at, updated_at FROM credentials WHERE id = ANY($1::bigint[]) ORDER BY id
+`
+
+func (q *Queries) CredentialsGetMany(ctx context.Context, ids []int64) ([]Credential, error) {
+	rows, err := q.db.Query(ctx, credentialsGetMany, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Credential{}
+	for rows.Next() {
+		var i Credential
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Kind,
+			&i.Secret,
+			&i.Passphrase,
+			&i.KeyID,
+			&i.PublicKey,
+			&i.Fingerprint,
+			&i.OwnerPlatform,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

@@ -108,13 +108,43 @@ func (s *Store) CredentialOpen(ctx context.Context, id int64) (Secret, error) {
 	if s.sealer == nil {
 		return Secret{}, fmt.Errorf("credential %d: no encryption key configured", id)
 	}
+	return s.openRow(row)
+}
+
+// CredentialsOpen returns the decrypted secrets of several credentials,
+// read in one query, by id. A credential that does not exist or does not
+// open is left out: CredentialOpen of its id says why.
+func (s *Store) CredentialsOpen(ctx context.Context, ids []int64) (map[int64]Secret, error) {
+	if len(ids) == 0 {
+		return map[int64]Secret{}, nil
+	}
+	if s.sealer == nil {
+		return nil, fmt.Errorf("credentials: no encryption key configured")
+	}
+	rows, err := s.q.CredentialsGetMany(ctx, ids)
+	if err != nil {
+		return nil, wrap(err, "credentials")
+	}
+	out := make(map[int64]Secret, len(rows))
+	for _, row := range rows {
+		if sec, err := s.openRow(row); err == nil {
+			out[row.ID] = sec
+		}
+	}
+	return out, nil
+}
+
+// openRow decrypts a credential row.
+func (s *Store) openRow(row db.Credential) (Secret, error) {
 	sec := Secret{Kind: testum.AuthMethod(row.Kind)}
-	if sec.Secret, err = s.sealer.Open(row.Secret, secretAD(id, "secret")); err != nil {
-		return Secret{}, fmt.Errorf("credential %d: %w", id, err)
+	var err error
+	if sec.Secret, err = s.sealer.Open(row.Secret, secretAD(row.ID, "secret")); err != nil {
+		return Secret{}, fmt.Errorf("credential %d: %w", row.ID, err)
 	}
 	if len(row.Passphrase) > 0 {
-		if sec.Passphrase, err = s.sealer.Open(row.Passphrase, secretAD(id, "passphrase")); err != nil {
-			return Secret{}, fmt.Errorf("credential %d passphrase: %w", id, err)
+		if sec.Passphrase, err = s.sealer.Open(row.Passphrase, secretAD(row.ID, "passphrase")); err != nil {
+			clear(sec.Secret)
+			return Secret{}, fmt.Errorf("credential %d passphrase: %w", row.ID, err)
 		}
 	}
 	return sec, nil

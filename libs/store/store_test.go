@@ -414,6 +414,13 @@ func TestCredentialSealing(t *testing.T) {
 	if _, err := st.CredentialOpen(ctx, b.ID); err == nil {
 		t.Fatal("a secret copied from another row opened")
 	}
+	// Several at once: those that open, in one read; one that does not (or
+	// does not exist) is left out.
+	many, err := st.CredentialsOpen(ctx, []int64{a.ID, b.ID, b.ID + 1000, a.ID})
+	if err != nil || len(many) != 1 || string(many[a.ID].Secret) != "PRIVATE KEY A" || string(many[a.ID].Passphrase) != "pass A" ||
+		many[a.ID].Kind != testum.AuthPrivateKey {
+		t.Fatalf("open several: %+v %v, want only credential a", many, err)
+	}
 	exec(t, st, "UPDATE credentials SET secret = $1 WHERE id = $2", []byte("k1:"+hexAD(b.ID)+":"+hex.EncodeToString([]byte("password B"))), b.ID)
 
 	sealer.mu.Lock()

@@ -20,12 +20,14 @@ type holdStore interface {
 	RunPlatforms(ctx context.Context, run uuid.UUID) ([]testum.Platform, error)
 	Platform(ctx context.Context, id int64) (testum.Platform, error)
 	CredentialOpen(ctx context.Context, id int64) (store.Secret, error)
+	CredentialsOpen(ctx context.Context, ids []int64) (map[int64]store.Secret, error)
 }
 
 // runHolds keeps, for each run with hosts on this executor, what all its
 // hosts read alike: the platform rows of its hosts and their jump hosts
 // (one query, read again when older than platformTTL) and its opened
-// credentials (each decrypted once while the hold lives). Each host task
+// credentials (all those of the platforms read in one query when the
+// first is asked for, each decrypted once while the hold lives). Each host task
 // takes the hold of its run; when the last one of the run has been gone
 // for linger, the credentials are zeroed and the run's parsed keys dropped
 // from the signer cache. Sharing the rows means a host sees a platform
@@ -59,6 +61,7 @@ type runHold struct {
 	mu        sync.Mutex
 	platforms *platformsEntry
 	creds     map[int64]*credEntry
+	runCreds  chan struct{} // the read of the run's credentials: closed once done; nil before, or after it failed
 	dropped   bool
 }
 
@@ -140,6 +143,7 @@ func (r *runHold) drop() {
 	creds := r.creds
 	r.creds = map[int64]*credEntry{}
 	r.platforms = nil
+	r.runCreds = nil
 	r.mu.Unlock()
 	for _, e := range creds {
 		<-e.ready // a read in flight has no reader left; wait for it to zero it too
@@ -224,9 +228,14 @@ func (r *runHold) pinned(hops []sshx.Hop) {
 }
 
 // CredentialOpen returns a credential of the run, decrypted once while the
-// hold lives. Hosts that ask at once wait for the one read in flight; a
-// failed read is not kept.
+// hold lives. The first ask reads every credential of the run's platforms
+// in one query; one not among them (a platform added to a jump chain
+// since, a credential that does not open) is read alone. Hosts that ask at
+// once wait for the one read in flight; a failed read is not kept.
 func (r *runHold) CredentialOpen(ctx context.Context, id int64) (store.Secret, error) {
+	if err := r.openRunCredentials(ctx, id); err != nil {
+		return store.Secret{}, err
+	}
 	for {
 		r.mu.Lock()
 		e, ok := r.creds[id]
@@ -259,6 +268,58 @@ func (r *runHold) CredentialOpen(ctx context.Context, id int64) (store.Secret, e
 		// The read waited for failed (its context may have ended, not
 		// ours): read again.
 	}
+}
+
+// openRunCredentials reads, once per hold, the credentials of the run's
+// platforms and of id in one query, and keeps those that opened. Hosts that
+// ask meanwhile wait for it; after a failed read the next ask tries again.
+func (r *runHold) openRunCredentials(ctx context.Context, id int64) error {
+	r.mu.Lock()
+	if done := r.runCreds; done != nil {
+		r.mu.Unlock()
+		select {
+		case <-done:
+			return nil // what it did not open is read alone
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	done := make(chan struct{})
+	r.runCreds = done
+	r.mu.Unlock()
+	defer close(done)
+
+	ids := []int64{id}
+	if rows, err := r.platformRows(ctx); err == nil {
+		seen := map[int64]bool{id: true}
+		for _, p := range rows {
+			if c := p.CredentialID; c != nil && !seen[*c] {
+				seen[*c] = true
+				ids = append(ids, *c)
+			}
+		}
+	}
+	secs, err := r.h.st.CredentialsOpen(ctx, ids)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		if r.runCreds == done {
+			r.runCreds = nil
+		}
+		return err
+	}
+	for cid, sec := range secs {
+		if _, ok := r.creds[cid]; ok || r.dropped {
+			// Read alone meanwhile, or nobody is left to use it.
+			clear(sec.Secret)
+			clear(sec.Passphrase)
+			continue
+		}
+		e := &credEntry{ready: make(chan struct{}), sec: sec}
+		close(e.ready)
+		r.creds[cid] = e
+	}
+	return nil
 }
 
 func isClosed(c chan struct{}) bool {

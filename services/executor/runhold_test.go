@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,12 +34,24 @@ func (plainSealer) Open(ciphertext, _ []byte) ([]byte, error) {
 	return append([]byte{}, ciphertext...), nil
 }
 
-// countingHolds counts what a run's hold reads from the store, and keeps
+// countingSealer is a plainSealer that counts decryptions.
+type countingSealer struct {
+	plainSealer
+	opens atomic.Int64
+}
+
+func (s *countingSealer) Open(ciphertext, ad []byte) ([]byte, error) {
+	s.opens.Add(1)
+	return s.plainSealer.Open(ciphertext, ad)
+}
+
+// countingHolds counts what a run's hold reads from the store (opens: one
+// credential read alone; manyOpens: credentials read together), and keeps
 // the secrets it handed out so that the test can see them zeroed.
 type countingHolds struct {
 	st                     holdStore
 	runPlatforms, platform atomic.Int64
-	opens                  atomic.Int64
+	opens, manyOpens       atomic.Int64
 	mu                     sync.Mutex
 	opened                 []store.Secret
 }
@@ -64,6 +77,17 @@ func (c *countingHolds) CredentialOpen(ctx context.Context, id int64) (store.Sec
 	return sec, err
 }
 
+func (c *countingHolds) CredentialsOpen(ctx context.Context, ids []int64) (map[int64]store.Secret, error) {
+	c.manyOpens.Add(1)
+	secs, err := c.st.CredentialsOpen(ctx, ids)
+	c.mu.Lock()
+	for _, sec := range secs {
+		c.opened = append(c.opened, sec)
+	}
+	c.mu.Unlock()
+	return secs, err
+}
+
 func zeroed(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {
@@ -75,9 +99,10 @@ func zeroed(b []byte) bool {
 
 // TestRunOpensSharedCredentialOnce: a 100-host run whose platforms share
 // one passphrase-protected key, on a real executor, PostgreSQL, NATS and
-// sshd. The credential is decrypted once and its key parsed once for the
-// whole run, the platform rows (jump host included) come from one query
-// and none is read alone; every host ends ok, and once the executor stops
+// sshd. The credential is read and decrypted once and its key parsed once
+// for the whole run (one read of the run's credentials, none alone, two
+// decryptions: the key and its passphrase), the platform rows (jump host
+// included) come from one query and none is read alone; every host ends ok, and once the executor stops
 // the opened secret is zeroed and the parsed key forgotten.
 func TestRunOpensSharedCredentialOnce(t *testing.T) {
 	const hosts, pass = 100, "correct horse"
@@ -88,7 +113,8 @@ func TestRunOpensSharedCredentialOnce(t *testing.T) {
 	if err := store.Migrate(ctx, url, nil); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 8, Sealer: plainSealer{}})
+	sealer := &countingSealer{}
+	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 8, Sealer: sealer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +211,12 @@ func TestRunOpensSharedCredentialOnce(t *testing.T) {
 			t.Errorf("host %s: %s %q", h.Name, h.State, h.Error)
 		}
 	}
-	if n := counts.opens.Load(); n != 1 {
-		t.Errorf("the shared credential was decrypted %d times for %d hosts and their jump host, want once", n, hosts)
+	if many, alone := counts.manyOpens.Load(), counts.opens.Load(); many != 1 || alone != 0 {
+		t.Errorf("credentials read %d times together and %d alone for %d hosts and their jump host, want once together",
+			many, alone, hosts)
+	}
+	if n := sealer.opens.Load(); n != 2 {
+		t.Errorf("%d decryptions for %d hosts over one credential with a passphrase, want 2 (once each)", n, hosts)
 	}
 	if n := parses.Load(); n != 1 {
 		t.Errorf("the shared key was parsed %d times, want once", n)
@@ -224,6 +254,18 @@ func (f *fakeHoldStore) RunPlatforms(context.Context, uuid.UUID) ([]testum.Platf
 
 func (f *fakeHoldStore) Platform(_ context.Context, id int64) (testum.Platform, error) {
 	return testum.Platform{ID: id}, nil
+}
+
+func (f *fakeHoldStore) CredentialsOpen(ctx context.Context, ids []int64) (map[int64]store.Secret, error) {
+	out := map[int64]store.Secret{}
+	for _, id := range ids {
+		sec, err := f.CredentialOpen(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = sec
+	}
+	return out, nil
 }
 
 func (f *fakeHoldStore) CredentialOpen(context.Context, int64) (store.Secret, error) {
@@ -312,5 +354,78 @@ func TestRunHoldKeepsPinnedKeys(t *testing.T) {
 	p, err := r.Platform(ctx, 1)
 	if err != nil || p.HostKey == "" || p.HostKeyFingerprint != sshx.Fingerprint(signer.PublicKey()) {
 		t.Errorf("after the pin: %+v %v, want the pinned key", p, err)
+	}
+}
+
+// twoCredsStore serves two platforms of a run with credentials 7 and 8,
+// of which 8 does not open; it counts reads and keeps what it handed out.
+type twoCredsStore struct {
+	many, alone atomic.Int64
+	mu          sync.Mutex
+	handed      []store.Secret
+}
+
+func (f *twoCredsStore) RunPlatforms(context.Context, uuid.UUID) ([]testum.Platform, error) {
+	seven, eight := int64(7), int64(8)
+	return []testum.Platform{{ID: 1, CredentialID: &seven}, {ID: 2, CredentialID: &eight}}, nil
+}
+
+func (f *twoCredsStore) Platform(_ context.Context, id int64) (testum.Platform, error) {
+	return testum.Platform{ID: id}, nil
+}
+
+func (f *twoCredsStore) CredentialsOpen(_ context.Context, ids []int64) (map[int64]store.Secret, error) {
+	f.many.Add(1)
+	out := map[int64]store.Secret{}
+	for _, id := range ids {
+		if id == 7 {
+			sec := store.Secret{Kind: testum.AuthPassword, Secret: []byte("hunter2")}
+			f.mu.Lock()
+			f.handed = append(f.handed, sec)
+			f.mu.Unlock()
+			out[id] = sec
+		}
+	}
+	return out, nil
+}
+
+func (f *twoCredsStore) CredentialOpen(_ context.Context, id int64) (store.Secret, error) {
+	f.alone.Add(1)
+	return store.Secret{}, fmt.Errorf("credential %d: cannot decrypt", id)
+}
+
+// The first credential asked for brings every credential of the run's
+// platforms in one read; one that did not open there is read alone (and
+// its error reported) each time it is asked for; what was read together is
+// zeroed with the hold, asked for or not.
+func TestRunHoldReadsTheRunsCredentialsTogether(t *testing.T) {
+	ctx := context.Background()
+	f := &twoCredsStore{}
+	h := newRunHolds(f, nil)
+	r := h.take(uuid.New())
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if sec, err := r.CredentialOpen(ctx, 7); err != nil || string(sec.Secret) != "hunter2" {
+				t.Errorf("credential 7: %q %v", sec.Secret, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for range 2 {
+		if _, err := r.CredentialOpen(ctx, 8); err == nil || !strings.Contains(err.Error(), "cannot decrypt") {
+			t.Errorf("credential 8 that does not open: %v", err)
+		}
+	}
+	if many, alone := f.many.Load(), f.alone.Load(); many != 1 || alone != 2 {
+		t.Errorf("%d reads together and %d alone, want 1 and 2 (credential 8, each time)", many, alone)
+	}
+	h.dropAll()
+	for _, sec := range f.handed {
+		if !zeroed(sec.Secret) {
+			t.Error("a credential read with the run's was not zeroed with the hold")
+		}
 	}
 }
