@@ -83,17 +83,22 @@ WHERE run_id = @run_id AND state = 'queued'
   AND EXISTS (SELECT 1 FROM runs r WHERE r.id = @run_id AND r.coordinator_id = @executor_id::text)
 RETURNING idx, name, attempt;
 
--- name: RunProgress :one
--- What the coordinator decides from: how many hosts wait, are in flight,
--- failed and finished.
-SELECT
-    count(*)::int AS total,
-    count(*) FILTER (WHERE state = 'queued' AND released_at IS NULL)::int AS pending,
-    count(*) FILTER (WHERE released_at IS NOT NULL AND state IN ('queued', 'connecting', 'running'))::int AS in_flight,
-    count(*) FILTER (WHERE state IN ('failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'lost'))::int AS failures,
-    count(*) FILTER (WHERE state NOT IN ('queued', 'connecting', 'running'))::int AS finished,
-    count(*) FILTER (WHERE state = 'ok')::int AS ok
-FROM run_hosts WHERE run_id = @run_id;
+-- name: RunWithProgress :one
+-- What the coordinator decides from, in one round trip (it looks again at
+-- every host's end): the run, and how many of its hosts wait, are in
+-- flight, failed and finished.
+SELECT sqlc.embed(runs), p.total, p.pending, p.in_flight, p.failures, p.finished, p.ok
+FROM runs, LATERAL (
+    SELECT
+        count(*)::int AS total,
+        count(*) FILTER (WHERE h.state = 'queued' AND h.released_at IS NULL)::int AS pending,
+        count(*) FILTER (WHERE h.released_at IS NOT NULL AND h.state IN ('queued', 'connecting', 'running'))::int AS in_flight,
+        count(*) FILTER (WHERE h.state IN ('failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'lost'))::int AS failures,
+        count(*) FILTER (WHERE h.state NOT IN ('queued', 'connecting', 'running'))::int AS finished,
+        count(*) FILTER (WHERE h.state = 'ok')::int AS ok
+    FROM run_hosts h WHERE h.run_id = runs.id
+) AS p
+WHERE runs.id = @id;
 
 -- name: RunHostEndUnstarted :execrows
 -- A host whose task could not be delivered ends without having started.

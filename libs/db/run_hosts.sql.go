@@ -750,18 +750,23 @@ func (q *Queries) RunHostsSetRunning(ctx context.Context, arg RunHostsSetRunning
 	return items, nil
 }
 
-const runProgress = `-- name: RunProgress :one
-SELECT
-    count(*)::int AS total,
-    count(*) FILTER (WHERE state = 'queued' AND released_at IS NULL)::int AS pending,
-    count(*) FILTER (WHERE released_at IS NOT NULL AND state IN ('queued', 'connecting', 'running'))::int AS in_flight,
-    count(*) FILTER (WHERE state IN ('failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'lost'))::int AS failures,
-    count(*) FILTER (WHERE state NOT IN ('queued', 'connecting', 'running'))::int AS finished,
-    count(*) FILTER (WHERE state = 'ok')::int AS ok
-FROM run_hosts WHERE run_id = $1
+const runWithProgress = `-- name: RunWithProgress :one
+SELECT runs.id, runs.state, runs.kind, runs.command, runs.spec, runs.targets, runs.parallelism, runs.timeout_seconds, runs.host_count, runs.created_by, runs.created_by_name, runs.parent_run_id, runs.coordinator_id, runs.cancel_requested, runs.abort_reason, runs.error, runs.created_at, runs.started_at, runs.finished_at, p.total, p.pending, p.in_flight, p.failures, p.finished, p.ok
+FROM runs, LATERAL (
+    SELECT
+        count(*)::int AS total,
+        count(*) FILTER (WHERE h.state = 'queued' AND h.released_at IS NULL)::int AS pending,
+        count(*) FILTER (WHERE h.released_at IS NOT NULL AND h.state IN ('queued', 'connecting', 'running'))::int AS in_flight,
+        count(*) FILTER (WHERE h.state IN ('failed', 'timeout', 'unreachable', 'auth_failed', 'hostkey_rejected', 'lost'))::int AS failures,
+        count(*) FILTER (WHERE h.state NOT IN ('queued', 'connecting', 'running'))::int AS finished,
+        count(*) FILTER (WHERE h.state = 'ok')::int AS ok
+    FROM run_hosts h WHERE h.run_id = runs.id
+) AS p
+WHERE runs.id = $1
 `
 
-type RunProgressRow struct {
+type RunWithProgressRow struct {
+	Run      Run
 	Total    int32
 	Pending  int32
 	InFlight int32
@@ -770,12 +775,32 @@ type RunProgressRow struct {
 	Ok       int32
 }
 
-// What the coordinator decides from: how many hosts wait, are in flight,
-// failed and finished.
-func (q *Queries) RunProgress(ctx context.Context, runID uuid.UUID) (RunProgressRow, error) {
-	row := q.db.QueryRow(ctx, runProgress, runID)
-	var i RunProgressRow
+// What the coordinator decides from, in one round trip (it looks again at
+// every host's end): the run, and how many of its hosts wait, are in
+// flight, failed and finished.
+func (q *Queries) RunWithProgress(ctx context.Context, id uuid.UUID) (RunWithProgressRow, error) {
+	row := q.db.QueryRow(ctx, runWithProgress, id)
+	var i RunWithProgressRow
 	err := row.Scan(
+		&i.Run.ID,
+		&i.Run.State,
+		&i.Run.Kind,
+		&i.Run.Command,
+		&i.Run.Spec,
+		&i.Run.Targets,
+		&i.Run.Parallelism,
+		&i.Run.TimeoutSeconds,
+		&i.Run.HostCount,
+		&i.Run.CreatedBy,
+		&i.Run.CreatedByName,
+		&i.Run.ParentRunID,
+		&i.Run.CoordinatorID,
+		&i.Run.CancelRequested,
+		&i.Run.AbortReason,
+		&i.Run.Error,
+		&i.Run.CreatedAt,
+		&i.Run.StartedAt,
+		&i.Run.FinishedAt,
 		&i.Total,
 		&i.Pending,
 		&i.InFlight,

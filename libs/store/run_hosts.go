@@ -58,12 +58,20 @@ type Progress struct {
 
 // RunProgress counts a run's hosts for the coordinator.
 func (s *Store) RunProgress(ctx context.Context, run uuid.UUID) (Progress, error) {
-	r, err := s.q.RunProgress(ctx, run)
+	_, p, err := s.RunWithProgress(ctx, run)
+	return p, err
+}
+
+// RunWithProgress returns a run and the counts of its hosts, read together
+// in one query.
+func (s *Store) RunWithProgress(ctx context.Context, id uuid.UUID) (testum.Run, Progress, error) {
+	r, err := s.q.RunWithProgress(ctx, id)
 	if err != nil {
-		return Progress{}, wrap(err, "run progress")
+		return testum.Run{}, Progress{}, wrap(err, "run "+id.String())
 	}
-	return Progress{Total: int(r.Total), Pending: int(r.Pending), InFlight: int(r.InFlight),
-		Failures: int(r.Failures), Finished: int(r.Finished), OK: int(r.Ok)}, nil
+	run, err := runFromRow(r.Run)
+	return run, Progress{Total: int(r.Total), Pending: int(r.Pending), InFlight: int(r.InFlight),
+		Failures: int(r.Failures), Finished: int(r.Finished), OK: int(r.Ok)}, err
 }
 
 // Released is a host whose task the coordinator publishes.

@@ -348,6 +348,13 @@ func TestRunTransitions(t *testing.T) {
 	if err != nil || pr != (store.Progress{Total: 2, Finished: 2, Failures: 1, OK: 1}) {
 		t.Fatalf("progress: %+v %v", pr, err)
 	}
+	if r, p, err := st.RunWithProgress(ctx, run.ID); err != nil || p != pr || r.ID != run.ID || r.CoordinatorID != "ex1" ||
+		r.State != testum.RunRunning || r.Spec.Command != "true" {
+		t.Fatalf("run with progress: %+v %+v %v", r, p, err)
+	}
+	if _, _, err := st.RunWithProgress(ctx, uuid.New()); !store.IsNotFound(err) {
+		t.Fatalf("run with progress of no run: %v, want not found", err)
+	}
 	done, ok, err := st.RunFinish(ctx, run.ID, "ex1", testum.RunFailed, "1 host failed")
 	if err != nil || !ok || done.State != testum.RunFailed || done.FinishedAt == nil {
 		t.Fatalf("run finish: %+v %v %v", done, ok, err)

@@ -196,8 +196,7 @@ func (c *RunCoordinator) loop(ctx, hardCtx context.Context) {
 // step looks at the run once and does what is due. It reports whether
 // this executor is done with the run: it finished, or it was taken over.
 func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
-	st := c.e.st
-	run, err := st.Run(ctx, c.run.ID)
+	run, p, err := c.e.st.RunWithProgress(ctx, c.run.ID)
 	if err != nil {
 		return false, err
 	}
@@ -208,10 +207,6 @@ func (c *RunCoordinator) step(ctx context.Context, resumed bool) (bool, error) {
 	if run.State.Final() {
 		_ = c.msg.Ack()
 		return true, nil
-	}
-	p, err := st.RunProgress(ctx, run.ID)
-	if err != nil {
-		return false, err
 	}
 	return c.advance(ctx, run, p, resumed)
 }
