@@ -431,6 +431,7 @@ func (t *transcript) popLocked() (outItem, int) {
 	it := t.queue[0]
 	if k := incompleteTail(it.data); it.typ.IsOutput() && len(t.queue) == 1 && !t.ended && k > 0 {
 		t.queue[0].data = append([]byte(nil), it.data[len(it.data)-k:]...)
+		t.queue[0].full = false // the character's rest joins it
 		it.data = it.data[:len(it.data)-k]
 	} else {
 		t.queue = t.queue[1:]
@@ -492,6 +493,9 @@ func (t *transcript) awaitAckLocked() {
 	if f.err != nil {
 		t.recoverLocked()
 		return
+	}
+	if t.m != nil {
+		t.m.PublishDuration.Observe(time.Since(f.sent).Seconds()) // as timedPublisher times a waited publish
 	}
 	t.ackedLocked(f.it)
 	t.inflight = t.inflight[1:]

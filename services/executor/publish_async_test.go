@@ -13,8 +13,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/testum/testum/libs/bus"
+	"github.com/testum/testum/libs/metrics"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -416,4 +418,115 @@ func TestTranscriptStreamsMegabytesThroughJetStream(t *testing.T) {
 		t.Fatalf("the stream has %d bytes, want %d in order", got.Len(), want.Len())
 	}
 	t.Logf("%d bytes in %d messages", got.Len(), seq)
+}
+
+// The leader of the output stream killed while transcripts stream as fast
+// as they can (their windows full): every host's messages are stored
+// once, whole, and in the stream's order their seqs go 1, 2, 3... (what
+// the WebSocket relays and a resume relies on).
+func TestTranscriptsRideOutAnOutputLeaderKill(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.StartNATSCluster(t)
+	nc := cluster.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute) // a hang guard only
+	defer cancel()
+	if err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.WaitJetStream(t)
+	cluster.WaitCurrent(t, bus.StreamOutput)
+	out, err := newJSOutput(nc, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	cfg := transcriptConfig{pub: out, spoolDir: t.TempDir(), log: slog.New(slog.DiscardHandler), m: m}
+	const hosts, lines = 4, 40_000
+	var wg sync.WaitGroup
+	wants := make([][]byte, hosts)
+	half := make(chan struct{}, hosts)
+	for h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := newTranscript(ctx, cfg, testRunID, h, 1, fmt.Sprintf("web%02d", h), 1<<30)
+			var want bytes.Buffer
+			for i := range lines {
+				if i == lines/4 {
+					half <- struct{}{}
+				}
+				line := fmt.Appendf(nil, "host %d line %06d %s\n", h, i, strings.Repeat("=", i%97))
+				_, _ = tr.write(bus.TypeStdout, line)
+				want.Write(line)
+			}
+			tr.close()
+			tr.exit("ok", intp(0), "")
+			tr.closeControl()
+			if tr.pubErr != nil {
+				t.Errorf("host %d gave up: %v", h, tr.pubErr)
+			}
+			wants[h] = want.Bytes()
+		}()
+	}
+	for range hosts {
+		<-half
+	}
+	leader := cluster.StreamLeader(t, bus.StreamOutput)
+	cluster.Kill(t, leader)
+	t.Logf("killed %s, the output stream's leader", cluster.Nodes[leader].Name)
+	wg.Wait()
+	cluster.Restart(t, leader)
+
+	cons, err := js.OrderedConsumer(ctx, bus.StreamOutput, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.OutputFilter(testRunID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]bytes.Buffer, hosts)
+	seqs := make([]int, hosts)
+	ended := 0
+	for ended < hosts {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			o, err := bus.DecodeOutput(m.Subject(), m.Headers(), m.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seqs[o.Idx]++; o.Seq != seqs[o.Idx] {
+				t.Fatalf("host %d: seq %d stored where %d was due", o.Idx, o.Seq, seqs[o.Idx])
+			}
+			if o.Type.IsOutput() {
+				got[o.Idx].Write(o.Data)
+			}
+			if o.Type == bus.TypeStatus && o.State == "ok" {
+				ended++
+			}
+		}
+		if n == 0 {
+			t.Fatalf("the stream ends with %d of %d hosts ended", ended, hosts)
+		}
+	}
+	for h := range hosts {
+		if !bytes.Equal(got[h].Bytes(), wants[h]) {
+			t.Errorf("host %d: %d bytes stored, want %d in order", h, got[h].Len(), len(wants[h]))
+		}
+	}
+	t.Logf("%d hosts, %d messages, %v publishes tried again", hosts, sum(seqs), testutil.ToFloat64(m.PublishRetries))
+}
+
+func sum(v []int) int {
+	n := 0
+	for _, x := range v {
+		n += x
+	}
+	return n
 }
