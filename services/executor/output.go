@@ -498,6 +498,7 @@ func (t *transcript) awaitAckLocked() {
 		t.m.PublishDuration.Observe(time.Since(f.sent).Seconds()) // as timedPublisher times a waited publish
 	}
 	t.ackedLocked(f.it)
+	t.inflight[0] = flight{} // its bytes are the writers' again
 	t.inflight = t.inflight[1:]
 }
 

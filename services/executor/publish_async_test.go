@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -529,4 +530,40 @@ func sum(v []int) int {
 		n += x
 	}
 	return n
+}
+
+// syncOnly hides an asynchronous publisher's PublishOutputAsync: every
+// message waits for its ack, as transcripts did before.
+type syncOnly struct{ outputPublisher }
+
+// BenchmarkTranscriptJetStream: a transcript's output through an
+// embedded JetStream, 32 KiB writes, waiting for every ack or not.
+func BenchmarkTranscriptJetStream(b *testing.B) {
+	srv := testenv.NATS(b)
+	nc, js := srv.JetStream(b)
+	if err := bus.EnsureStreams(b.Context(), js, bus.StreamsConfig{}); err != nil {
+		b.Fatal(err)
+	}
+	out, err := newJSOutput(nc, js)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := make([]byte, 32<<10)
+	for _, c := range []struct {
+		name string
+		pub  outputPublisher
+	}{{"async", out}, {"sync", syncOnly{out}}} {
+		b.Run(c.name, func(b *testing.B) {
+			cfg := transcriptConfig{pub: c.pub, spoolDir: b.TempDir(), log: slog.New(slog.DiscardHandler)}
+			tr := newTranscript(b.Context(), cfg, uuid.New(), 0, 1, "web01", 1<<40)
+			b.SetBytes(int64(len(chunk)))
+			for b.Loop() {
+				_, _ = tr.write(bus.TypeStdout, chunk)
+			}
+			tr.close()
+			if tr.pubErr != nil {
+				b.Fatal(tr.pubErr)
+			}
+		})
+	}
 }
