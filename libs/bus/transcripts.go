@@ -12,7 +12,11 @@ import (
 
 // LastHostMessages returns the last transcript message of each host of run
 // that has one (keyed by the host's index; the run's own done is left out),
-// headers only: what a host's transcript has reached.
+// headers only: what a host's transcript has reached. The last stored is
+// the last sent: an executor publishes a host attempt's control messages
+// (status, error, exit) only once every message before them is acked, and
+// nothing after them before their ack, however many chunks it otherwise
+// keeps in flight.
 func LastHostMessages(ctx context.Context, js jetstream.JetStream, run uuid.UUID) (map[int]OutputMsg, error) {
 	cons, err := js.CreateConsumer(ctx, StreamOutput, jetstream.ConsumerConfig{
 		FilterSubject: OutputFilter(run), DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,

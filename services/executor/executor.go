@@ -189,8 +189,12 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	}
 	m := newExecMetrics(deps.Metrics)
 	pub := timedPublisher{js: js, h: m.PublishDuration}
+	output, err := newJSOutput(deps.NATS, pub)
+	if err != nil {
+		return nil, err
+	}
 	e := &Executor{
-		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: jsOutput{pub}, m: m, pub: pub,
+		cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs, output: output, m: m, pub: pub,
 		log:          cfg.Logger.With("component", "executor", "executor", cfg.ID),
 		slots:        make(chan struct{}, cfg.Slots),
 		active:       map[uuid.UUID]map[*hostTask]struct{}{},

@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	retry "github.com/sethvargo/go-retry"
 
 	"github.com/testum/testum/libs/bus"
@@ -41,19 +43,57 @@ type outItem struct {
 	state string // status, exit: the state; exit: also exit and signal below
 	exit  *int
 	sig   string
+	full  bool // output: the chunk takes no more bytes (it ends short of bus.MaxChunk on a character boundary)
 }
+
+// open reports whether more output may join the item's chunk.
+func (it *outItem) open() bool { return !it.full && len(it.data) < bus.MaxChunk }
 
 // outputPublisher sends transcript messages. JetStream is the real one;
 // tests record what a transcript sends.
 type outputPublisher interface {
+	// PublishOutput publishes a message and waits for its ack.
 	PublishOutput(ctx context.Context, m bus.OutputMsg) error
 }
 
+// asyncOutputPublisher is an outputPublisher that can also send a message
+// without waiting for its ack. Messages sent one after the other from one
+// goroutine reach the stream in that order.
+type asyncOutputPublisher interface {
+	outputPublisher
+	PublishOutputAsync(m bus.OutputMsg) (pendingAck, error)
+}
+
+// pendingAck is the ack to come of a message sent: exactly one of its
+// channels delivers, in a bounded time (jetstream.PubAckFuture with an
+// ack timeout).
+type pendingAck interface {
+	Ok() <-chan *jetstream.PubAck
+	Err() <-chan error
+}
+
 // jsOutput publishes transcript messages to the output stream.
-type jsOutput struct{ js bus.Publisher }
+type jsOutput struct {
+	js    bus.Publisher
+	async bus.AsyncPublisher // from bus.NewAsyncPublisher
+}
+
+// newJSOutput publishes on js, and without waiting for acks on a JetStream
+// context of nc of its own (one whose acks time out).
+func newJSOutput(nc *nats.Conn, js bus.Publisher) (jsOutput, error) {
+	async, err := bus.NewAsyncPublisher(nc)
+	if err != nil {
+		return jsOutput{}, fmt.Errorf("jetstream: %w", err)
+	}
+	return jsOutput{js: js, async: async}, nil
+}
 
 func (p jsOutput) PublishOutput(ctx context.Context, m bus.OutputMsg) error {
 	return bus.PublishOutput(ctx, p.js, m)
+}
+
+func (p jsOutput) PublishOutputAsync(m bus.OutputMsg) (pendingAck, error) {
+	return bus.PublishOutputAsync(p.async, m)
 }
 
 // transcript is one host attempt's transcript: output chunks and control
@@ -71,14 +111,21 @@ type transcript struct {
 	backoff func() retry.Backoff // nil: publishBackoff
 	m       *metrics.Metrics     // nil: not counted
 
-	mu       sync.Mutex
-	cond     sync.Cond
-	queue    []outItem
-	queued   int // output bytes in queue
-	draining bool
-	ended    bool // output ended: no more writes, no holding back
-	seq      int
-	pubErr   error
+	async asyncOutputPublisher // nil: every message waits for its ack
+
+	mu          sync.Mutex
+	cond        sync.Cond
+	queue       []outItem
+	inflight    []flight      // sent, not acked yet, in order
+	queued      int           // output bytes in queue and in flight
+	kick        chan struct{} // wakes a drain waiting for an ack: more to send
+	window      int           // output chunks in flight at most: outputWindow
+	maxAge      time.Duration // no more in flight while the oldest is older: pipelineAge
+	serialUntil time.Time     // one message at a time until then (a publish failed)
+	draining    bool
+	ended       bool // output ended: no more writes, no holding back
+	seq         int
+	pubErr      error
 
 	mask      *secretMask // nil: nothing to mask
 	accepted  int64
@@ -117,6 +164,10 @@ func newTranscript(ctx context.Context, cfg transcriptConfig, run uuid.UUID, idx
 		spoolPath: filepath.Join(cfg.spoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
 	}
 	t.cond.L = &t.mu
+	t.kick, t.window, t.maxAge = make(chan struct{}, 1), outputWindow, pipelineAge
+	if a, ok := cfg.pub.(asyncOutputPublisher); ok {
+		t.async = a
+	}
 	return t
 }
 
@@ -188,24 +239,50 @@ func (t *transcript) acceptLocked(typ bus.Type, p []byte) {
 }
 
 // enqueueOutputLocked appends p, merging with the last item of the same
-// stream up to the chunk size, copying (the caller reuses p).
+// stream up to the chunk size, copying (the caller reuses p). A chunk that
+// p overflows ends on a character boundary, a few bytes short of
+// bus.MaxChunk if need be, so that no chunk splits a UTF-8 character.
 func (t *transcript) enqueueOutputLocked(typ bus.Type, p []byte) {
 	now := time.Now()
 	t.queued += len(p)
 	for len(p) > 0 {
-		if k := len(t.queue); k > 0 && t.queue[k-1].typ == typ && len(t.queue[k-1].data) < bus.MaxChunk {
+		if k := len(t.queue); k > 0 && t.queue[k-1].typ == typ && t.queue[k-1].open() {
 			last := &t.queue[k-1]
-			take := min(len(p), bus.MaxChunk-len(last.data))
+			room := bus.MaxChunk - len(last.data)
+			if len(p) <= room {
+				last.data = append(last.data, p...)
+				return
+			}
+			// Fill the chunk up to the last boundary within it.
+			end := append(lastBytes(last.data, 3), p[:room]...)
+			take := room - incompleteTail(end)
+			if take < 0 {
+				// The character began in the chunk: it goes with the next one.
+				carry := last.data[len(last.data)+take:]
+				p = append(append([]byte(nil), carry...), p...)
+				last.data = last.data[:len(last.data)+take]
+				take = 0
+			}
 			last.data = append(last.data, p[:take]...)
+			last.full = true
 			p = p[take:]
 			continue
 		}
 		take := min(len(p), bus.MaxChunk)
+		full := take < len(p)
+		if full {
+			take -= incompleteTail(p[:take])
+		}
 		buf := make([]byte, take, min(bus.MaxChunk, max(take, 4096)))
 		copy(buf, p[:take])
-		t.queue = append(t.queue, outItem{typ: typ, data: buf, at: now})
+		t.queue = append(t.queue, outItem{typ: typ, data: buf, at: now, full: full})
 		p = p[take:]
 	}
+}
+
+// lastBytes returns a copy of the last n bytes of b (fewer if b is shorter).
+func lastBytes(b []byte, n int) []byte {
+	return append([]byte(nil), b[max(len(b)-n, 0):]...)
 }
 
 // control queues a non-output message (status, error, exit).
@@ -236,52 +313,55 @@ func (t *transcript) exit(s testum.HostState, code *int, signal string) {
 }
 
 func (t *transcript) kickLocked() {
-	if !t.draining && len(t.queue) > 0 {
+	if len(t.queue) == 0 {
+		return
+	}
+	if !t.draining {
 		t.draining = true
 		go t.drain()
+		return
+	}
+	select { // the drain may be waiting for an ack: it looks at the queue again
+	case t.kick <- struct{}{}:
+	default:
 	}
 }
 
-// drain publishes queued items in order, one at a time: a synchronous
-// publish per chunk keeps the stream's order equal to the host's, and the
-// bytes that arrive meanwhile coalesce into the next chunk. It exits when
-// the queue is empty, so an idle session costs no goroutine.
+// drain publishes queued items in order, as the only sender of the
+// transcript, and exits when nothing is queued or in flight, so an idle
+// session costs no goroutine.
+//
+// Output chunks go without waiting for their acks, up to outputWindow at
+// once, while the oldest in flight is younger than pipelineAge and no
+// publish failed in the last pipelineCooldown: the messages of one
+// transcript are sent in order on one connection, so the stream stores
+// them in order, and keeping the window to healthy acks keeps out of it
+// the moments when a stream's leader changes (when a message could fail
+// while the next one is stored, and its republish land after it). While
+// chunks are in flight the bytes that arrive meanwhile coalesce into the
+// next chunk, up to bus.MaxChunk; with nothing in flight a partial chunk
+// goes at once, so interactive output stays immediate. The bytes stay
+// counted in queued (the writers' back-pressure) until their ack.
+//
+// A control message (status, error, exit) goes alone: after every chunk
+// before it is acked, and before anything after it is sent. So the last
+// message of a host's subject is its last message, whatever failed.
+//
+// When an ack fails, nothing more is sent: drain waits for every publish
+// in flight, republishes the unacked ones in order with their message ids
+// (the stream drops a copy it already has) and the publish backoff, and
+// goes one at a time for pipelineCooldown.
 func (t *transcript) drain() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for len(t.queue) > 0 {
-		it := t.queue[0]
-		if it.typ.IsOutput() && len(t.queue) == 1 && !t.ended {
-			// Never split a UTF-8 character across chunks while more may come.
-			k := incompleteTail(it.data)
-			if k == len(it.data) {
-				break
-			}
-			if k > 0 {
-				t.queue[0].data = append([]byte(nil), it.data[len(it.data)-k:]...)
-				it.data = it.data[:len(it.data)-k]
-			} else {
-				t.queue = t.queue[1:]
-			}
-		} else {
-			t.queue = t.queue[1:]
+	for {
+		if t.sendLocked() {
+			continue
 		}
-		t.seq++
-		seq, failed := t.seq, t.pubErr != nil
-		t.mu.Unlock()
-		var err error
-		if !failed {
-			err = t.publish(it, seq)
+		if len(t.inflight) == 0 {
+			break // nothing more to send now: the queue is empty or holds a partial character
 		}
-		t.mu.Lock()
-		if err != nil && t.pubErr == nil {
-			t.pubErr = err
-			t.log.Error("output no longer reaches NATS; the archive still keeps it", "err", err)
-		}
-		if it.typ.IsOutput() {
-			t.queued -= len(it.data)
-		}
-		t.cond.Broadcast()
+		t.awaitAckLocked()
 	}
 	if len(t.queue) == 0 {
 		t.queue = nil
@@ -290,16 +370,242 @@ func (t *transcript) drain() {
 	t.cond.Broadcast()
 }
 
-func (t *transcript) publish(it outItem, seq int) error {
-	m := bus.OutputMsg{
+// sendLocked sends the next queued item if it may go now, and reports
+// whether it did something (sent, or dropped the item after a give-up).
+func (t *transcript) sendLocked() bool {
+	if len(t.queue) == 0 {
+		return false
+	}
+	head := t.queue[0]
+	inflight := len(t.inflight)
+	if !head.typ.IsOutput() {
+		if inflight > 0 {
+			return false // a control message waits for every chunk before it
+		}
+		it, seq := t.popLocked()
+		t.publishNowLocked(it, seq, false)
+		return true
+	}
+	if inflight > 0 {
+		switch {
+		case t.async == nil || inflight >= t.window || time.Now().Before(t.serialUntil):
+			return false
+		case time.Since(t.inflight[0].sent) > t.maxAge:
+			return false // the stream is slow to answer: wait rather than pile up
+		case len(t.queue) == 1 && head.open() && !t.ended:
+			return false // coalescing: more bytes may join this chunk until an ack comes
+		case t.failedLocked():
+			return false // nothing more until what is in flight is republished
+		}
+	}
+	if len(t.queue) == 1 && !t.ended {
+		// Never split a UTF-8 character across chunks while more may come.
+		if incompleteTail(head.data) == len(head.data) {
+			return false
+		}
+	}
+	it, seq := t.popLocked()
+	if t.pubErr != nil {
+		t.ackedLocked(it) // given up: the archive keeps the bytes
+		return true
+	}
+	if t.async == nil {
+		t.publishNowLocked(it, seq, false)
+		return true
+	}
+	m := t.msg(it, seq)
+	t.mu.Unlock()
+	ack, err := t.async.PublishOutputAsync(m)
+	t.mu.Lock()
+	if err != nil {
+		// Not sent: republished after what is in flight, as a failed ack is.
+		ack = newFailedAck(err)
+	}
+	t.inflight = append(t.inflight, flight{it: it, seq: seq, ack: ack, sent: time.Now()})
+	return true
+}
+
+// popLocked takes the next item off the queue (an output chunk without a
+// trailing partial character while more may come) and numbers it.
+func (t *transcript) popLocked() (outItem, int) {
+	it := t.queue[0]
+	if k := incompleteTail(it.data); it.typ.IsOutput() && len(t.queue) == 1 && !t.ended && k > 0 {
+		t.queue[0].data = append([]byte(nil), it.data[len(it.data)-k:]...)
+		t.queue[0].full = false // the character's rest joins it
+		it.data = it.data[:len(it.data)-k]
+	} else {
+		t.queue = t.queue[1:]
+	}
+	t.seq++
+	return it, t.seq
+}
+
+// publishNowLocked publishes one message and waits for it (retrying it with
+// the publish backoff); retried says an earlier try already failed.
+func (t *transcript) publishNowLocked(it outItem, seq int, retried bool) {
+	failed := t.pubErr != nil
+	t.mu.Unlock()
+	var err error
+	if !failed {
+		err = t.publishTry(it, seq, retried)
+	}
+	t.mu.Lock()
+	t.failLocked(err)
+	t.ackedLocked(it)
+}
+
+func (t *transcript) failLocked(err error) {
+	if err != nil && t.pubErr == nil {
+		t.pubErr = err
+		t.log.Error("output no longer reaches NATS; the archive still keeps it", "err", err)
+	}
+}
+
+// ackedLocked releases a published (or given up) item's bytes to the writers.
+func (t *transcript) ackedLocked(it outItem) {
+	if it.typ.IsOutput() {
+		t.queued -= len(it.data)
+	}
+	t.cond.Broadcast()
+}
+
+// awaitAckLocked waits for the oldest publish in flight to be acked, or for
+// more to send (a kick); a failed ack is recovered from here.
+func (t *transcript) awaitAckLocked() {
+	f := &t.inflight[0]
+	if !f.done {
+		ack := f.ack
+		t.mu.Unlock()
+		var err error
+		select {
+		case <-ack.Ok():
+		case err = <-ack.Err():
+		case <-t.ctx.Done():
+			err = t.ctx.Err()
+		case <-t.kick:
+			t.mu.Lock()
+			return
+		}
+		t.mu.Lock()
+		f = &t.inflight[0]
+		f.done, f.err = true, err
+	}
+	if f.err != nil {
+		t.recoverLocked()
+		return
+	}
+	if t.m != nil {
+		t.m.PublishDuration.Observe(time.Since(f.sent).Seconds()) // as timedPublisher times a waited publish
+	}
+	t.ackedLocked(f.it)
+	t.inflight[0] = flight{} // its bytes are the writers' again
+	t.inflight = t.inflight[1:]
+}
+
+// failedLocked reports whether a publish in flight is known to have
+// failed, looking at the acks that came without waiting.
+func (t *transcript) failedLocked() bool {
+	failed := false
+	for i := range t.inflight {
+		f := &t.inflight[i]
+		if !f.done {
+			select {
+			case <-f.ack.Ok():
+				f.done = true
+			case err := <-f.ack.Err():
+				f.done, f.err = true, err
+			default:
+			}
+		}
+		failed = failed || (f.done && f.err != nil)
+	}
+	return failed
+}
+
+// recoverLocked handles a failed publish in flight: it waits for every
+// other one, then republishes those not acked, in order, with their message
+// ids, one at a time, and stays one at a time for pipelineCooldown.
+func (t *transcript) recoverLocked() {
+	flights := t.inflight
+	t.mu.Unlock()
+	for i := range flights {
+		f := &flights[i]
+		if f.done {
+			continue
+		}
+		select {
+		case <-f.ack.Ok():
+		case f.err = <-f.ack.Err():
+		case <-t.ctx.Done():
+			f.err = t.ctx.Err()
+		}
+		f.done = true
+	}
+	t.mu.Lock()
+	t.inflight = nil
+	t.serialUntil = time.Now().Add(pipelineCooldown)
+	for _, f := range flights {
+		if f.err != nil {
+			t.log.Warn("transcript message not acked; publishing it again", "seq", f.seq, "err", f.err)
+			t.publishNowLocked(f.it, f.seq, true)
+			continue
+		}
+		t.ackedLocked(f.it)
+	}
+}
+
+// The asynchronous window of a transcript (see drain).
+const (
+	outputWindow     = 8                     // chunks in flight at most
+	pipelineAge      = 50 * time.Millisecond // no more chunks while the oldest in flight is older
+	pipelineCooldown = 10 * time.Second      // one at a time after a failed publish
+)
+
+// flight is a message sent and not acked yet.
+type flight struct {
+	it   outItem
+	seq  int
+	ack  pendingAck
+	sent time.Time
+	done bool  // the ack came (or failed): err says which
+	err  error // why it failed
+}
+
+// failedAck is the pending ack of a message that could not be sent.
+type failedAck struct{ err chan error }
+
+func newFailedAck(err error) failedAck {
+	f := failedAck{err: make(chan error, 1)}
+	f.err <- err
+	return f
+}
+
+func (f failedAck) Ok() <-chan *jetstream.PubAck { return nil }
+
+func (f failedAck) Err() <-chan error { return f.err }
+
+func (t *transcript) msg(it outItem, seq int) bus.OutputMsg {
+	return bus.OutputMsg{
 		Run: t.run, Idx: t.idx, Type: it.typ, Host: t.host, Seq: seq, Attempt: t.attempt,
 		State: it.state, ExitCode: it.exit, Signal: it.sig, At: it.at, Data: it.data,
 	}
+}
+
+// publish publishes one message, retrying it with the publish backoff.
+func (t *transcript) publish(it outItem, seq int) error { return t.publishTry(it, seq, false) }
+
+// publishTry is publish; retried says an earlier try already failed (the
+// first try here counts as a retry).
+func (t *transcript) publishTry(it outItem, seq int, retried bool) error {
+	m := t.msg(it, seq)
 	b := t.backoff
 	if b == nil {
 		b = publishBackoff
 	}
 	tries := 0
+	if retried {
+		tries = 1
+	}
 	if err := retryUntil(t.ctx, b(), 10*time.Second, nil, "", func(ctx context.Context) error {
 		if tries++; tries > 1 && t.m != nil {
 			t.m.PublishRetries.Inc()
@@ -314,7 +620,7 @@ func (t *transcript) publish(it outItem, seq int) error {
 // waitIdleLocked waits until every queued item is published (or given up).
 func (t *transcript) waitIdleLocked() {
 	t.kickLocked()
-	for len(t.queue) > 0 || t.draining {
+	for len(t.queue) > 0 || len(t.inflight) > 0 || t.draining {
 		t.cond.Wait()
 	}
 }

@@ -42,6 +42,13 @@ func (f *fakeOutput) PublishOutput(_ context.Context, m bus.OutputMsg) error {
 	return nil
 }
 
+// PublishOutputAsync is PublishOutput with its outcome as an ack at once.
+func (f *fakeOutput) PublishOutputAsync(m bus.OutputMsg) (pendingAck, error) {
+	a := newHeldAck()
+	a.resolve(f.PublishOutput(context.Background(), m))
+	return a, nil
+}
+
 func (f *fakeOutput) sent() []bus.OutputMsg {
 	f.mu.Lock()
 	defer f.mu.Unlock()
