@@ -219,6 +219,9 @@ func TestBench(t *testing.T) {
 					case o.lost > 0:
 						t.Logf("%s, %s on %d hosts (run %d): %d hosts lost (%s)", p.name, c.label, n, rep+1, o.lost, o.why)
 					}
+					if n > 100 {
+						t.Logf("%s, %s on %d hosts (run %d): %.1f s, %d lost", p.name, c.label, n, rep+1, d.Seconds(), o.lost)
+					}
 					results[k] = append(results[k], d)
 					lost[k] = append(lost[k], o.lost)
 					retried[k] += o.retried
@@ -275,10 +278,10 @@ func TestBench(t *testing.T) {
 		t.Log("first byte: done")
 		st = e.streaming(t, hosts[0], e.ids[0], reps, *benchProfile)
 		t.Log("streaming: done")
-		pr = e.processes(t, memSessions, scaleN, reps)
+		pr = e.processes(t, memSessions, scaleN, repsAt(scaleN))
 		t.Log("executor processes: done")
 		// Watchers and API latency (bench_watch_test.go).
-		watched = e.watch(t, watchHosts(), reps)
+		watched = e.watch(t, watchHosts(), repsAt(watchHosts()))
 		t.Log("watchers and API latency: done")
 	}
 	measured := time.Since(measureStart)
@@ -335,7 +338,7 @@ func TestBench(t *testing.T) {
 		repsText = append(repsText, fmt.Sprintf("%d at N=%d", repsAt(n)*boolInt(*benchFanout), n))
 	}
 	fmt.Fprintf(&b, "Each fan-out figure is the median of several runs, the tools interleaved (runs: %s); the other parts' figures "+
-		"are medians of %d run(s). Parallelism = N for every tool; every tool's output is checked for every host. testum is "+
+		"are medians of %d run(s) (in full mode one run for the 500-host scale-out and the 1000-host watchers). Parallelism = N for every tool; every tool's output is checked for every host. testum is "+
 		"measured end to end through its API: POST /api/runs → every host final (GET polled every 20 ms; the final answers "+
 		"are checked against openapi.yaml, the polls in between are not, to keep the client's CPU out of the figures), then "+
 		"its per-host outputs are checked.\n\n", strings.Join(repsText, ", "), reps)
@@ -497,7 +500,7 @@ func TestBench(t *testing.T) {
 			"NATS and PostgreSQL share the same two cores, so a second executor cannot add CPU: what it changes is coordination "+
 			"(two consumers pulling, claims on the rows from two processes) and overlapping waits. The speed-up of a second machine is "+
 			"not measured here.\n",
-			pr.scaleN, reps, median(pr.one).Seconds(), median(pr.two).Seconds(), median(pr.two).Seconds()/median(pr.one).Seconds(),
+			pr.scaleN, len(pr.one), median(pr.one).Seconds(), median(pr.two).Seconds(), median(pr.two).Seconds()/median(pr.one).Seconds(),
 			splitString(pr.split))
 	}
 
