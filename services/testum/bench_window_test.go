@@ -210,7 +210,7 @@ func (w windowRun) plot() *plot.Plot {
 	p.Title.Text = fmt.Sprintf("testum handshakes, N=%d", w.n)
 	p.X.Label.Text = "seconds into the run"
 	p.Y.Label.Text = "handshakes"
-	p.Legend.Top = true
+	p.Legend.Left = true // bottom left: the window runs along the top
 	var win, fly plotter.XYs
 	for _, s := range w.samples {
 		win = append(win, plotter.XY{X: s.at.Seconds(), Y: s.window})
@@ -219,5 +219,6 @@ func (w windowRun) plot() *plot.Plot {
 	if err := plotutil.AddLines(p, "window", win, "in flight", fly); err != nil {
 		return nil
 	}
+	p.Y.Min, p.Y.Max = 0, p.Y.Max*1.1
 	return p
 }
