@@ -145,9 +145,9 @@ func TestBench(t *testing.T) {
 	// metrics token lets the handshake window be sampled from /metrics.
 	e.srv = startServe(t, map[string]string{"TESTUM_LOG_LEVEL": "error", "TESTUM_MAX_HANDSHAKES": "64",
 		"TESTUM_EXECUTOR_SLOTS": "1024", "TESTUM_OUTPUT_CAP": "256MiB", "TESTUM_CONN_IDLE": "0",
-		"TESTUM_METRICS_TOKEN": testMetricsToken})
+		"TESTUM_METRICS_TOKEN": testMetricsToken, "TESTUM_SESSION_IDLE": benchSessionIdle})
 	e.warm = startServe(t, map[string]string{"TESTUM_LOG_LEVEL": "error", "TESTUM_MAX_HANDSHAKES": "64",
-		"TESTUM_EXECUTOR_SLOTS": "1024"})
+		"TESTUM_EXECUTOR_SLOTS": "1024", "TESTUM_SESSION_IDLE": benchSessionIdle})
 	hosts := make([]string, max(slices.Max(sizes), 100))
 	for i := range hosts {
 		hosts[i] = sshd.Addr(i)
@@ -562,6 +562,11 @@ func writeReport(t *testing.T, start time.Time, report *string, reportAt *time.T
 		t.Logf("teardown took %.0f s\n%s", time.Since(*reportAt).Seconds(), out)
 	})
 }
+
+// benchSessionIdle keeps the admin sessions of the bench's serves: the
+// warm serve is not asked anything during the fan-out comparison, which
+// lasts longer than the default idle limit in full mode.
+const benchSessionIdle = "4h"
 
 // floor100 names the Go floor at a parallelism of 100.
 const floor100 = "Go floor, parallelism 100"
