@@ -30,8 +30,8 @@ type plotPanel struct {
 
 // writePlot draws seconds against N, one line per tool, one panel per
 // command, both axes logarithmic (the tools differ by an order of
-// magnitude), into a PNG at path.
-func writePlot(path string, sizes []int, panels []plotPanel) error {
+// magnitude), then the extra panels that are not nil, into a PNG at path.
+func writePlot(path string, sizes []int, panels []plotPanel, extra ...*plot.Plot) error {
 	var row []*plot.Plot
 	for _, pn := range panels {
 		p := plot.New()
@@ -56,6 +56,11 @@ func writePlot(path string, sizes []int, panels []plotPanel) error {
 			return fmt.Errorf("plot %s: %w", pn.title, err)
 		}
 		row = append(row, p)
+	}
+	for _, p := range extra {
+		if p != nil {
+			row = append(row, p)
+		}
 	}
 	const w, h = 6 * vg.Inch, 4.5 * vg.Inch
 	img := vgimg.New(w*vg.Length(len(row)), h)

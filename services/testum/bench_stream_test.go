@@ -48,7 +48,7 @@ func TestBenchStream(t *testing.T) {
 	id := e.srv.createPlatform(t, map[string]any{"name": "s0000", "host": host, "port": sshd.Port, "username": e.user,
 		"auth_method": "private_key", "private_key": string(sshd.KeyUser.KeyPEM)})
 	e.ids = []int64{id}
-	if err := e.testum(t, []string{host}, "echo ok", "ok\n"); err != nil { // pins the host key
+	if _, err := runOn(t, e.srv, e.ids, "echo ok", "ok\n"); err != nil { // pins the host key
 		t.Fatal(err)
 	}
 	loadBefore := loadAverage()
