@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -156,6 +157,8 @@ type Gateway struct {
 	wsOpen wsSessions // WebSockets open per session (ws.go)
 	wsHub  wsHub      // the open WebSockets, told of broadcasts (wshub.go)
 
+	runReads readShare[uuid.UUID] // GET /api/runs/{id}, shared by concurrent readers
+
 	m        *metrics.Metrics // metrics.go
 	scrape   fiber.Handler    // serves m
 	routeSet map[string]bool  // the table's route patterns, the values of the route label
@@ -192,6 +195,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, st: deps.Store, nc: deps.NATS, js: js, logs: deps.Logs,
 		log: cfg.Logger.With("component", "gateway"), tokens: tokens, now: cfg.Now, proxies: proxies,
 		refusal: newRefusalLog(), spec: spec}
+	g.runReads.timeout = cfg.RequestTimeout
 	g.runs, err = runs.New(runs.Config{DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 		DefaultParallel: cfg.DefaultParallel, Logger: g.log}, runs.Postgres(deps.Store), runPublisher{nc: deps.NATS, js: js})
 	if err != nil {

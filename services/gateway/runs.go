@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -58,16 +60,24 @@ func (g *Gateway) runGet(c *fiber.Ctx) error {
 	if err != nil {
 		return testum.NotFound("run %q not found", c.Params("id"))
 	}
-	ctx := c.UserContext()
-	run, err := g.st.Run(ctx, id)
+	// Clients polling one run share its reads (readshare.go): the answer
+	// is the same for every reader, and one of a 1000-host run is large.
+	b, err := g.runReads.do(c.UserContext(), id, func(ctx context.Context) ([]byte, error) {
+		run, err := g.st.Run(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		hosts, err := g.st.RunHosts(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(runWire(run, hosts))
+	})
 	if err != nil {
 		return err
 	}
-	hosts, err := g.st.RunHosts(ctx, id)
-	if err != nil {
-		return err
-	}
-	return c.JSON(runWire(run, hosts))
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(b)
 }
 
 // runList is the history: ?state=&user=&platform=&label=&q=&since=&until=,
