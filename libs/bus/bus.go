@@ -95,7 +95,7 @@ func streamConfigs(c StreamsConfig, replicas int) []jetstream.StreamConfig {
 		{
 			Name: StreamOutput, Subjects: []string{subjOutput + "*.*"},
 			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
-			MaxAge: c.OutputMaxAge, MaxBytes: c.OutputMaxBytes, MaxMsgSize: MaxChunk + 4096,
+			MaxAge: c.OutputMaxAge, MaxBytes: c.OutputMaxBytes, MaxMsgSize: MaxChunk + chunkHeadroom,
 			Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 2 * time.Minute,
 			PersistMode: replayPersist,
 		},

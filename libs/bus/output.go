@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Headers of transcript messages. The payload is the raw bytes of the chunk
@@ -23,8 +24,42 @@ const (
 	hdrAt      = "Testum-At"      // RFC 3339 (nanoseconds) time the executor saw it
 )
 
-// MaxChunk is the largest output payload: well under NATS's 1 MiB default.
-const MaxChunk = 32 << 10
+// MaxChunk is the largest output payload, well under NATS's 1 MiB default.
+// A chunk reaches it only under load: output that arrives while earlier
+// chunks wait for their acks joins the next chunk, and output arriving with
+// nothing in flight goes at once, however small. Larger chunks mean fewer
+// messages, acks and WebSocket frames per byte when a host floods.
+const MaxChunk = 256 << 10
+
+// LegacyChunk was MaxChunk up to the version that raised it; an output
+// stream created then allows messages of LegacyChunk + chunkHeadroom.
+const LegacyChunk = 32 << 10
+
+// chunkHeadroom is the room a transcript message needs on top of its
+// payload (subject and headers) within the stream's maximum message size.
+const chunkHeadroom = 4096
+
+// ChunkLimit is the largest output payload the output stream takes: MaxChunk,
+// or less when the stream's maximum message size is smaller (a stream an
+// earlier testum created and nothing has raised yet) or the server's maximum
+// payload is. Executors size their chunks by it.
+func ChunkLimit(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, StreamOutput)
+	if err != nil {
+		return 0, fmt.Errorf("bus: output stream: %w", err)
+	}
+	limit := MaxChunk
+	if m := int(s.CachedInfo().Config.MaxMsgSize); m > 0 {
+		limit = min(limit, m-chunkHeadroom)
+	}
+	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		limit = min(limit, int(nc.MaxPayload())-chunkHeadroom)
+	}
+	if limit < 1024 {
+		return 0, fmt.Errorf("bus: output stream %s takes messages of at most %d bytes: too small for transcripts", StreamOutput, limit+chunkHeadroom)
+	}
+	return limit, nil
+}
 
 // Type is the kind of a transcript message; the WebSocket messages use the
 // same names.

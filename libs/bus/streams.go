@@ -105,9 +105,12 @@ func (c StreamChange) String() string {
 //   - the output stream's max age and max bytes only grow at start: a larger
 //     limit keeps more, a smaller one discards transcripts another process
 //     was configured to keep;
-//   - subjects, discard policy, maximum message size and the duplicates
-//     window are the messaging contract of this version, not settings, and
-//     are brought to it at every start.
+//   - the maximum message size only grows at start: an older testum asks for
+//     less (its chunks were smaller), and lowering it would make the newer
+//     executors' chunks bounce (they size chunks by the stream: ChunkLimit);
+//   - subjects, discard policy and the duplicates window are the messaging
+//     contract of this version, not settings, and are brought to it at every
+//     start.
 //
 // Everything else a stream has (placement, compression, a description an
 // operator set) is left as it is. `testum migrate --streams` changes every
@@ -167,7 +170,7 @@ var streamSettings = []streamSetting{
 	{"discard", true, always,
 		func(c jetstream.StreamConfig) string { return c.Discard.String() },
 		func(d *jetstream.StreamConfig, s jetstream.StreamConfig) { d.Discard = s.Discard }},
-	{"max message size", true, always,
+	{"max message size", true, func(h, w jetstream.StreamConfig) bool { return grows(int64(h.MaxMsgSize), int64(w.MaxMsgSize)) },
 		func(c jetstream.StreamConfig) string {
 			return limit(c.MaxMsgSize, func(v int32) string { return strconv.FormatInt(int64(v), 10) })
 		},

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -170,6 +171,8 @@ type Executor struct {
 	finishes   *finisher                             // ends of hosts that finish together, in one statement
 	pool       *connPool                             // connections kept for the next command on the same host
 	signers    *signerCache                          // private keys parsed once per run
+
+	chunk atomic.Int64 // the output stream's largest chunk (chunkLimit); 0 until read
 }
 
 // New builds an executor; Run starts it.
@@ -238,7 +241,8 @@ func (e *Executor) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	e.log.Info("executor started", "slots", e.cfg.Slots)
+	e.readChunkLimit(ctx)
+	e.log.Info("executor started", "slots", e.cfg.Slots, "chunk", e.chunkLimit())
 	defer e.m.online(e.cfg.Slots)()
 	e.m.readPending(tasksCons)
 
@@ -268,6 +272,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	g.Go(func() error { return e.pullRuns(gctx, hardCtx, runsCons, &tasks) })
 	g.Go(func() error { return e.reap(gctx) })
 	g.Go(func() error { e.sweepConns(gctx); return nil })
+	g.Go(func() error { e.watchChunkLimit(gctx); return nil })
 	defer e.pool.close()
 	acksDone := make(chan struct{})
 	go func() { defer close(acksDone); e.progressAcks(hardCtx) }()
@@ -443,5 +448,5 @@ func (e *Executor) progressAcks(hardCtx context.Context) {
 
 // transcriptConfig is where this executor's transcripts publish and spool.
 func (e *Executor) transcriptConfig() transcriptConfig {
-	return transcriptConfig{pub: e.output, spoolDir: e.cfg.SpoolDir, log: e.log, m: e.m.Metrics}
+	return transcriptConfig{pub: e.output, spoolDir: e.cfg.SpoolDir, log: e.log, m: e.m.Metrics, chunk: e.chunkLimit()}
 }

@@ -29,8 +29,11 @@ import (
 
 // maxQueued is how much output may wait for NATS before the SSH reader
 // blocks, which in turn stops the remote through SSH flow control: memory
-// per session stays bounded however fast the host writes.
-const maxQueued = 256 << 10
+// per session stays bounded however fast the host writes. It holds four
+// chunks of bus.MaxChunk in flight, and is half of what the SSH channel
+// itself lets a host send ahead (x/crypto/ssh's 2 MiB window); a host that
+// writes little never gets near it.
+const maxQueued = 1 << 20
 
 // publishGiveUp bounds how long one transcript message is retried while NATS
 // is away; the archive keeps the bytes either way.
@@ -43,11 +46,31 @@ type outItem struct {
 	state string // status, exit: the state; exit: also exit and signal below
 	exit  *int
 	sig   string
-	full  bool // output: the chunk takes no more bytes (it ends short of bus.MaxChunk on a character boundary)
+	full  bool // output: the chunk takes no more bytes (it ends short of the chunk limit on a character boundary)
+	// pooled: data is a buffer of chunkPool, returned to it once the chunk
+	// is acked (or given up).
+	pooled bool
 }
 
-// open reports whether more output may join the item's chunk.
-func (it *outItem) open() bool { return !it.full && len(it.data) < bus.MaxChunk }
+// open reports whether more output may join the item's chunk of at most
+// limit bytes.
+func (it *outItem) open(limit int) bool { return !it.full && len(it.data) < limit }
+
+// chunkPool holds buffers of bus.MaxChunk bytes for chunks that coalesce
+// under load: a host that floods fills one after the other, and reusing
+// them spares the allocation (and the growth copies) of every chunk.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, bus.MaxChunk); return &b }}
+
+// releaseChunk returns an acked chunk's buffer to chunkPool. Nothing may
+// hold the data after its ack: the publishers copy it onto the connection
+// when they send it.
+func releaseChunk(it *outItem) {
+	if it.pooled && cap(it.data) == bus.MaxChunk {
+		b := it.data[:0]
+		chunkPool.Put(&b)
+	}
+	it.data, it.pooled = nil, false
+}
 
 // outputPublisher sends transcript messages. JetStream is the real one;
 // tests record what a transcript sends.
@@ -110,6 +133,7 @@ type transcript struct {
 	log     *slog.Logger
 	backoff func() retry.Backoff // nil: publishBackoff
 	m       *metrics.Metrics     // nil: not counted
+	chunk   int                  // the largest output chunk (bus.ChunkLimit)
 
 	async asyncOutputPublisher // nil: every message waits for its ack
 
@@ -154,16 +178,20 @@ type transcriptConfig struct {
 	log      *slog.Logger
 	backoff  func() retry.Backoff // paces publish retries; nil: publishBackoff
 	m        *metrics.Metrics     // counts output bytes and publish retries; nil: not counted
+	chunk    int                  // the largest output chunk the output stream takes (bus.ChunkLimit); 0: bus.MaxChunk
 }
 
 func newTranscript(ctx context.Context, cfg transcriptConfig, run uuid.UUID, idx, attempt int, host string, capBytes int64) *transcript {
 	t := &transcript{
 		pub: cfg.pub, backoff: cfg.backoff, m: cfg.m, ctx: ctx, run: run, idx: idx, attempt: attempt, host: host,
-		cap: capBytes, hash: sha256.New(),
+		cap: capBytes, hash: sha256.New(), chunk: cfg.chunk,
 		log:       cfg.log.With("run", run, "host", host),
 		spoolPath: filepath.Join(cfg.spoolDir, fmt.Sprintf("%s-%d-%d", run, idx, attempt)),
 	}
 	t.cond.L = &t.mu
+	if t.chunk <= 0 || t.chunk > bus.MaxChunk {
+		t.chunk = bus.MaxChunk
+	}
 	t.kick, t.window, t.maxAge = make(chan struct{}, 1), outputWindow, pipelineAge
 	if a, ok := cfg.pub.(asyncOutputPublisher); ok {
 		t.async = a
@@ -240,15 +268,19 @@ func (t *transcript) acceptLocked(typ bus.Type, p []byte) {
 
 // enqueueOutputLocked appends p, merging with the last item of the same
 // stream up to the chunk size, copying (the caller reuses p). A chunk that
-// p overflows ends on a character boundary, a few bytes short of
-// bus.MaxChunk if need be, so that no chunk splits a UTF-8 character.
+// p overflows ends on a character boundary, a few bytes short of the chunk
+// limit if need be, so that no chunk splits a UTF-8 character.
+//
+// A chunk begun while others are in flight waits for an ack and gathers
+// what arrives meanwhile, so it takes a whole buffer of chunkPool at once;
+// one begun with nothing in flight goes as it is and gets what it holds.
 func (t *transcript) enqueueOutputLocked(typ bus.Type, p []byte) {
 	now := time.Now()
 	t.queued += len(p)
 	for len(p) > 0 {
-		if k := len(t.queue); k > 0 && t.queue[k-1].typ == typ && t.queue[k-1].open() {
+		if k := len(t.queue); k > 0 && t.queue[k-1].typ == typ && t.queue[k-1].open(t.chunk) {
 			last := &t.queue[k-1]
-			room := bus.MaxChunk - len(last.data)
+			room := t.chunk - len(last.data)
 			if len(p) <= room {
 				last.data = append(last.data, p...)
 				return
@@ -268,14 +300,19 @@ func (t *transcript) enqueueOutputLocked(typ bus.Type, p []byte) {
 			p = p[take:]
 			continue
 		}
-		take := min(len(p), bus.MaxChunk)
+		take := min(len(p), t.chunk)
 		full := take < len(p)
 		if full {
 			take -= incompleteTail(p[:take])
 		}
-		buf := make([]byte, take, min(bus.MaxChunk, max(take, 4096)))
-		copy(buf, p[:take])
-		t.queue = append(t.queue, outItem{typ: typ, data: buf, at: now, full: full})
+		it := outItem{typ: typ, at: now, full: full}
+		if (len(t.inflight) > 0 || full) && t.chunk > bus.MaxChunk/2 {
+			it.data, it.pooled = (*chunkPool.Get().(*[]byte))[:take], true
+		} else {
+			it.data = make([]byte, take, min(t.chunk, max(take, 4096)))
+		}
+		copy(it.data, p[:take])
+		t.queue = append(t.queue, it)
 		p = p[take:]
 	}
 }
@@ -339,7 +376,7 @@ func (t *transcript) kickLocked() {
 // the moments when a stream's leader changes (when a message could fail
 // while the next one is stored, and its republish land after it). While
 // chunks are in flight the bytes that arrive meanwhile coalesce into the
-// next chunk, up to bus.MaxChunk; with nothing in flight a partial chunk
+// next chunk, up to the chunk limit; with nothing in flight a partial chunk
 // goes at once, so interactive output stays immediate. The bytes stay
 // counted in queued (the writers' back-pressure) until their ack.
 //
@@ -392,7 +429,7 @@ func (t *transcript) sendLocked() bool {
 			return false
 		case time.Since(t.inflight[0].sent) > t.maxAge:
 			return false // the stream is slow to answer: wait rather than pile up
-		case len(t.queue) == 1 && head.open() && !t.ended:
+		case len(t.queue) == 1 && head.open(t.chunk) && !t.ended:
 			return false // coalescing: more bytes may join this chunk until an ack comes
 		case t.failedLocked():
 			return false // nothing more until what is in flight is republished
@@ -461,10 +498,12 @@ func (t *transcript) failLocked(err error) {
 	}
 }
 
-// ackedLocked releases a published (or given up) item's bytes to the writers.
+// ackedLocked releases a published (or given up) item's bytes to the
+// writers, and its buffer.
 func (t *transcript) ackedLocked(it outItem) {
 	if it.typ.IsOutput() {
 		t.queued -= len(it.data)
+		releaseChunk(&it)
 	}
 	t.cond.Broadcast()
 }

@@ -302,7 +302,10 @@ func TestTranscriptInFlightBytesHoldTheWriter(t *testing.T) {
 func TestTranscriptRepublishesFailedAcksInOrder(t *testing.T) {
 	pub := newHoldingOutput()
 	tr := pipelinedTranscript(t, pub)
-	chunk := bytes.Repeat([]byte("x"), bus.MaxChunk)
+	// Chunks of an earlier version's stream, so that a whole window of them
+	// fits in maxQueued.
+	tr.chunk = bus.LegacyChunk
+	chunk := bytes.Repeat([]byte("x"), tr.chunk)
 	var want bytes.Buffer
 	wrote := make(chan struct{})
 	go func() {
