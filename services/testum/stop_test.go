@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/testum/testum/libs/secrets"
 	"github.com/testum/testum/libs/testenv"
 )
 
@@ -115,4 +117,72 @@ func TestIdleServeStopsWithoutWaitingForPullRequests(t *testing.T) {
 		t.Fatalf("the stop waited for the pull request open at SIGTERM to end (%s): an idle stop must not wait for its expiry\n%s",
 			status, p.out.String())
 	}
+}
+
+// TestExecutorStoppedMidRunFinishesItsHosts: SIGTERM to an executor process
+// that runs hosts (and has pull requests open) lets its running commands
+// finish, exits 0, and hands the rest of the run to the other executor:
+// every host ends ok, each ran exactly once, none lost.
+func TestExecutorStoppedMidRunFinishesItsHosts(t *testing.T) {
+	t.Parallel()
+	sshd := testenv.StartSSHD(t)
+	nats := testenv.NATS(t)
+	fernet, _ := secrets.GenerateKey()
+	env := map[string]string{
+		"DATABASE_URL": testenv.Postgres(t), "NATS_URL": nats.URL, "FERNET_KEY": fernet,
+		"SECRET_KEY": "test-secret-key-0123456789abcdef0123456789", "TESTUM_DATA_DIR": t.TempDir(),
+		"TESTUM_LOG_LEVEL": "warn", "TESTUM_LISTEN": "127.0.0.1:0", "TESTUM_HEARTBEAT": "300ms",
+		"TESTUM_DEAD_AFTER": "5s", "TESTUM_EXECUTOR_SLOTS": "2", "TESTUM_DRAIN_TIMEOUT": "60s",
+		"ADMIN_USERNAME": testAdmin, "ADMIN_PASSWORD": testAdminKey,
+	}
+	gw := startProcess(t, env, "gateway")
+	s := &server{URL: gw.waitURL(t)}
+	s.login(t)
+	stopped := startProcess(t, env, "executor")
+	stoppedID := stopped.waitExecutorID(t)
+	startProcess(t, env, "executor")
+
+	var ids []int64
+	for i := range 8 {
+		ids = append(ids, s.createPlatform(t, map[string]any{"name": fmt.Sprintf("st%02d", i), "host": sshd.Addr(170 + i),
+			"port": sshd.Port, "username": sshd.PasswordUser.Name, "auth_method": "password", "password": sshd.PasswordUser.Password}))
+	}
+	marker := filepath.Join(sshd.PasswordUser.Home, fmt.Sprintf("stop-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	cmd := fmt.Sprintf(`echo x >> %s-$(echo $SSH_CONNECTION | cut -d' ' -f3); sleep 2; echo done`, marker)
+	runID := s.startRun(t, map[string]any{"command": cmd, "timeout": 60, "targets": map[string]any{"platform_ids": ids}})
+	deadline := time.Now().Add(waitLimit)
+	var held []string
+	for len(held) == 0 {
+		for _, h := range hostsOf(s.getRun(t, runID)) {
+			if val(h.Executor) == stoppedID && h.State == "running" {
+				held = append(held, h.Name)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the executor to stop never ran a host")
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	if err := stopped.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped.exited:
+	case <-time.After(waitLimit):
+		t.Fatalf("the executor did not stop within %s of SIGTERM:\n%s", waitLimit, stopped.out.String())
+	}
+	if code := stopped.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("the executor exited %d after SIGTERM:\n%s", code, stopped.out.String())
+	}
+	r := s.waitRun(t, runID)
+	for _, h := range hostsOf(r) {
+		lines := 0
+		if b, err := os.ReadFile(marker + "-" + strings.Split(h.Address, ":")[0]); err == nil {
+			lines = strings.Count(string(b), "x")
+		}
+		if h.State != "ok" || h.Attempt != 1 || lines != 1 {
+			t.Errorf("%s: %s attempt %d on %s, ran %d times", h.Name, h.State, h.Attempt, val(h.Executor), lines)
+		}
+	}
+	t.Logf("%d hosts were running on the stopped executor; run %s %+v", len(held), r.State, r.Counts)
 }
