@@ -121,6 +121,12 @@ func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, token
 				break more
 			}
 		}
+		if ctx.Err() != nil { // stopped while taking tokens: no new pull request
+			for range n {
+				release()
+			}
+			return ctx.Err()
+		}
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			for range n {
@@ -132,15 +138,28 @@ func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, token
 			}
 			continue
 		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			if ctx.Err() != nil {
-				_ = msg.Nak()
-				release()
-				continue
+		got, msgs := 0, batch.Messages()
+	recv:
+		for {
+			select {
+			case msg, ok := <-msgs:
+				if !ok {
+					break recv
+				}
+				got++
+				if ctx.Err() != nil {
+					_ = msg.Nak()
+					release()
+					continue
+				}
+				handle(msg, release)
+			case <-ctx.Done():
+				// Stopping: do not wait for the pull request to expire
+				// (an idle stop would wait up to fetchWait for nothing).
+				// Whatever it still brings is handed back (nak) as before.
+				go handBack(msgs, n-got, release)
+				return ctx.Err()
 			}
-			handle(msg, release)
 		}
 		for range n - got {
 			release()
@@ -153,6 +172,19 @@ func (e *Executor) fetchLoop(ctx context.Context, cons jetstream.Consumer, token
 			continue
 		}
 		backoff = dependencyBackoff()
+	}
+}
+
+// handBack naks what an abandoned pull request still delivers, until it
+// ends, and returns the tokens it held (left of them).
+func handBack(msgs <-chan jetstream.Msg, left int, release func()) {
+	for msg := range msgs {
+		_ = msg.Nak()
+		release()
+		left--
+	}
+	for range left {
+		release()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -60,9 +61,16 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 			sys.natsURL, filepath.Join(cfg.DataDir, "nats_password"))
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return gw.Serve(gctx, ln) })
-	g.Go(func() error { return ex.Run(gctx) })
+	g.Go(func() error { return stopLogged(log, "gateway", gw.Serve(gctx, ln)) })
+	g.Go(func() error { return stopLogged(log, "executor", ex.Run(gctx)) })
 	return g.Wait()
+}
+
+// stopLogged logs (at debug) that a part of the process returned, for
+// following a stop step by step, and passes its error on.
+func stopLogged(log *slog.Logger, what string, err error) error {
+	log.Debug("stopped", "what", what, "err", err)
+	return err
 }
 
 func newGateway(cfg *Config, sys *system, m *metrics.Metrics) (*gateway.Gateway, error) {

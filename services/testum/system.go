@@ -37,7 +37,7 @@ type system struct {
 	natsURL string // the embedded server's client URL when it listens
 	wait    *startup
 
-	closers []func()
+	closers []closer
 }
 
 type systemOpts struct {
@@ -76,7 +76,7 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 		if err != nil {
 			return nil, fmt.Errorf("private PostgreSQL: %w", err)
 		}
-		sys.closers = append(sys.closers, func() {
+		sys.addCloser("PostgreSQL", func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if err := pg.Stop(sctx); err != nil {
@@ -96,7 +96,7 @@ func openSystem(ctx context.Context, cfg *Config, log *slog.Logger, o systemOpts
 		return nil, err
 	}
 	sys.st = st
-	sys.closers = append(sys.closers, st.Close)
+	sys.addCloser("store", st.Close)
 	if err := checkSecretsCanary(ctx, st, sys.keyring); err != nil {
 		return nil, err
 	}
@@ -197,7 +197,7 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 		if err != nil {
 			return err
 		}
-		sys.closers = append(sys.closers, srv.Shutdown)
+		sys.addCloser("embedded NATS", srv.Shutdown)
 		conn, err := srv.Connect(opts...)
 		if err != nil {
 			return fmt.Errorf("nats: %w", err)
@@ -205,7 +205,7 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 		sys.nc = conn
 		sys.natsURL = srv.ClientURL()
 	}
-	sys.closers = append(sys.closers, func() { _ = sys.nc.Drain() })
+	sys.addCloser("NATS connection", func() { _ = sys.nc.Drain() })
 	js, err := jetstream.New(sys.nc)
 	if err != nil {
 		return err
@@ -220,10 +220,24 @@ func (sys *system) connectNATS(ctx context.Context, embed bool) error {
 	})
 }
 
-// Close releases everything in reverse order of opening.
+// closer is one step of system.Close.
+type closer struct {
+	name string
+	fn   func()
+}
+
+func (sys *system) addCloser(name string, fn func()) {
+	sys.closers = append(sys.closers, closer{name, fn})
+}
+
+// Close releases everything in reverse order of opening, logging each step
+// (at debug) with how long it took.
 func (sys *system) Close() {
 	for i := len(sys.closers) - 1; i >= 0; i-- {
-		sys.closers[i]()
+		c := sys.closers[i]
+		start := time.Now()
+		c.fn()
+		sys.log.Debug("stopped", "what", c.name, "took", time.Since(start).Round(time.Millisecond))
 	}
 	sys.closers = nil
 }
