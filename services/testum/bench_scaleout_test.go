@@ -18,7 +18,6 @@ import (
 // set by how many sessions the executors may hold at once, not by CPU, and
 // each executor process's slots show as capacity even on a small machine.
 const (
-	scaleHosts = 512
 	scaleSlots = 64
 	scaleSleep = 2 * time.Second
 )
@@ -38,11 +37,21 @@ type scaleRow struct {
 	err       error
 }
 
-func (r scaleRow) ideal() time.Duration {
-	return time.Duration(float64(scaleHosts) / float64(r.executors*scaleSlots) * float64(scaleSleep))
+// scaleHosts is how many hosts the workload runs on: 512, or 256 in short
+// mode, where the rounds take half the time (one executor sleeps in 4 waves
+// instead of 8, four executors in one wave instead of two).
+func scaleHosts() int {
+	if *benchShort {
+		return 256
+	}
+	return 512
 }
 
-// TestBenchScaleout runs `sleep 2` on 512 loopback hosts through one
+func (r scaleRow) ideal() time.Duration {
+	return time.Duration(float64(scaleHosts()) / float64(r.executors*scaleSlots) * float64(scaleSleep))
+}
+
+// TestBenchScaleout runs `sleep 2` on 512 (short mode: 256) loopback hosts through one
 // `testum gateway` process with 1, then 2, then 4 `testum executor`
 // processes of 64 slots each (executors join between the rounds), and
 // writes its section of the report.
@@ -70,7 +79,7 @@ func TestBenchScaleout(t *testing.T) {
 	}
 	addExecutors(1)
 
-	ids := make([]int64, scaleHosts)
+	ids := make([]int64, scaleHosts())
 	for i := range ids {
 		ids[i] = s.createPlatform(t, map[string]any{"name": fmt.Sprintf("s%04d", i), "host": sshd.Addr(i),
 			"port": sshd.Port, "username": sshd.KeyUser.Name, "auth_method": "private_key",
@@ -127,7 +136,7 @@ func TestBenchScaleout(t *testing.T) {
 		"slots: each executor's slots are capacity it adds even on this machine. That CPU part is measured just before each run: "+
 		"the same run of `echo ok` on the same hosts and executors (no sleep), column *no-sleep s*. Connection reuse is off "+
 		"(`TESTUM_CONN_IDLE=0`), so both runs open a new SSH connection per host whichever executor takes it.\n\n",
-		cmd, scaleHosts, scaleHosts, scaleSlots, reps, scaleSleep.Seconds())
+		cmd, scaleHosts(), scaleHosts(), scaleSlots, reps, scaleSleep.Seconds())
 	b.WriteString("| executors | total slots | ideal s | measured s | measured/ideal | all hosts ok | no-sleep s | hosts per executor |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {

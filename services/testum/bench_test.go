@@ -44,7 +44,7 @@ var (
 	benchRest    = flag.Bool("bench.rest", true, "run the parts after the fan-out comparison (false: the fan-out comparison only, while developing it)")
 	benchProfile = flag.String("bench.profile", "", "directory for pprof profiles of the fan-out and streaming runs (empty: none)")
 	benchSizes   = flag.String("bench.sizes", "", "comma-separated host counts N of the fan-out comparison, e.g. 10,100,500 (empty: 10,100 in short mode, 10,100,500,1000 in full mode)")
-	benchAnsible = flag.Int("bench.ansible-max", 1000, "largest N ansible runs at (it forks a process per host: the slowest peer by far)")
+	benchAnsible = flag.Int("bench.ansible-max", 0, "largest N ansible runs at (it forks a process per host: the slowest peer by far; 0: 10 in short mode, 1000 in full mode)")
 )
 
 // sizesOf parses -bench.sizes, or returns the default host counts.
@@ -105,6 +105,19 @@ type benchEnv struct {
 	ids     []int64 // platform ids, host i at ids[i]
 	warm    *server // the defaults: connections kept for the next run
 	warmIDs []int64
+}
+
+// ansibleMax is the largest N ansible runs at: -bench.ansible-max, or by
+// default 10 in short mode (a minute of ansible at N = 100 would be a third
+// of the short run) and 1000 in full mode.
+func ansibleMax() int {
+	switch {
+	case *benchAnsible > 0:
+		return *benchAnsible
+	case *benchShort:
+		return 10
+	}
+	return 1000
 }
 
 func TestBench(t *testing.T) {
@@ -178,7 +191,7 @@ func TestBench(t *testing.T) {
 		{name: "pdsh", run: e.pdsh},
 		{name: "parallel-ssh", run: e.pssh},
 		{name: "clush", run: e.clush},
-		{name: "ansible raw", run: e.ansible, at: func(n int) bool { return n <= *benchAnsible }},
+		{name: "ansible raw", run: e.ansible, at: func(n int) bool { return n <= ansibleMax() }},
 	}
 	kib := strings.Repeat("x", 1024) + "\n"
 	type key struct {
@@ -314,7 +327,7 @@ func TestBench(t *testing.T) {
 	if *benchSizes != "" {
 		extra = append(extra, "-bench.sizes="+*benchSizes)
 	}
-	if *benchAnsible != 1000 {
+	if *benchAnsible != 0 {
 		extra = append(extra, fmt.Sprintf("-bench.ansible-max=%d", *benchAnsible))
 	}
 	if !*benchFanout {
@@ -466,9 +479,10 @@ func TestBench(t *testing.T) {
 			pn.series = append(pn.series, s)
 		}
 		b.WriteString("\n")
-		if skipped := sizesAbove(sizes, *benchAnsible); len(skipped) > 0 {
-			notes = append(notes, fmt.Sprintf("ansible raw is not run at N = %s (-bench.ansible-max=%d): it forks a process per "+
-				"host and would take most of the time budget there", joinInts(skipped), *benchAnsible))
+		if skipped := sizesAbove(sizes, ansibleMax()); len(skipped) > 0 {
+			notes = append(notes, fmt.Sprintf("ansible raw is not run at N = %s (-bench.ansible-max=%d%s): it forks a process per "+
+				"host and would take most of the time budget there", joinInts(skipped), ansibleMax(),
+				map[bool]string{true: ", the short mode's default", false: ""}[*benchAnsible == 0 && *benchShort]))
 		}
 		for _, note := range notes {
 			fmt.Fprintf(&b, "- %s.\n", note)
