@@ -428,6 +428,40 @@ func (s *streamWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ReadFrom is what io.Copy in x/crypto/ssh uses to move a stream's output
+// to s: it reads with a buffer that starts small and doubles only while
+// reads fill it (up to readBufMax), where io.Copy would allocate 32 KiB per
+// stream up front, so an idle or quiet session holds a few hundred bytes.
+// Each chunk is written before the next read, as io.Copy does, so the
+// channel's back-pressure is unchanged.
+func (s *streamWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, readBufMin)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			total += int64(n)
+			_, _ = s.Write(buf[:n]) // never fails: errors are kept in s.err
+			if n == len(buf) && len(buf) < readBufMax {
+				buf = make([]byte, 2*len(buf))
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// The bounds of ReadFrom's buffer: the first read's, and the most it grows
+// to (io.Copy's size).
+const (
+	readBufMin = 512
+	readBufMax = 32 << 10
+)
+
 // sameWriter reports a == b without panicking on writers of a type that
 // cannot be compared.
 func sameWriter(a, b io.Writer) (same bool) {
