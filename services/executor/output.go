@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -770,6 +771,17 @@ func (t *transcript) archive(ctx context.Context, logs logstore.Store) (string, 
 		return "", fmt.Errorf("spooling output: %w", spoolErr)
 	}
 	key := logstore.HostAttemptLogKey(t.run, t.idx, t.attempt)
+	if a, ok := logs.(fileAdopter); ok {
+		// The spool is the log: moved into the archive, not copied.
+		err := a.Adopt(ctx, []logstore.LocalFile{{Key: key, File: spool}, {Key: logstore.IndexKeyOf(key), File: index}})
+		if err == nil {
+			return key, nil
+		}
+		if !errors.Is(err, logstore.ErrCrossDevice) {
+			t.log.Warn("moving the spooled log into the archive; copying it", "err", err)
+		}
+		// The open files still read every byte, moved or not.
+	}
 	for _, part := range []struct {
 		f   *os.File
 		key string
@@ -789,6 +801,12 @@ func (t *transcript) archive(ctx context.Context, logs logstore.Store) (string, 
 		}
 	}
 	return key, nil
+}
+
+// fileAdopter is a log store that can take finished local files as they
+// are (logstore.Disk on the spool's filesystem).
+type fileAdopter interface {
+	Adopt(ctx context.Context, files []logstore.LocalFile) error
 }
 
 // incompleteTail returns how many trailing bytes of b begin a UTF-8

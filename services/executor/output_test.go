@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"os"
 	"log/slog"
 	"strings"
 	"sync"
@@ -310,6 +311,10 @@ func TestTranscriptArchivesWhatNATSLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	spooled, err := tr.spool.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
 	key, err := tr.archive(context.Background(), logs)
 	if err != nil || key != logstore.HostLogKey(testRunID, 2) {
 		t.Fatalf("archive: %q, %v", key, err)
@@ -322,6 +327,11 @@ func TestTranscriptArchivesWhatNATSLost(t *testing.T) {
 	got, _ := io.ReadAll(r)
 	if !bytes.Equal(got, want.Bytes()) {
 		t.Fatalf("archived %d bytes, want %d", len(got), want.Len())
+	}
+	// The spool and the archive share a filesystem: the spool file itself
+	// became the log, no copy was made.
+	if archived, err := r.(*os.File).Stat(); err != nil || !os.SameFile(spooled, archived) {
+		t.Fatalf("the archived log is not the spool file moved (%v)", err)
 	}
 	if _, err := logs.Stat(context.Background(), logstore.HostIndexKey(testRunID, 2)); err != nil {
 		t.Fatalf("index: %v", err)
