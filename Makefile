@@ -114,8 +114,8 @@ test: deps web web-check check-generated vet lint
 
 # bench measures testum against a Go floor, pdsh, parallel-ssh, clush and
 # ansible on one loopback sshd and writes docs/benchmarks.md and
-# docs/benchmarks.png (short: N = 10 and 100, one run each, within 3
-# minutes). FULL=1 runs N = 10, 100, 500 and 1000 (3 runs at N <= 100, 1
+# docs/benchmarks.png (short: N = 10 and 100, one run each, ansible at
+# N = 10 only, scale-out on 256 hosts; meant to take 3 minutes). FULL=1 runs N = 10, 100, 500 and 1000 (3 runs at N <= 100, 1
 # above; hosts lost per tool; the handshake window at N = 1000), 1000
 # executor sessions and 500 hosts for scale-out, within 30 minutes.
 # BENCH_ARGS passes flags such as -bench.reps=3, -bench.sizes=10,100,500,
